@@ -1,0 +1,104 @@
+"""Checkpoints: safetensors weights with the format version and the resolved config in the metadata.
+
+Writes are atomic: the file is written beside its destination under a temporary name and renamed
+into place, so a crash never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import AstraConfig
+from .errors import CheckpointError, ConfigError
+from .model.actions import AstraNet
+
+FORMAT = "astra-world"
+FORMAT_VERSION = 1
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """safetensors `save_file`, through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, net: AstraNet, extra_metadata: dict[str, str] | None = None) -> Path:
+    """Save `net` with its config; `extra_metadata` (strings) joins the header."""
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": net.config.model_dump_json(),
+        **(extra_metadata or {}),
+    }
+    return atomic_save_tensors(path, net.state_dict(), metadata)
+
+
+def read_checkpoint(path: str | Path) -> tuple[AstraConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(config, tensors, metadata) of a checkpoint, validated; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is not supported (this version reads <= {FORMAT_VERSION})"
+        )
+    try:
+        config = AstraConfig.from_dict(json.loads(metadata["config"]), source=f"{path} (config)")
+    except (KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: metadata 'config' is missing or not JSON ({err})") from None
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    return config, tensors, metadata
+
+
+def check_state_dict(net: AstraNet, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one `CheckpointError` listing every missing, unexpected or mis-shaped tensor."""
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(tensors[k].shape)} (model {expected[k]})"
+        for k in set(expected) & set(tensors)
+        if tuple(tensors[k].shape) != expected[k]
+    )
+    problems = [
+        f"{title}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}"
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match the config; " + "; ".join(problems))
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> AstraNet:
+    """Rebuild the network from the checkpoint's own config and load its weights."""
+    config, tensors, _ = read_checkpoint(path)
+    net = AstraNet(config)
+    check_state_dict(net, tensors, str(path))
+    net.load_state_dict(tensors)
+    return net.to(device).eval()

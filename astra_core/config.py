@@ -1,0 +1,189 @@
+"""Typed configs (pydantic v2, unknown keys rejected) for the model, objective, memory and rollout.
+
+Every config round-trips through YAML and JSON; the resolved `AstraConfig` is stored inside each
+checkpoint so that a checkpoint alone rebuilds its model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from .errors import ConfigError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiTConfig(_Config):
+    """The Wan2.1 DiT backbone (field names follow Wan's) plus Astra's changes."""
+
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_heads: int = 12
+    num_layers: int = 30
+    in_dim: int = 16
+    out_dim: int = 16
+    text_dim: int | None = 4096
+    freq_dim: int = 256
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    eps: float = 1e-6
+    cross_attn_norm: bool = True
+    rope_theta: float = 10000.0
+    # Astra's additions
+    use_projector: bool = True  # ACT-Adapter projector Linear(dim, dim) after self-attention, identity-initialised
+    attention: Literal["block_causal", "full"] = "block_causal"
+
+    @model_validator(mode="after")
+    def _check(self) -> DiTConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        head_dim = self.dim // self.num_heads
+        if head_dim % 2 or head_dim < 6:
+            raise ValueError(f"head dim dim/num_heads={head_dim} must be even and at least 6 (3-D RoPE)")
+        if self.patch_size[0] != 1:
+            raise ValueError("patch_size[0] must be 1: Astra gives every latent frame its own timestep")
+        for name in ("dim", "ffn_dim", "num_layers", "in_dim", "out_dim", "freq_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    # CPU-sized: about 2 M parameters, no text conditioning.
+    "tiny": DiTConfig(dim=192, ffn_dim=768, num_heads=6, num_layers=4, text_dim=None),
+    # The benchmark size: dim 384, 8 layers.
+    "small": DiTConfig(dim=384, ffn_dim=1536, num_heads=6, num_layers=8, text_dim=None),
+    "base": DiTConfig(dim=768, ffn_dim=3072, num_heads=12, num_layers=12, text_dim=None),
+    # Wan2.1-T2V-1.3B: the released Astra backbone.
+    "wan2.1-1.3b": DiTConfig(),
+}
+
+
+def dit_preset(name: str, **overrides: Any) -> DiTConfig:
+    """The preset `name` with `overrides` applied (validated)."""
+    if name not in DIT_PRESETS:
+        raise ConfigError(f"unknown DiT preset {name!r}; choose one of {sorted(DIT_PRESETS)}")
+    try:
+        return DiTConfig(**{**DIT_PRESETS[name].model_dump(), **overrides})
+    except ValidationError as err:
+        raise ConfigError(f"bad override for preset {name!r}: {_describe(err)}") from None
+
+
+class ActionConfig(_Config):
+    """The action path: raw per-latent-frame action width and the encoder that maps it to the DiT width."""
+
+    action_dim: int = 7
+    hidden_dim: int = 256
+
+
+class FlowConfig(_Config):
+    """Rectified flow: x_σ = (1−σ)·x₀ + σ·ε, target v = ε − x₀."""
+
+    shift: float = 5.0  # Wan's timestep shift σ' = sσ / (1 + (s−1)σ)
+    num_train_timesteps: int = 1000  # the DiT sees t = σ · num_train_timesteps
+    loss_weighting: Literal["uniform", "gaussian"] = "uniform"
+    weighting_center: float = 0.5  # gaussian bump centre, as σ
+    weighting_width: float = 0.25
+
+
+class HistoryConfig(_Config):
+    """Which history latents the model sees, and the noise-as-mask augmentation of them."""
+
+    chunk_size: int = 4  # latent frames generated per step
+    context_frames: int = 1  # latent frames of the first (sink) chunk
+    window: int = 16  # recent history latent frames kept besides the sink
+    noise_prob: float = 0.5  # probability that a training sample's history is noised
+    noise_sigma_min: float = 0.1
+    noise_sigma_max: float = 0.7
+    noise_frames: Literal["recent", "all"] = "recent"  # "recent": every history frame but the sink
+    tell_model_sigma: bool = False  # give noised history the timestep σ_h·T instead of 0
+
+    @model_validator(mode="after")
+    def _check(self) -> HistoryConfig:
+        if self.chunk_size < 1 or self.context_frames < 1:
+            raise ValueError("chunk_size and context_frames must be at least 1")
+        if self.window < self.chunk_size or self.window % self.chunk_size:
+            raise ValueError(f"window={self.window} must be a positive multiple of chunk_size={self.chunk_size}")
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise ValueError(f"noise_prob={self.noise_prob} must lie in [0, 1]")
+        if not 0.0 <= self.noise_sigma_min <= self.noise_sigma_max <= 1.0:
+            raise ValueError("need 0 <= noise_sigma_min <= noise_sigma_max <= 1")
+        return self
+
+
+class GuidanceConfig(_Config):
+    """Action-free guidance, Astra §3: drop actions in training, extrapolate away from v(∅) at inference."""
+
+    action_dropout: float = 0.1
+    scale: float = 2.0
+
+    @model_validator(mode="after")
+    def _check(self) -> GuidanceConfig:
+        if not 0.0 <= self.action_dropout < 1.0:
+            raise ValueError(f"action_dropout={self.action_dropout} must lie in [0, 1)")
+        return self
+
+
+class SamplerConfig(_Config):
+    name: Literal["euler", "heun"] = "euler"
+    num_steps: int = 10
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplerConfig:
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps={self.num_steps} must be at least 1")
+        return self
+
+
+class AstraConfig(_Config):
+    """Everything needed to rebuild a world model; stored inside every checkpoint."""
+
+    dit: DiTConfig = DIT_PRESETS["tiny"]
+    action: ActionConfig = ActionConfig()
+    flow: FlowConfig = FlowConfig()
+    history: HistoryConfig = HistoryConfig()
+    guidance: GuidanceConfig = GuidanceConfig()
+    sampler: SamplerConfig = SamplerConfig()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AstraConfig:
+        data = dict(data)
+        dit = data.get("dit")
+        if isinstance(dit, dict) and "preset" in dit:
+            dit = dict(dit)
+            data["dit"] = dit_preset(dit.pop("preset"), **dit)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_describe(err)}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AstraConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read config: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(data, source=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"field '{loc}': {e['msg']}")
+    return "; ".join(parts)

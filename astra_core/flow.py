@@ -1,0 +1,53 @@
+"""Rectified flow matching, the objective of Wan2.1 and Astra.
+
+x_σ = (1 − σ)·x₀ + σ·ε with ε ~ N(0, I); the network predicts v = ε − x₀; σ = 1 is pure noise and
+σ = 0 clean data. The DiT sees t = σ·T with T = `num_train_timesteps`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import FlowConfig
+
+
+class RectifiedFlow:
+    def __init__(self, config: FlowConfig | None = None):
+        self.config = config or FlowConfig()
+
+    def shift(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Wan's timestep shift σ' = sσ / (1 + (s − 1)σ): more time at high noise for s > 1."""
+        s = self.config.shift
+        return s * sigma / (1 + (s - 1) * sigma)
+
+    def sample_sigma(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Training noise levels [batch]: uniform in (0, 1), then shifted."""
+        u = torch.rand(batch, generator=generator).clamp(1e-5, 1 - 1e-5)
+        return self.shift(u).to(device)
+
+    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma * self.config.num_train_timesteps
+
+    @staticmethod
+    def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x0, noise [B, ...]; sigma [B] (or broadcastable) -> x_σ."""
+        sigma = sigma.reshape(sigma.shape + (1,) * (x0.ndim - sigma.ndim)).to(x0.dtype)
+        return (1 - sigma) * x0 + sigma * noise
+
+    @staticmethod
+    def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return noise - x0
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss weight: 1, or a Gaussian bump in σ (mean 1 over uniform σ, roughly)."""
+        if self.config.loss_weighting == "uniform":
+            return torch.ones_like(sigma)
+        c, w = self.config.weighting_center, self.config.weighting_width
+        bump = torch.exp(-0.5 * ((sigma - c) / w) ** 2)
+        return bump / (w * math.sqrt(2 * math.pi))
+
+    def inference_sigmas(self, num_steps: int, device=None) -> torch.Tensor:
+        """[num_steps + 1] noise levels from 1 down to 0, shifted like the training levels."""
+        return self.shift(torch.linspace(1.0, 0.0, num_steps + 1, device=device))

@@ -1,0 +1,54 @@
+"""The training objective of an Astra world model: flow matching on the target chunk, conditioned on
+(noise-augmented) history through block-causal attention, with action dropout for guidance."""
+
+from __future__ import annotations
+
+import torch
+
+from .flow import RectifiedFlow
+from .memory import augment_history, check_training_layout, sequence_chunk_ids
+from .model.actions import AstraNet
+
+
+class WorldModelObjective:
+    """`loss(latents, actions, mask, num_history) -> (loss, logs)` for an `AstraNet`."""
+
+    def __init__(self, net: AstraNet):
+        self.net = net
+        self.flow = RectifiedFlow(net.config.flow)
+
+    def loss(
+        self,
+        latents: torch.Tensor,
+        actions: torch.Tensor,
+        action_mask: torch.Tensor | None,
+        num_history: int,
+        frame_positions: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """latents [B, C, F, H, W]: `num_history` history frames, then one target chunk;
+        actions [B, F, A] (the action of frame i leads from frame i−1 into it); mask [B, F]."""
+        cfg = self.net.config
+        b, _, f = latents.shape[:3]
+        check_training_layout(f, num_history, cfg.history)
+        device = latents.device
+        history, target = latents[:, :, :num_history], latents[:, :, num_history:]
+
+        sigma = self.flow.sample_sigma(b, generator, device)
+        noise = torch.randn(target.shape, generator=generator, dtype=target.dtype).to(device)
+        noisy_target = self.flow.add_noise(target, noise, sigma)
+        noisy_history, history_t = augment_history(history, cfg.history, cfg.flow.num_train_timesteps, generator)
+        target_t = self.flow.timesteps(sigma)[:, None].expand(b, f - num_history)
+        timesteps = torch.cat([history_t, target_t], dim=1)
+
+        drop = (torch.rand(b, generator=generator) < cfg.guidance.action_dropout).to(device)
+        features = self.net.action_features(actions, action_mask, drop=drop)
+        chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, device)
+
+        x = torch.cat([noisy_history, noisy_target], dim=2)
+        pred = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
+        pred = pred[:, :, num_history:]
+        per_sample = (pred.float() - self.flow.velocity_target(target, noise).float()).pow(2).mean(dim=(1, 2, 3, 4))
+        loss = (per_sample * self.flow.loss_weight(sigma)).mean()
+        logs = {"loss": float(loss.detach()), "sigma": float(sigma.mean()), "dropped": float(drop.float().mean())}
+        return loss, logs

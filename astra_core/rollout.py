@@ -1,0 +1,185 @@
+"""Streaming rollout: `WorldModel.reset(context)` then `step(actions)` -> the next latent chunk.
+
+Each step samples a chunk by flow matching (Euler or Heun), conditioned on the history window (the
+first chunk as a sink plus the most recent `window` latent frames). With the KV cache, history keys
+and values are computed once per chunk — by one extra forward pass over the finished chunk at its
+clean timestep — and every denoising step computes only the new chunk's tokens. Action-free guidance
+batches the conditional and action-free branches in one forward; since history tokens carry action
+features, the two branches keep separate cache rows (batch rows [0, B) and [B, 2B)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ShapeError
+from .flow import RectifiedFlow
+from .memory import segments_to_evict
+from .model.actions import AstraNet
+from .model.kv_cache import KVCache
+from .sampling import SAMPLERS, action_free_guidance
+
+
+@dataclass
+class _Chunk:
+    """A history chunk kept for the uncached path: latents and the features of both branches."""
+
+    latents: torch.Tensor  # [B, C, f, H, W]
+    features: torch.Tensor  # [B or 2B, f, dim]
+    positions: torch.Tensor  # [f]
+    sink: bool
+
+
+class WorldModel:
+    """A rollout session over latents. The toy-world layer adds pixels, tokenizer and normaliser."""
+
+    def __init__(
+        self,
+        net: AstraNet,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        num_steps: int | None = None,
+        use_kv_cache: bool = True,
+        seed: int = 0,
+    ):
+        cfg = net.config
+        self.net = net.eval()
+        self.flow = RectifiedFlow(cfg.flow)
+        self.history_cfg = cfg.history
+        self.guidance_scale = cfg.guidance.scale if guidance_scale is None else float(guidance_scale)
+        sampler = sampler or cfg.sampler.name
+        if sampler not in SAMPLERS:
+            raise ShapeError(f"sampler: unknown {sampler!r}; choose one of {sorted(SAMPLERS)}")
+        self.sampler = SAMPLERS[sampler]
+        self.num_steps = num_steps or cfg.sampler.num_steps
+        self.use_kv_cache = use_kv_cache
+        self.seed = seed
+        self._cache: KVCache | None = None
+        self._chunks: list[_Chunk] = []
+        self._next_position = 0
+        self._latent_shape: tuple[int, ...] | None = None
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @property
+    def frames_generated(self) -> int:
+        """Latent frames so far (context included); also the next temporal position."""
+        return self._next_position
+
+    @property
+    def cache(self) -> KVCache | None:
+        return self._cache
+
+    # ---- public API -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset(
+        self, context: torch.Tensor, actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None
+    ) -> None:
+        """Start a rollout from context latents [B, C, Fc, H, W] (the sink chunk).
+
+        `actions` [B, Fc, A] default to zeros with mask 0 (the first latent frame has no action)."""
+        dit_cfg = self.net.config.dit
+        if context.ndim != 5 or context.shape[1] != dit_cfg.in_dim:
+            raise ShapeError(f"context: expected latents [B, {dit_cfg.in_dim}, F, H, W], got {tuple(context.shape)}")
+        if not bool(torch.isfinite(context).all()):
+            raise ShapeError("context: contains NaN or Inf")
+        b, c, fc, h, w = context.shape
+        self._latent_shape = (b, c, h, w)
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._cache = KVCache(dit_cfg.num_layers) if self.use_kv_cache else None
+        self._chunks = []
+        self._next_position = 0
+        if actions is None:
+            actions = torch.zeros(b, fc, self.net.config.action.action_dim, device=context.device)
+            action_mask = torch.zeros(b, fc, device=context.device)
+        self._commit(context.to(self.device), self._features(actions, action_mask, fc), sink=True)
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate the next chunk from actions [B, chunk_size, A] -> latents [B, C, chunk_size, H, W]."""
+        if self._latent_shape is None:
+            raise RuntimeError("call reset(context) before step(actions)")
+        b, c, h, w = self._latent_shape
+        f = self.history_cfg.chunk_size
+        if actions.ndim != 3 or actions.shape[:2] != (b, f):
+            raise ShapeError(f"actions: expected [{b}, {f}, A] (batch, chunk_size, action_dim), got {tuple(actions.shape)}")
+        features = self._features(actions, action_mask, f)
+        positions = torch.arange(self._next_position, self._next_position + f, device=self.device)
+        noise = torch.randn((b, c, f, h, w), generator=self._generator).to(self.device)
+        sigmas = self.flow.inference_sigmas(self.num_steps, device=self.device)
+
+        def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return self._velocity(x, sigma, features, positions)
+
+        latents = self.sampler(velocity, noise, sigmas)
+        self._commit(latents, features, sink=False)
+        return latents
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _features(self, actions: torch.Tensor, mask: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """Action features [B, f, dim], with the action-free branch's stacked below when guided."""
+        actions = actions.to(self.device)
+        mask = mask.to(self.device) if mask is not None else None
+        cond = self.net.action_features(actions, mask)
+        if not self.guided:
+            return cond
+        return torch.cat([cond, self.net.null_features(cond.shape[0], frames).to(cond.dtype)], dim=0)
+
+    def _branches(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x], dim=0) if self.guided else x
+
+    def _velocity(self, x, sigma, features, positions) -> torch.Tensor:
+        xin = self._branches(x)
+        bb, f = xin.shape[0], xin.shape[2]
+        t = self.flow.timesteps(sigma).expand(bb, f)
+        if self._cache is not None:
+            v = self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)
+        else:
+            v = self._velocity_recompute(xin, t, features, positions)
+        if not self.guided:
+            return v
+        v_cond, v_free = v.chunk(2, dim=0)
+        return action_free_guidance(v_cond, v_free, self.guidance_scale)
+
+    def _velocity_recompute(self, xin, t, features, positions) -> torch.Tensor:
+        """Uncached: run history + new chunk through block-causal attention every step."""
+        chunks = self._chunks
+        hist = self._branches(torch.cat([ch.latents for ch in chunks], dim=2))
+        x = torch.cat([hist, xin], dim=2)
+        f_hist = hist.shape[2]
+        timesteps = torch.cat([t.new_zeros(t.shape[0], f_hist), t], dim=1)
+        feats = torch.cat([ch.features for ch in chunks] + [features], dim=1)
+        pos = torch.cat([ch.positions for ch in chunks] + [positions])
+        ids = torch.cat(
+            [torch.full((ch.latents.shape[2],), i) for i, ch in enumerate(chunks)]
+            + [torch.full((xin.shape[2],), len(chunks))]
+        ).to(x.device)
+        v = self.net(x, timesteps, feats, frame_positions=pos, chunk_ids=ids)
+        return v[:, :, f_hist:]
+
+    def _commit(self, latents: torch.Tensor, features: torch.Tensor, sink: bool) -> None:
+        """Append a finished chunk to the history; with the cache, one forward at timestep 0."""
+        f = latents.shape[2]
+        positions = torch.arange(self._next_position, self._next_position + f, device=self.device)
+        self._next_position += f
+        window = self.history_cfg.window
+        if self._cache is not None:
+            xin = self._branches(latents)
+            t = torch.zeros(xin.shape[0], f, device=self.device)
+            with self._cache.writing(sink=sink):
+                self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)
+            self._cache.evict(window)
+            return
+        self._chunks.append(_Chunk(latents, features, positions, sink))
+        drop = segments_to_evict([ch.latents.shape[2] for ch in self._chunks], [ch.sink for ch in self._chunks], window)
+        self._chunks = [ch for i, ch in enumerate(self._chunks) if i not in drop]
