@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+from _helpers import make_config, make_net
+from safetensors.torch import save_file
+
+from astra_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from astra_core.cli import main
+from astra_core.errors import CheckpointError
+from astra_core.model.actions import AstraNet
+
+
+def test_round_trip_keeps_weights_config_and_outputs(tmp_path):
+    net = make_net()
+    path = save_checkpoint(tmp_path / "m.safetensors", net, {"note": "hello"})
+    config, tensors, meta = read_checkpoint(path)
+    assert config == net.config and meta["note"] == "hello" and meta["format_version"] == "1"
+    loaded = load_checkpoint(path)
+    x, t = torch.randn(1, 8, 2, 4, 4), torch.rand(1, 2) * 1000
+    a = torch.randn(1, 2, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, loaded.action_features(a)), net(x, t, net.action_features(a)))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "m.safetensors", make_net(seed=1))
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("astra_core.checkpoint.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, make_net(seed=2))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_mismatched_shapes_are_named(tmp_path):
+    net = make_net()
+    other = AstraNet(make_config(dim=32, heads=2))
+    path = tmp_path / "bad.safetensors"
+    meta = {"format": "astra-world", "format_version": "1", "config": net.config.model_dump_json()}
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"bad.safetensors.*wrong shape: .*dit\.blocks\.0\.ffn\.0\.weight"):
+        load_checkpoint(path)
+
+
+def test_bad_files_and_configs_fail_clearly(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 40)
+    with pytest.raises(CheckpointError, match="junk.safetensors: not a readable"):
+        load_checkpoint(junk)
+    path = save_checkpoint(tmp_path / "ok.safetensors", make_net())
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="cut.safetensors"):
+        load_checkpoint(truncated)
+    cfg = json.loads(make_net().config.model_dump_json())
+    cfg["dit"]["num_layrs"] = 3
+    odd = tmp_path / "odd.safetensors"
+    save_file({"x": torch.zeros(1)}, str(odd), metadata={"format": "astra-world", "format_version": "1",
+                                                        "config": json.dumps(cfg)})
+    with pytest.raises(CheckpointError, match=r"dit\.num_layrs"):
+        load_checkpoint(odd)
+    future = tmp_path / "future.safetensors"
+    save_file({"x": torch.zeros(1)}, str(future), metadata={"format": "astra-world", "format_version": "99",
+                                                           "config": "{}"})
+    with pytest.raises(CheckpointError, match="format_version '99'"):
+        load_checkpoint(future)
+
+
+def test_cli_info_and_presets(tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "m.safetensors", make_net())
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["dit"]["dim"] == 64 and info["parameters"] > info["backbone_parameters"]
+    assert main(["info", str(tmp_path / "nope.safetensors")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["presets"]) == 0
+    assert "wan2.1-1.3b" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from astra_core.config import FlowConfig
+from astra_core.flow import RectifiedFlow
+from astra_core.sampling import SAMPLERS, euler, heun
+
+
+def test_noising_and_target_define_the_straight_path():
+    flow = RectifiedFlow()
+    x0, eps = torch.randn(3, 4), torch.randn(3, 4)
+    sigma = torch.tensor([0.0, 0.3, 1.0])
+    xs = flow.add_noise(x0, eps, sigma)
+    assert torch.allclose(xs[0], x0[0]) and torch.allclose(xs[2], eps[2])
+    # moving along the target velocity from x0 for σ reaches x_σ
+    assert torch.allclose(x0 + sigma[:, None] * flow.velocity_target(x0, eps), xs, atol=1e-6)
+
+
+def test_shift_matches_wan_formula_and_keeps_endpoints():
+    flow = RectifiedFlow(FlowConfig(shift=5.0))
+    s = torch.tensor([0.0, 0.2, 0.5, 1.0])
+    assert torch.allclose(flow.shift(s), 5 * s / (1 + 4 * s))
+    sig = flow.inference_sigmas(8)
+    assert sig[0] == 1.0 and sig[-1] == 0.0 and bool((sig.diff() < 0).all())
+    train = flow.sample_sigma(20000, torch.Generator().manual_seed(0))
+    assert 0 < train.min() and train.max() < 1
+    assert train.median() > 0.75  # shift 5 puts most training time at high noise: median 5/6
+
+
+def test_gaussian_loss_weighting_peaks_at_its_centre():
+    flow = RectifiedFlow(FlowConfig(loss_weighting="gaussian", weighting_center=0.5))
+    w = flow.loss_weight(torch.tensor([0.1, 0.5, 0.9]))
+    assert w[1] > w[0] and w[1] > w[2]
+    assert torch.equal(RectifiedFlow().loss_weight(torch.rand(4)), torch.ones(4))
+
+
+def _gaussian_velocity(mu: float, s: float):
+    """Exact flow velocity when the data is N(mu, s²): x_σ ~ N((1−σ)mu, (1−σ)²s² + σ²)."""
+
+    def velocity(x, sigma):
+        std = torch.sqrt((1 - sigma) ** 2 * s**2 + sigma**2)
+        z = (x - (1 - sigma) * mu) / std
+        dstd = (-(1 - sigma) * s**2 + sigma) / std
+        return -mu + dstd * z
+
+    return velocity
+
+
+def test_samplers_share_a_signature_and_solve_a_known_flow():
+    mu, s = 2.0, 0.5
+    x1 = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    exact = mu + s * x1  # the probability-flow map of a Gaussian keeps the standardised variable
+    errors = {}
+    for name, sampler in SAMPLERS.items():
+        sigmas = torch.linspace(1, 0, 21)
+        out = sampler(_gaussian_velocity(mu, s), x1.clone(), sigmas)
+        errors[name] = float((out - exact).abs().max())
+    assert errors["heun"] < 0.01
+    assert errors["euler"] < 0.3
+    assert errors["heun"] < errors["euler"] / 3
+    # both converge as the step count grows
+    fine = euler(_gaussian_velocity(mu, s), x1.clone(), torch.linspace(1, 0, 401))
+    assert float((fine - exact).abs().max()) < errors["euler"] / 10
+
+
+def test_heun_is_exact_for_a_point_mass():
+    # data = a single point: v = (x − x0)/σ, straight lines, so even 1 step is exact for both samplers
+    x0 = torch.tensor([1.5, -0.5])
+    velocity = lambda x, sigma: (x - x0) / sigma  # noqa: E731
+    for sampler in (euler, heun):
+        out = sampler(velocity, torch.tensor([0.3, 0.2]), torch.tensor([1.0, 0.5, 0.0]))
+        assert torch.allclose(out, x0, atol=1e-6), sampler.__name__
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_sampler_calls_follow_the_step_count(steps):
+    calls = {"euler": 0, "heun": 0}
+
+    def make(name):
+        def v(x, sigma):
+            calls[name] += 1
+            return torch.zeros_like(x)
+
+        return v
+
+    for name, sampler in SAMPLERS.items():
+        sampler(make(name), torch.zeros(2), RectifiedFlow().inference_sigmas(steps))
+    assert calls["euler"] == steps
+    assert calls["heun"] == 2 * steps - 1
+    assert math.isfinite(steps)

@@ -1,0 +1,143 @@
+import pytest
+import torch
+from _helpers import make_config, make_net
+
+from astra_core.config import HistoryConfig
+from astra_core.errors import ConfigError, ShapeError
+from astra_core.memory import augment_history, segments_to_evict, sequence_chunk_ids
+from astra_core.objective import WorldModelObjective
+from astra_core.sampling import action_free_guidance
+
+
+def test_chunk_ids_and_eviction_policy():
+    assert sequence_chunk_ids(7, 1, 3).tolist() == [0, 1, 1, 1, 2, 2, 2]
+    assert sequence_chunk_ids(4, 2, 2).tolist() == [0, 0, 1, 1]
+    # sink + chunks of 2, window 4: the oldest non-sink chunk goes first, the sink never
+    assert segments_to_evict([1, 2, 2, 2], [True, False, False, False], 4) == {1}
+    assert segments_to_evict([1, 2, 2], [True, False, False], 4) == set()
+    assert segments_to_evict([1, 2, 2, 2, 2], [True, False, False, False, False], 4) == {1, 2}
+
+
+def test_history_config_is_validated():
+    with pytest.raises(ValueError, match="multiple of chunk_size"):
+        HistoryConfig(chunk_size=4, window=6)
+    with pytest.raises(ValueError, match="noise_prob"):
+        HistoryConfig(noise_prob=1.5)
+
+
+def _history(b=64):
+    return torch.randn(b, 4, 5, 2, 2, generator=torch.Generator().manual_seed(3))
+
+
+def test_noise_as_mask_never_applied_with_probability_zero():
+    h = _history()
+    out, t = augment_history(h, HistoryConfig(noise_prob=0.0), 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(out, h) and torch.equal(t, torch.zeros(64, 5))
+
+
+def test_noise_as_mask_spares_the_sink_and_reports_sigma_when_told():
+    h = _history()
+    cfg = HistoryConfig(noise_prob=1.0, noise_sigma_min=0.3, noise_sigma_max=0.6, tell_model_sigma=True)
+    out, t = augment_history(h, cfg, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, 0], h[:, :, 0]) and torch.equal(t[:, 0], torch.zeros(64))
+    assert not torch.allclose(out[:, :, 1:], h[:, :, 1:])
+    assert bool(((t[:, 1:] >= 300) & (t[:, 1:] <= 600)).all())
+    assert bool((t[:, 1:] == t[:, 1:2]).all())  # one level per sample
+    silent, t_silent = augment_history(h, cfg.model_copy(update={"tell_model_sigma": False}), 1000,
+                                       torch.Generator().manual_seed(0))
+    assert torch.equal(silent, out) and torch.equal(t_silent, torch.zeros(64, 5))
+    both, _ = augment_history(h, cfg.model_copy(update={"noise_frames": "all"}), 1000,
+                              torch.Generator().manual_seed(0))
+    assert not torch.allclose(both[:, :, 0], h[:, :, 0])
+
+
+def test_noise_probability_is_respected():
+    cfg = HistoryConfig(noise_prob=0.3)
+    out, _ = augment_history(_history(4000), cfg, 1000, torch.Generator().manual_seed(1))
+    changed = (out != _history(4000)).flatten(1).any(dim=1).float().mean()
+    assert abs(float(changed) - 0.3) < 0.03
+
+
+def test_null_action_feature_is_learned_and_used_when_dropped():
+    net = make_net()
+    assert net.null_action.requires_grad and net.null_action.abs().sum() > 0
+    actions = torch.randn(2, 3, 3)
+    drop = torch.tensor([True, False])
+    feats = net.action_features(actions, drop=drop)
+    assert torch.equal(feats[0], net.null_action.expand(3, -1))
+    assert torch.equal(feats[1], net.action_features(actions)[1])
+
+
+def test_guidance_scale_one_equals_plain_conditional_velocity():
+    net = make_net()
+    x, t = torch.randn(2, 8, 2, 4, 4), torch.full((2, 2), 600.0)
+    cond = net.action_features(torch.randn(2, 2, 3))
+    null = net.null_features(2, 2)
+    with torch.no_grad():
+        batched = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]))
+        v_cond, v_free = batched.chunk(2)
+        plain = net(x, t, cond)
+    assert torch.allclose(action_free_guidance(v_cond, v_free, 1.0), plain, atol=1e-5)
+    guided = action_free_guidance(v_cond, v_free, 2.0)
+    assert not torch.allclose(guided, plain, atol=1e-3)
+    assert torch.allclose(guided, 2 * v_cond - v_free, atol=1e-6)
+
+
+def test_action_mask_and_bad_actions():
+    net = make_net()
+    with pytest.raises(ShapeError, match=r"actions: expected \[B, F, 3\]"):
+        net.action_features(torch.zeros(1, 2, 4))
+    with pytest.raises(ShapeError, match="actions: contains NaN"):
+        net.action_features(torch.tensor([[[0.0, float("nan"), 0.0]]]))
+    with pytest.raises(ShapeError, match="action mask"):
+        net.action_features(torch.zeros(1, 2, 3), torch.ones(1, 3))
+    masked = net.action_features(torch.randn(1, 2, 3), torch.zeros(1, 2))
+    assert torch.allclose(masked[0, 0], masked[0, 1])  # masked values are ignored
+
+
+def test_objective_trains_and_checks_its_layout():
+    torch.manual_seed(0)
+    net = make_net(live_actions=False).train()
+    objective = WorldModelObjective(net)
+    latents = torch.randn(4, 8, 5, 4, 4)
+    actions = torch.randn(4, 5, 3)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        loss, logs = objective.loss(latents, actions, None, num_history=3, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(logs["loss"])
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    with pytest.raises(ShapeError, match="expected chunk_size=2"):
+        objective.loss(latents, actions, None, num_history=2)
+
+
+def test_adapter_selection_freezes_the_backbone():
+    net = make_net(**{"text_dim": 16})
+    trainable = net.select_adapter_parameters()
+    names = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert names == set(net.adapter_parameter_names())
+    assert len(trainable) == len(names)
+    layers = net.config.dit.num_layers
+    assert sum(".self_attn." in n for n in names) == layers * 10  # q k v o weights/biases + 2 norms
+    assert sum(".projector." in n for n in names) == layers * 2
+    assert {"null_action", "action_encoder.net.0.weight"} <= names
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert any(".cross_attn." in n for n in frozen) and any(".ffn." in n for n in frozen)
+    assert "dit.patch_embedding.weight" in frozen and "dit.head.head.weight" in frozen
+    assert sum(p.numel() for p in trainable) < sum(p.numel() for p in net.parameters())
+
+
+def test_config_rejects_typos_with_the_field_named(tmp_path):
+    from astra_core.config import AstraConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("dit:\n  preset: tiny\nhistory:\n  chunk_sise: 4\n")
+    with pytest.raises(ConfigError, match=r"history\.chunk_sise"):
+        AstraConfig.from_yaml(path)
+    cfg = make_config()
+    path.write_text(cfg.to_yaml())
+    assert AstraConfig.from_yaml(path) == cfg
