@@ -47,7 +47,10 @@ def check_training_layout(num_frames: int, num_history: int, cfg: HistoryConfig)
 
 
 def augment_history(
-    history: torch.Tensor, cfg: HistoryConfig, num_train_timesteps: int, generator: torch.Generator | None = None
+    history: torch.Tensor,
+    cfg: HistoryConfig,
+    num_train_timesteps: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise as mask: corrupt history latents so that the model cannot just copy them.
 

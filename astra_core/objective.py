@@ -50,5 +50,9 @@ class WorldModelObjective:
         pred = pred[:, :, num_history:]
         per_sample = (pred.float() - self.flow.velocity_target(target, noise).float()).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * self.flow.loss_weight(sigma)).mean()
-        logs = {"loss": float(loss.detach()), "sigma": float(sigma.mean()), "dropped": float(drop.float().mean())}
+        logs = {
+            "loss": float(loss.detach()),
+            "sigma": float(sigma.mean()),
+            "dropped": float(drop.float().mean()),
+        }
         return loss, logs

@@ -10,6 +10,7 @@ features, the two branches keep separate cache rows (batch rows [0, B) and [B, 2
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +83,10 @@ class WorldModel:
 
     @torch.no_grad()
     def reset(
-        self, context: torch.Tensor, actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
     ) -> None:
         """Start a rollout from context latents [B, C, Fc, H, W] (the sink chunk).
 
@@ -111,7 +115,9 @@ class WorldModel:
         b, c, h, w = self._latent_shape
         f = self.history_cfg.chunk_size
         if actions.ndim != 3 or actions.shape[:2] != (b, f):
-            raise ShapeError(f"actions: expected [{b}, {f}, A] (batch, chunk_size, action_dim), got {tuple(actions.shape)}")
+            raise ShapeError(
+                f"actions: expected [{b}, {f}, A] (batch, chunk_size, action_dim), got {tuple(actions.shape)}"
+            )
         features = self._features(actions, action_mask, f)
         positions = torch.arange(self._next_position, self._next_position + f, device=self.device)
         noise = torch.randn((b, c, f, h, w), generator=self._generator).to(self.device)
@@ -123,6 +129,16 @@ class WorldModel:
         latents = self.sampler(velocity, noise, sigmas)
         self._commit(latents, features, sink=False)
         return latents
+
+    def fork(self) -> WorldModel:
+        """An independent copy of this session (history, cache, random state) sharing the network:
+        try other actions from the same state without disturbing this one."""
+        clone = copy.copy(self)
+        clone._cache = copy.deepcopy(self._cache)
+        clone._chunks = list(self._chunks)
+        if self._latent_shape is not None:
+            clone._generator = torch.Generator().set_state(self._generator.get_state())
+        return clone
 
     # ---- internals --------------------------------------------------------------------------
 

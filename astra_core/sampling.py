@@ -32,7 +32,10 @@ def heun(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor) -> torc
     return x
 
 
-SAMPLERS: dict[str, Callable[[VelocityFn, torch.Tensor, torch.Tensor], torch.Tensor]] = {"euler": euler, "heun": heun}
+SAMPLERS: dict[str, Callable[[VelocityFn, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "euler": euler,
+    "heun": heun,
+}
 
 
 def action_free_guidance(v_cond: torch.Tensor, v_free: torch.Tensor, scale: float) -> torch.Tensor:

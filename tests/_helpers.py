@@ -23,7 +23,13 @@ def make_config(
     """A CPU-sized config for tests: a two-layer DiT on 8-channel latents."""
     return AstraConfig(
         dit=dit_preset(
-            "tiny", dim=dim, ffn_dim=2 * dim, num_heads=heads, num_layers=layers, in_dim=channels, out_dim=channels,
+            "tiny",
+            dim=dim,
+            ffn_dim=2 * dim,
+            num_heads=heads,
+            num_layers=layers,
+            in_dim=channels,
+            out_dim=channels,
             **dit_overrides,
         ),
         action=ActionConfig(action_dim=action_dim, hidden_dim=32),

@@ -63,13 +63,19 @@ def test_bad_files_and_configs_fail_clearly(tmp_path):
     cfg = json.loads(make_net().config.model_dump_json())
     cfg["dit"]["num_layrs"] = 3
     odd = tmp_path / "odd.safetensors"
-    save_file({"x": torch.zeros(1)}, str(odd), metadata={"format": "astra-world", "format_version": "1",
-                                                        "config": json.dumps(cfg)})
+    save_file(
+        {"x": torch.zeros(1)},
+        str(odd),
+        metadata={"format": "astra-world", "format_version": "1", "config": json.dumps(cfg)},
+    )
     with pytest.raises(CheckpointError, match=r"dit\.num_layrs"):
         load_checkpoint(odd)
     future = tmp_path / "future.safetensors"
-    save_file({"x": torch.zeros(1)}, str(future), metadata={"format": "astra-world", "format_version": "99",
-                                                           "config": "{}"})
+    save_file(
+        {"x": torch.zeros(1)},
+        str(future),
+        metadata={"format": "astra-world", "format_version": "99", "config": "{}"},
+    )
     with pytest.raises(CheckpointError, match="format_version '99'"):
         load_checkpoint(future)
 

@@ -1,16 +1,17 @@
 import pytest
 import torch
+from _helpers import has_cuda
 
 from astra_core import AstraDiT, ConfigError, ShapeError, dit_preset
 from astra_core.config import DIT_PRESETS
 from astra_core.memory import sequence_chunk_ids
 
-from _helpers import has_cuda
-
 
 def _small_dit(**kw) -> AstraDiT:
     torch.manual_seed(0)
-    return AstraDiT(dit_preset("tiny", dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=8, out_dim=8, **kw)).eval()
+    return AstraDiT(
+        dit_preset("tiny", dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=8, out_dim=8, **kw)
+    ).eval()
 
 
 @pytest.mark.parametrize("name", sorted(DIT_PRESETS))
@@ -46,8 +47,9 @@ def test_forward_shapes_and_per_frame_timesteps():
 
 def test_zero_action_feature_equals_plain_backbone_exactly():
     adapted = _small_dit()
-    plain = AstraDiT(dit_preset("tiny", dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=8, out_dim=8,
-                                use_projector=False))
+    plain = AstraDiT(
+        dit_preset("tiny", dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=8, out_dim=8, use_projector=False)
+    )
     plain.load_state_dict(adapted.backbone_state_dict())
     x, t = torch.randn(2, 8, 3, 8, 8), torch.rand(2, 3) * 1000
     zero = torch.zeros(2, 3, 64)

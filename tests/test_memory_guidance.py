@@ -43,11 +43,11 @@ def test_noise_as_mask_spares_the_sink_and_reports_sigma_when_told():
     assert not torch.allclose(out[:, :, 1:], h[:, :, 1:])
     assert bool(((t[:, 1:] >= 300) & (t[:, 1:] <= 600)).all())
     assert bool((t[:, 1:] == t[:, 1:2]).all())  # one level per sample
-    silent, t_silent = augment_history(h, cfg.model_copy(update={"tell_model_sigma": False}), 1000,
-                                       torch.Generator().manual_seed(0))
+    silent, t_silent = augment_history(
+        h, cfg.model_copy(update={"tell_model_sigma": False}), 1000, torch.Generator().manual_seed(0)
+    )
     assert torch.equal(silent, out) and torch.equal(t_silent, torch.zeros(64, 5))
-    both, _ = augment_history(h, cfg.model_copy(update={"noise_frames": "all"}), 1000,
-                              torch.Generator().manual_seed(0))
+    both, _ = augment_history(h, cfg.model_copy(update={"noise_frames": "all"}), 1000, torch.Generator().manual_seed(0))
     assert not torch.allclose(both[:, :, 0], h[:, :, 0])
 
 

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from astra_core import AstraDiT, WeightLoadError, dit_preset
-from astra_core.model.wan_io import diffusers_config, export_wan_state_dict, load_wan_state_dict, to_wan_layout
+from astra_core.model.wan_io import (
+    diffusers_config,
+    export_wan_state_dict,
+    load_wan_state_dict,
+    to_wan_layout,
+)
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "wan2.1-t2v-1.3b.keys.json"  # copy of shared/fixtures
 diffusers = pytest.importorskip("diffusers", reason="diffusers comes with the 'test' extra")
@@ -25,7 +30,17 @@ def test_wan_1_3b_backbone_has_the_real_checkpoint_layout():
     assert len(fixture["keys"]) == 825
     assert exported == fixture["keys"]
     cfg = fixture["config"]
-    for field in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "freq_dim", "eps"):
+    for field in (
+        "dim",
+        "ffn_dim",
+        "num_heads",
+        "num_layers",
+        "in_dim",
+        "out_dim",
+        "text_dim",
+        "freq_dim",
+        "eps",
+    ):
         assert getattr(model.config, field) == cfg[field], field
 
 

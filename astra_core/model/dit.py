@@ -49,10 +49,10 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 2 * hw, hw, hw
 
 
-def rope_cos_sin(
+def rope_frequencies(
     frame_positions: torch.Tensor, height: int, width: int, head_dim: int, theta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """3-D rotary tables for tokens ordered (f h w): each [F*h*w, 1, head_dim/2] float32.
+) -> torch.Tensor:
+    """3-D rotary factors for tokens ordered (f h w): complex64 [F*h*w, 1, head_dim/2].
 
     Angles are computed in float64 from the positions themselves, not looked up in a table, so
     temporal positions stay valid however long a rollout runs (Wan's table stops at 1024).
@@ -74,14 +74,13 @@ def rope_cos_sin(
         ],
         dim=-1,
     ).reshape(f * h * w, 1, head_dim // 2)
-    return grid.cos().float(), grid.sin().float()
+    return torch.polar(torch.ones_like(grid), grid).to(torch.complex64)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x [B, N, H, D] by the angles in cos/sin [N, 1, D/2]."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return rotated.flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of x [B, N, H, D] by the complex factors freqs [N, 1, D/2]."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
@@ -98,6 +97,15 @@ def _gate(y: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
 def _rms(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     """RMSNorm in the norm's own precision (float32 under autocast), result in x's dtype."""
     return norm(x.to(norm.weight.dtype)).to(x.dtype)
+
+
+def _affine_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The cross-attention LayerNorm (or Identity) computed in float32, result in x's dtype."""
+    if isinstance(norm, nn.LayerNorm):
+        return F.layer_norm(x.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps).type_as(
+            x
+        )
+    return x
 
 
 def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -120,15 +128,14 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rope: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
         cache: LayerKV | None = None,
     ) -> torch.Tensor:
         """x [B, N, D] -> [B, N, D]; with a cache, keys/values of cached history are prepended."""
         heads = self.num_heads
-        q = apply_rope(_rms(self.norm_q, self.q(x)).unflatten(-1, (heads, -1)), cos, sin)  # [B, N, H, d]
-        k = apply_rope(_rms(self.norm_k, self.k(x)).unflatten(-1, (heads, -1)), cos, sin)
+        q = apply_rope(_rms(self.norm_q, self.q(x)).unflatten(-1, (heads, -1)), rope)  # [B, N, H, d]
+        k = apply_rope(_rms(self.norm_k, self.k(x)).unflatten(-1, (heads, -1)), rope)
         v = self.v(x).unflatten(-1, (heads, -1))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, N, d]
         if cache is not None:
@@ -179,7 +186,7 @@ class DiTBlock(nn.Module):
         self,
         x: torch.Tensor,
         e: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: torch.Tensor,
         action: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
@@ -192,12 +199,12 @@ class DiTBlock(nn.Module):
         if action is not None:  # ACT-Adapter: action feature joins the self-attention input
             b, n, d = h.shape
             h = (h.view(b, frames, n // frames, d) + action.float()[:, :, None]).view(b, n, d)
-        y = self.self_attn(h.type_as(x), *rope, attn_mask=attn_mask, cache=cache)
+        y = self.self_attn(h.type_as(x), rope, attn_mask=attn_mask, cache=cache)
         if self.projector is not None:
             y = self.projector(y)
         x = (x.float() + _gate(y, gate, frames)).type_as(x)
         if self.cross_attn is not None:
-            x = x + self.cross_attn(self.norm3(x.float()).type_as(x), context)
+            x = x + self.cross_attn(_affine_norm(self.norm3, x), context)
         h = _modulate(_layer_norm(x, self.eps), ffn_shift, ffn_scale, frames)
         y = self.ffn(h.type_as(x))
         return (x.float() + _gate(y, ffn_gate, frames)).type_as(x)
@@ -289,7 +296,7 @@ class AstraDiT(nn.Module):
         if timesteps.ndim == 1:
             timesteps = timesteps[:, None].expand(b, f)
 
-        tokens = rearrange(self.patch_embedding(x), "b d f h w -> b (f h w) d")
+        tokens = rearrange(self.patch_embedding(x), "b d f h w -> b (f h w) d").contiguous()
         t_emb = sinusoidal_embedding(timesteps, cfg.freq_dim).to(self.time_embedding[0].weight.dtype)
         e = self.time_embedding(t_emb)  # [B, F, D]
         e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, D]
@@ -298,7 +305,7 @@ class AstraDiT(nn.Module):
         if frame_positions is None:
             start = kv_cache.next_position if kv_cache is not None else 0
             frame_positions = torch.arange(start, start + f, device=x.device)
-        rope = rope_cos_sin(frame_positions.to(x.device), h, w, cfg.head_dim, cfg.rope_theta)
+        rope = rope_frequencies(frame_positions.to(x.device), h, w, cfg.head_dim, cfg.rope_theta)
         attn_mask = self._attention_mask(chunk_ids, f, h * w, kv_cache, x.device)
 
         for i, block in enumerate(self.blocks):
@@ -311,7 +318,12 @@ class AstraDiT(nn.Module):
         return rearrange(out, "b (f h w) (p q c) -> b c f (h p) (w q)", f=f, h=h, w=w, p=ph, q=pw)
 
     def _attention_mask(
-        self, chunk_ids: torch.Tensor | None, frames: int, tokens_per_frame: int, kv_cache: KVCache | None, device
+        self,
+        chunk_ids: torch.Tensor | None,
+        frames: int,
+        tokens_per_frame: int,
+        kv_cache: KVCache | None,
+        device,
     ) -> torch.Tensor | None:
         if self.config.attention == "full":
             return None
@@ -342,9 +354,7 @@ class AstraDiT(nn.Module):
             raise ShapeError("timesteps: contains NaN or Inf")
         if action_features is not None:
             if action_features.shape != (b, f, cfg.dim):
-                raise ShapeError(
-                    f"action_features: expected [{b}, {f}, {cfg.dim}], got {tuple(action_features.shape)}"
-                )
+                raise ShapeError(f"action_features: expected [{b}, {f}, {cfg.dim}], got {tuple(action_features.shape)}")
             if not bool(torch.isfinite(action_features).all()):
                 raise ShapeError("action_features: contains NaN or Inf")
         if (context is None) != (cfg.text_dim is None):
@@ -365,6 +375,4 @@ class AstraDiT(nn.Module):
         return {k: v for k, v in self.state_dict().items() if ".projector." not in k}
 
     def count_parameters(self, backbone_only: bool = False) -> int:
-        return sum(
-            p.numel() for n, p in self.named_parameters() if not (backbone_only and ".projector." in n)
-        )
+        return sum(p.numel() for n, p in self.named_parameters() if not (backbone_only and ".projector." in n))

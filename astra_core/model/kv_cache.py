@@ -25,31 +25,60 @@ class Segment:
 
 
 class LayerKV:
-    """Keys and values of one layer, [B, heads, N, head_dim] each."""
+    """Keys and values of one layer in a growing buffer [B, heads, capacity, head_dim].
+
+    The first `length` slots hold committed history. A forward pass writes its new keys/values into
+    the slots right after them and attends over the buffer's prefix, so reading the cache copies
+    nothing; committing a pass just advances `length`.
+    """
 
     def __init__(self, cache: KVCache):
         self._cache = cache
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self.length = 0
+        self._pending = 0
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]
 
     def attend(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values for attention: the cached ones followed by the new ones (kept if writing)."""
-        if self._cache.is_writing:
-            self._pending = (k_new.detach(), v_new.detach())
-        if self.k is None:
-            return k_new, v_new
-        return torch.cat([self.k, k_new], dim=2), torch.cat([self.v, v_new], dim=2)
+        end = self.length + k_new.shape[2]
+        self._reserve(k_new, end)
+        self._k[:, :, self.length : end] = k_new.detach()
+        self._v[:, :, self.length : end] = v_new.detach()
+        self._pending = k_new.shape[2] if self._cache.is_writing else 0
+        return self._k[:, :, :end], self._v[:, :, :end]
+
+    def _reserve(self, like: torch.Tensor, size: int) -> None:
+        if self._k is not None and self._k.shape[2] >= size:
+            return
+        capacity = max(size, 2 * (self._k.shape[2] if self._k is not None else 0))
+        shape = (*like.shape[:2], capacity, like.shape[3])
+        k = like.new_empty(shape)
+        v = like.new_empty(shape)
+        if self.length:
+            k[:, :, : self.length] = self._k[:, :, : self.length]
+            v[:, :, : self.length] = self._v[:, :, : self.length]
+        self._k, self._v = k, v
 
     def _commit(self) -> None:
-        k_new, v_new = self._pending
-        self._pending = None
-        self.k = k_new if self.k is None else torch.cat([self.k, k_new], dim=2)
-        self.v = v_new if self.v is None else torch.cat([self.v, v_new], dim=2)
+        self.length += self._pending
+        self._pending = 0
 
     def _keep(self, token_slices: list[slice]) -> None:
-        self.k = torch.cat([self.k[:, :, s] for s in token_slices], dim=2)
-        self.v = torch.cat([self.v[:, :, s] for s in token_slices], dim=2)
+        """Compact the kept token ranges to the front of the buffer."""
+        k = torch.cat([self._k[:, :, s] for s in token_slices], dim=2)
+        v = torch.cat([self._v[:, :, s] for s in token_slices], dim=2)
+        self.length = k.shape[2]
+        self._k[:, :, : self.length] = k
+        self._v[:, :, : self.length] = v
 
 
 class KVCache:
@@ -74,7 +103,7 @@ class KVCache:
         finally:
             self.is_writing = False
             for layer in self.layers:
-                layer._pending = None
+                layer._pending = 0
 
     def finish_pass(self, frame_positions: torch.Tensor, tokens_per_frame: int) -> None:
         """Called by the model after a forward pass; commits the pass if the cache is writing."""
@@ -99,7 +128,9 @@ class KVCache:
 
     def evict(self, window_frames: int) -> None:
         """Drop the oldest non-sink segments until at most `window_frames` non-sink frames remain."""
-        drop = segments_to_evict([len(s.positions) for s in self.segments], [s.sink for s in self.segments], window_frames)
+        drop = segments_to_evict(
+            [len(s.positions) for s in self.segments], [s.sink for s in self.segments], window_frames
+        )
         if not drop:
             return
         keep, start = [], 0
@@ -112,4 +143,5 @@ class KVCache:
         self.segments = [s for i, s in enumerate(self.segments) if i not in drop]
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.k, layer.v) if t is not None)
+        """Bytes held by the key/value buffers (their capacity, not only the committed part)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer._k, layer._v) if t is not None)

@@ -117,7 +117,9 @@ def load_wan_state_dict(model: AstraDiT, state_dict: dict[str, torch.Tensor], st
         lines = [f"state dict ({layout} layout) does not match the AstraDiT backbone:"]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
             if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+                lines.append(
+                    f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
+                )
         raise WeightLoadError("\n".join(lines))
     usable = {k: v for k, v in incoming.items() if k in expected and tuple(v.shape) == expected[k]}
     on_meta = any(p.is_meta for p in model.parameters())

@@ -1,0 +1,85 @@
+"""AstraDiT vs diffusers' WanTransformer3DModel: one forward at a shared small config, fp32 and bf16.
+
+FLOPs are counted as 2·(matmul parameters acting on video tokens)·tokens + 4·tokens²·dim·layers;
+the peak is the median of 2048x2048 matmuls in the same process and dtype; each variant's time is the
+median of alternating runs after warm-up. Run: python bench/bench_dit.py [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from _timing import alternating_medians, matmul_peak
+from diffusers import WanTransformer3DModel
+from torch import nn
+
+from astra_core import AstraDiT, dit_preset
+from astra_core.model.wan_io import diffusers_config, load_wan_state_dict
+
+
+def video_matmul_params(model: AstraDiT) -> int:
+    """Weights of the Linear/Conv layers applied to every video token (not to text or timesteps)."""
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, nn.Conv3d)):
+            continue
+        if name.startswith(("time_", "text_")) or name.endswith(("cross_attn.k", "cross_attn.v")):
+            continue
+        total += module.weight.numel()
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    # dim 384, ffn 1536, 6 heads, 8 layers; 8 latent frames of 16x16 -> 8·8·8 = 512 tokens
+    cfg = dit_preset("small", text_dim=384, attention="full", use_projector=False)
+    ours = AstraDiT(cfg).eval()
+    ref = WanTransformer3DModel(**diffusers_config(ours)).eval()
+    load_wan_state_dict(ours, ref.state_dict())
+    x = torch.randn(1, 16, 8, 16, 16)
+    t = torch.tensor([500.0])
+    ctx = torch.randn(1, 16, 384)
+    tokens, text_tokens = 512, ctx.shape[1]
+    flops = 2 * video_matmul_params(ours) * tokens + 4 * tokens**2 * cfg.dim * cfg.num_layers
+    flops += 2 * 2 * cfg.dim * cfg.dim * text_tokens * cfg.num_layers  # cross-attention k, v on text
+    print(
+        f"config: dim {cfg.dim}, ffn {cfg.ffn_dim}, heads {cfg.num_heads}, layers {cfg.num_layers}, "
+        f"{tokens} tokens; {flops / 1e9:.2f} GFLOP per forward; threads {torch.get_num_threads()}"
+    )
+
+    for dtype in (torch.float32, torch.bfloat16):
+        ours_d, ref_d = ours.to(dtype), ref.to(dtype)
+        xd, ctxd = x.to(dtype), ctx.to(dtype)
+        with torch.no_grad():
+            diff = ours_d(xd, t, context=ctxd).float() - ref_d(xd, t, ctxd, return_dict=False)[0].float()
+            rel = float(diff.norm() / ref_d(xd, t, ctxd, return_dict=False)[0].float().norm())
+            times = alternating_medians(
+                {
+                    "astra": lambda: ours_d(xd, t, context=ctxd),
+                    "diffusers": lambda: ref_d(xd, t, ctxd, return_dict=False),
+                },
+                repeats=args.repeats,
+            )
+        peak = matmul_peak(dtype)
+        name = str(dtype).removeprefix("torch.")
+        for variant, seconds in times.items():
+            achieved = flops / seconds
+            print(
+                f"{name:9s} {variant:10s} {seconds * 1e3:8.2f} ms  {achieved / 1e9:7.1f} GFLOP/s  "
+                f"{100 * achieved / peak:5.1f}% of peak ({peak / 1e9:.1f} GFLOP/s)"
+            )
+        print(
+            f"{name:9s} time ratio astra/diffusers = {times['astra'] / times['diffusers']:.3f}  "
+            f"(output rel. diff {rel:.1e})"
+        )
+
+
+if __name__ == "__main__":
+    main()
