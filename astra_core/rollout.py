@@ -71,6 +71,10 @@ class WorldModel:
         return next(self.net.parameters()).device
 
     @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    @property
     def frames_generated(self) -> int:
         """Latent frames so far (context included); also the next temporal position."""
         return self._next_position
@@ -109,7 +113,7 @@ class WorldModel:
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Generate the next chunk from actions [B, chunk_size, A] -> latents [B, C, chunk_size, H, W]."""
+        """Generate the next chunk from actions [B, chunk_size, A] -> float32 latents [B, C, chunk_size, H, W]."""
         if self._latent_shape is None:
             raise RuntimeError("call reset(context) before step(actions)")
         b, c, h, w = self._latent_shape
@@ -146,12 +150,14 @@ class WorldModel:
         """Action features [B, f, dim], with the action-free branch's stacked below when guided."""
         actions = actions.to(self.device)
         mask = mask.to(self.device) if mask is not None else None
-        cond = self.net.action_features(actions, mask)
+        cond = self.net.action_features(actions.to(self.dtype), mask)
         if not self.guided:
             return cond
         return torch.cat([cond, self.net.null_features(cond.shape[0], frames).to(cond.dtype)], dim=0)
 
     def _branches(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input: in its dtype, and twice (conditional, action-free) when guided."""
+        x = x.to(self.dtype)
         return torch.cat([x, x], dim=0) if self.guided else x
 
     def _velocity(self, x, sigma, features, positions) -> torch.Tensor:
@@ -162,6 +168,7 @@ class WorldModel:
             v = self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)
         else:
             v = self._velocity_recompute(xin, t, features, positions)
+        v = v.float()  # the sampler integrates in float32 whatever the model's dtype
         if not self.guided:
             return v
         v_cond, v_free = v.chunk(2, dim=0)

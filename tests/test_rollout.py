@@ -107,3 +107,12 @@ def test_fork_branches_without_disturbing_the_original():
     out_branch = branch.step(a)
     assert branch.frames_generated == wm.frames_generated + 2
     assert torch.equal(wm.step(a), out_branch)  # same state, same actions, same noise
+
+
+def test_bfloat16_rollout_tracks_float32():
+    net = make_net(window=8)
+    _, ref = _rollout(net, 2, guidance=2.0)
+    _, low = _rollout(net.to(torch.bfloat16), 2, guidance=2.0)
+    for a, b in zip(ref, low):
+        assert b.dtype == torch.float32 and bool(torch.isfinite(b).all())
+        assert (a - b).norm() / a.norm() < 0.1
