@@ -79,10 +79,30 @@ def dit_preset(name: str, **overrides: Any) -> DiTConfig:
 
 
 class ActionConfig(_Config):
-    """The action path: raw per-latent-frame action width and the encoder that maps it to the DiT width."""
+    """The action path from per-latent-frame action vectors to the DiT's action features.
 
+    encoder "mlp": one shared encoder over a single action vector of width `action_dim` (different
+    modalities padded to one width); "moae": a Mixture of Action Experts over named modalities.
+    """
+
+    encoder: Literal["mlp", "moae"] = "mlp"
     action_dim: int = 7
     hidden_dim: int = 256
+    modalities: tuple[str, ...] = ()
+    router: str = "topk"
+    router_options: dict[str, Any] = {"k": 2}
+    num_experts: int = 4
+    token_dim: int = 128
+    expert_hidden: int = 256
+    aux_loss_weight: float = 0.01
+
+    @model_validator(mode="after")
+    def _check(self) -> ActionConfig:
+        if self.encoder == "moae" and not self.modalities:
+            raise ValueError("encoder 'moae' needs at least one entry in 'modalities'")
+        if self.action_dim < 1 or self.num_experts < 1:
+            raise ValueError("action_dim and num_experts must be positive")
+        return self
 
 
 class FlowConfig(_Config):

@@ -7,7 +7,7 @@ import torch
 
 from .flow import RectifiedFlow
 from .memory import augment_history, check_training_layout, sequence_chunk_ids
-from .model.actions import AstraNet
+from .model.actions import Actions, AstraNet, Masks
 
 
 class WorldModelObjective:
@@ -20,14 +20,15 @@ class WorldModelObjective:
     def loss(
         self,
         latents: torch.Tensor,
-        actions: torch.Tensor,
-        action_mask: torch.Tensor | None,
+        actions: Actions,
+        action_mask: Masks,
         num_history: int,
         frame_positions: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """latents [B, C, F, H, W]: `num_history` history frames, then one target chunk;
-        actions [B, F, A] (the action of frame i leads from frame i−1 into it); mask [B, F]."""
+        actions [B, F, A] (the action of frame i leads from frame i−1 into it) and mask [B, F], or
+        dicts of those keyed by modality for an MoAE model."""
         cfg = self.net.config
         b, _, f = latents.shape[:3]
         check_training_layout(f, num_history, cfg.history)
@@ -42,7 +43,7 @@ class WorldModelObjective:
         timesteps = torch.cat([history_t, target_t], dim=1)
 
         drop = (torch.rand(b, generator=generator) < cfg.guidance.action_dropout).to(device)
-        features = self.net.action_features(actions, action_mask, drop=drop)
+        features, aux_loss, routing = self.net.encode_actions(actions, action_mask, drop=drop)
         chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, device)
 
         x = torch.cat([noisy_history, noisy_target], dim=2)

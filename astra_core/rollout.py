@@ -18,7 +18,7 @@ import torch
 from .errors import ShapeError
 from .flow import RectifiedFlow
 from .memory import segments_to_evict
-from .model.actions import AstraNet
+from .model.actions import Actions, AstraNet, Masks, action_shape, map_actions
 from .model.kv_cache import KVCache
 from .sampling import SAMPLERS, action_free_guidance
 
@@ -107,12 +107,13 @@ class WorldModel:
         self._chunks = []
         self._next_position = 0
         if actions is None:
-            actions = torch.zeros(b, fc, self.net.config.action.action_dim, device=context.device)
-            action_mask = torch.zeros(b, fc, device=context.device)
-        self._commit(context.to(self.device), self._features(actions, action_mask, fc), sink=True)
+            features = self._with_free_branch(self.net.no_action_features(b, fc, self.device).to(self.dtype), fc)
+        else:
+            features = self._features(actions, action_mask, fc)
+        self._commit(context.to(self.device), features, sink=True)
 
     @torch.no_grad()
-    def step(self, actions: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def step(self, actions: Actions, action_mask: Masks = None) -> torch.Tensor:
         """Generate the next chunk from actions [B, chunk_size, A] -> float32 latents [B, C, chunk_size, H, W]."""
         if self._latent_shape is None:
             raise RuntimeError("call reset(context) before step(actions)")
@@ -146,11 +147,13 @@ class WorldModel:
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _features(self, actions: torch.Tensor, mask: torch.Tensor | None, frames: int) -> torch.Tensor:
+    def _features(self, actions: Actions, mask: Masks, frames: int) -> torch.Tensor:
         """Action features [B, f, dim], with the action-free branch's stacked below when guided."""
-        actions = actions.to(self.device)
-        mask = mask.to(self.device) if mask is not None else None
-        cond = self.net.action_features(actions.to(self.dtype), mask)
+        actions = map_actions(actions, lambda a: a.to(self.device, self.dtype))
+        mask = map_actions(mask, lambda m: m.to(self.device)) if mask is not None else None
+        return self._with_free_branch(self.net.action_features(actions, mask).to(self.dtype), frames)
+
+    def _with_free_branch(self, cond: torch.Tensor, frames: int) -> torch.Tensor:
         if not self.guided:
             return cond
         return torch.cat([cond, self.net.null_features(cond.shape[0], frames).to(cond.dtype)], dim=0)

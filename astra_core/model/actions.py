@@ -7,11 +7,14 @@ backbone leaves the backbone's output unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from ..config import AstraConfig
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
+from ..moae import MoAE
 from .dit import AstraDiT
 
 
@@ -30,21 +33,90 @@ class MLPActionEncoder(nn.Module):
         return self.net(torch.cat([actions * mask, mask], dim=-1))
 
 
+Actions = torch.Tensor | Mapping[str, torch.Tensor]
+Masks = torch.Tensor | Mapping[str, torch.Tensor] | None
+
+
+def build_moae(config: AstraConfig) -> MoAE:
+    """The MoAE of a config; modalities and the router class come from the plugin registry."""
+    from ..plugins import get_registry
+
+    cfg = config.action
+    router_cls = get_registry().get("routers", cfg.router)
+    try:
+        router = router_cls(**cfg.router_options)
+    except TypeError as err:
+        raise ConfigError(f"action.router_options {cfg.router_options} do not fit router {cfg.router!r}: {err}") from None
+    return MoAE(
+        list(cfg.modalities),
+        router=router,
+        num_experts=cfg.num_experts,
+        token_dim=cfg.token_dim,
+        out_dim=config.dit.dim,
+        expert_hidden=cfg.expert_hidden,
+    )
+
+
+def action_shape(actions: Actions) -> tuple[int, int]:
+    """(B, F) of a tensor [B, F, A] or of a dict of such tensors."""
+    first = next(iter(actions.values())) if isinstance(actions, Mapping) else actions
+    if first.ndim != 3:
+        raise ShapeError(f"actions: expected [B, F, A], got {tuple(first.shape)}")
+    return int(first.shape[0]), int(first.shape[1])
+
+
+def map_actions(actions: Actions, fn) -> Actions:
+    return {k: fn(v) for k, v in actions.items()} if isinstance(actions, Mapping) else fn(actions)
+
+
 class AstraNet(nn.Module):
-    """The trainable world-model network: DiT backbone, action encoder, null action feature."""
+    """The trainable world-model network: DiT backbone, action path (one MLP or MoAE), null action."""
 
     def __init__(self, config: AstraConfig):
         super().__init__()
         self.config = config
         self.dit = AstraDiT(config.dit)
-        self.action_encoder = MLPActionEncoder(config.action.action_dim, config.dit.dim, config.action.hidden_dim)
+        if config.action.encoder == "moae":
+            self.moae = build_moae(config)
+            self.action_encoder = None
+        else:
+            self.moae = None
+            self.action_encoder = MLPActionEncoder(config.action.action_dim, config.dit.dim, config.action.hidden_dim)
         # Action-free guidance replaces dropped actions by this learned feature (Astra §3).
         self.null_action = nn.Parameter(torch.randn(config.dit.dim) * 0.02)
 
-    def action_features(
-        self, actions: torch.Tensor, mask: torch.Tensor | None = None, drop: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """actions [B, F, A], mask [B, F] (1 = valid), drop [B] bool (use the null feature) -> [B, F, dim]."""
+    def encode_actions(
+        self, actions: Actions, mask: Masks = None, drop: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """-> (features [B, F, dim], auxiliary router loss, routing stats). With MoAE, `actions` and
+        `mask` are dicts keyed by modality holding raw aligned vectors (normalised inside)."""
+        if self.moae is not None:
+            if not isinstance(actions, Mapping):
+                raise ShapeError(f"actions: this model uses MoAE; pass a dict keyed by modality {self.moae.names}")
+            out = self.moae(actions, mask)
+            features, aux, stats = out.features, out.aux_loss, out.stats
+        else:
+            features = self._mlp_features(actions, mask)
+            aux, stats = features.new_zeros(()), {}
+        if drop is not None:
+            features = torch.where(drop[:, None, None], self.null_action.to(features.dtype), features)
+        return features, aux, stats
+
+    def action_features(self, actions: Actions, mask: Masks = None, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Action features [B, F, dim]; `drop` [B] bool replaces a sample's by the null feature."""
+        return self.encode_actions(actions, mask, drop)[0]
+
+    def no_action_features(self, batch: int, frames: int, device=None) -> torch.Tensor:
+        """Features of frames that carry no action (all masked), e.g. the first latent frame."""
+        dtype = self.null_action.dtype
+        if self.moae is not None:
+            return torch.zeros(batch, frames, self.config.dit.dim, device=device, dtype=dtype)
+        zeros = torch.zeros(batch, frames, self.config.action.action_dim, device=device, dtype=dtype)
+        return self._mlp_features(zeros, torch.zeros(batch, frames, device=device, dtype=dtype))
+
+    def _mlp_features(self, actions, mask) -> torch.Tensor:
+        if isinstance(actions, Mapping):
+            raise ShapeError("actions: this model has one shared encoder; pass one tensor [B, F, action_dim]")
         a = self.config.action.action_dim
         if actions.ndim != 3 or actions.shape[-1] != a:
             raise ShapeError(f"actions: expected [B, F, {a}], got {tuple(actions.shape)}")
@@ -54,10 +126,7 @@ class AstraNet(nn.Module):
             mask = torch.ones(actions.shape[:2], device=actions.device)
         elif mask.shape != actions.shape[:2]:
             raise ShapeError(f"action mask: expected {tuple(actions.shape[:2])}, got {tuple(mask.shape)}")
-        features = self.action_encoder(actions, mask)
-        if drop is not None:
-            features = torch.where(drop[:, None, None], self.null_action.to(features.dtype), features)
-        return features
+        return self.action_encoder(actions, mask)
 
     def null_features(self, batch: int, frames: int) -> torch.Tensor:
         return self.null_action[None, None].expand(batch, frames, -1)
@@ -67,7 +136,7 @@ class AstraNet(nn.Module):
 
     def adapter_parameter_names(self) -> list[str]:
         """ACT-Adapter fine-tuning set: self-attention, projectors and the action modules."""
-        action = [n for n, _ in self.named_parameters() if n.startswith(("action_encoder.", "null_action"))]
+        action = [n for n, _ in self.named_parameters() if n.startswith(("action_encoder.", "moae.", "null_action"))]
         return ["dit." + n for n in self.dit.adapter_parameter_names()] + action
 
     def select_adapter_parameters(self) -> list[nn.Parameter]:

@@ -1,0 +1,250 @@
+"""Mixture of Action Experts (MoAE), Astra §3, with routers that actually learn.
+
+Each modality's encoder (from its plugin) turns normalised actions into unified tokens [.., d_u]; a
+router sends every valid token to k of K routed experts; the experts' weighted outputs, summed over
+the modalities a sample carries, form the action feature [B, F, out_dim] that the DiT adds before
+self-attention. Routed-expert outputs are zero-initialised, so adding MoAE to a trained backbone
+leaves its output unchanged.
+
+Router protocol: `router(tokens [N, d_u], modality_ids [N]) -> (weights [N, k], expert_ids [N, k],
+aux_loss, stats)`, after `router.setup(token_dim, num_experts, modality_names)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from timm.layers import Mlp
+from torch import nn
+
+from .errors import ShapeError
+from .modality import Modality, check_finite
+from .plugins.hookspecs import hookimpl
+
+# --------------------------------------------------------------------------------------------
+# Routers
+# --------------------------------------------------------------------------------------------
+
+
+class Router(nn.Module):
+    """Base class; subclasses build their parameters in `setup` and implement `forward`."""
+
+    def setup(self, token_dim: int, num_experts: int, modality_names: Sequence[str]) -> None:
+        self.token_dim, self.num_experts, self.modality_names = token_dim, num_experts, list(modality_names)
+
+    @staticmethod
+    def _entropy(probs: torch.Tensor) -> torch.Tensor:
+        return -(probs * probs.clamp_min(1e-9).log()).sum(-1).mean() if len(probs) else probs.new_zeros(())
+
+
+class TopKRouter(Router):
+    """Learnable top-k routing with the Switch-Transformer load-balancing loss (Fedus et al. 2021):
+    aux = K · Σ_e f_e · P_e, f_e the share of assignments to expert e, P_e its mean probability."""
+
+    def __init__(self, k: int = 2):
+        super().__init__()
+        self.k = k
+
+    def setup(self, token_dim, num_experts, modality_names):
+        super().setup(token_dim, num_experts, modality_names)
+        if not 1 <= self.k <= num_experts:
+            raise ShapeError(f"TopKRouter: k={self.k} must lie in [1, num_experts={num_experts}]")
+        self.gate = nn.Linear(token_dim, num_experts)
+        self.modality_bias = nn.Embedding(len(self.modality_names), num_experts)
+        nn.init.normal_(self.gate.weight, std=0.02)
+        nn.init.zeros_(self.gate.bias)
+        nn.init.zeros_(self.modality_bias.weight)
+
+    def forward(self, tokens, modality_ids):
+        probs = torch.softmax(self.gate(tokens) + self.modality_bias(modality_ids), dim=-1)
+        top, ids = probs.topk(self.k, dim=-1)
+        weights = top / top.sum(-1, keepdim=True)
+        if len(tokens):
+            share = torch.zeros(self.num_experts, device=tokens.device).index_add_(
+                0, ids.flatten(), torch.ones(ids.numel(), device=tokens.device)
+            ) / ids.numel()
+            aux = self.num_experts * (share * probs.mean(0)).sum()
+        else:
+            aux = tokens.new_zeros(())
+        return weights, ids, aux, {"entropy": float(self._entropy(probs.detach()))}
+
+
+class SoftRouter(Router):
+    """Dense softmax routing: every token goes to every expert, weighted."""
+
+    def setup(self, token_dim, num_experts, modality_names):
+        super().setup(token_dim, num_experts, modality_names)
+        self.gate = nn.Linear(token_dim, num_experts)
+        nn.init.normal_(self.gate.weight, std=0.02)
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(self, tokens, modality_ids):
+        probs = torch.softmax(self.gate(tokens), dim=-1)
+        ids = torch.arange(self.num_experts, device=tokens.device).expand(len(tokens), -1)
+        return probs, ids, tokens.new_zeros(()), {"entropy": float(self._entropy(probs.detach()))}
+
+
+class FixedRouter(Router):
+    """A fixed modality -> expert table with weight 1 (what the authors' release does); by default
+    modality i goes to expert i mod K."""
+
+    def __init__(self, table: Mapping[str, int] | None = None):
+        super().__init__()
+        self.table = dict(table or {})
+
+    def setup(self, token_dim, num_experts, modality_names):
+        super().setup(token_dim, num_experts, modality_names)
+        unknown = set(self.table) - set(modality_names)
+        if unknown:
+            raise ShapeError(f"FixedRouter: table names unknown modalities {sorted(unknown)}")
+        experts = [self.table.get(name, i % num_experts) for i, name in enumerate(modality_names)]
+        if any(not 0 <= e < num_experts for e in experts):
+            raise ShapeError(f"FixedRouter: experts {experts} out of range for {num_experts} experts")
+        self.register_buffer("expert_of", torch.tensor(experts, dtype=torch.long), persistent=False)
+
+    def forward(self, tokens, modality_ids):
+        ids = self.expert_of.to(tokens.device)[modality_ids][:, None]
+        return tokens.new_ones(len(tokens), 1), ids, tokens.new_zeros(()), {"entropy": 0.0}
+
+
+class SharedRouter(Router):
+    """One shared routed expert for every token (no routing at all)."""
+
+    def forward(self, tokens, modality_ids):
+        ids = torch.zeros(len(tokens), 1, dtype=torch.long, device=tokens.device)
+        return tokens.new_ones(len(tokens), 1), ids, tokens.new_zeros(()), {"entropy": 0.0}
+
+
+@hookimpl
+def astra_register_routers(register):
+    register("topk", TopKRouter)
+    register("soft", SoftRouter)
+    register("fixed", FixedRouter)
+    register("shared", SharedRouter)
+
+
+# --------------------------------------------------------------------------------------------
+# The mixture
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MoAEOutput:
+    features: torch.Tensor  # [B, F, out_dim]
+    aux_loss: torch.Tensor  # router's auxiliary (load-balancing) loss, unweighted
+    stats: dict = field(default_factory=dict)  # usage per modality, entropy, balance loss (floats)
+
+
+def _resolve_modality(modality: Modality | str) -> Modality:
+    if isinstance(modality, Modality):
+        return modality
+    from .plugins import get_registry
+
+    return get_registry().get("modalities", modality)
+
+
+class MoAE(nn.Module):
+    """`MoAE(modalities=[...], router=TopKRouter(k=2), num_experts=4)`: modality encoders, a router
+    and K routed experts. Modalities are `Modality` objects or names of registered ones."""
+
+    def __init__(
+        self,
+        modalities: Sequence[Modality | str],
+        router: Router | None = None,
+        num_experts: int = 4,
+        token_dim: int = 64,
+        out_dim: int | None = None,
+        expert_hidden: int = 128,
+    ):
+        super().__init__()
+        mods = [_resolve_modality(m) for m in modalities]
+        if not mods:
+            raise ShapeError("MoAE needs at least one modality")
+        self.modalities = {m.name: m for m in mods}
+        self.names = list(self.modalities)
+        self.out_dim = out_dim or token_dim
+        self.encoders = nn.ModuleDict({m.name: m.encoder(token_dim) for m in mods})
+        self.normalizers = nn.ModuleDict({m.name: m.normalizer() for m in mods})
+        self.router = router if router is not None else TopKRouter(k=min(2, num_experts))
+        self.router.setup(token_dim, num_experts, self.names)
+        self.num_experts = num_experts
+        self.experts = nn.ModuleList(Mlp(token_dim, expert_hidden, self.out_dim) for _ in range(num_experts))
+        for expert in self.experts:
+            nn.init.zeros_(expert.fc2.weight)
+            nn.init.zeros_(expert.fc2.bias)
+
+    def forward(
+        self,
+        actions: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None = None,
+        normalize: bool = True,
+    ) -> MoAEOutput:
+        """actions: {modality: [B, F, d_m]} (raw aligned vectors if `normalize`, else normalised);
+        masks: {modality: [B, F]}, 0 where a frame (or a whole sample) has no such action."""
+        b, f = self._check(actions, masks)
+        device = next(iter(actions.values())).device
+        tokens, mod_ids, where = [], [], []
+        for index, name in enumerate(self.names):
+            if name not in actions:
+                continue
+            a = actions[name].float()
+            m = masks[name].float() if masks is not None and name in masks else torch.ones(b, f, device=device)
+            x = self.normalizers[name](a, m) if normalize else a
+            tok = self.encoders[name](x, m).reshape(b * f, -1)
+            valid = (m.reshape(-1) > 0).nonzero().squeeze(1)
+            tokens.append(tok[valid])
+            where.append(valid)
+            mod_ids.append(torch.full_like(valid, index))
+        tokens, mod_ids, where = torch.cat(tokens), torch.cat(mod_ids), torch.cat(where)
+
+        weights, expert_ids, aux, router_stats = self.router(tokens, mod_ids)
+        mixed = self._run_experts(tokens, weights, expert_ids)
+        features = torch.zeros(b * f, self.out_dim, device=device, dtype=mixed.dtype).index_add_(0, where, mixed)
+        stats = {**router_stats, "balance_loss": float(aux.detach()), "usage": self._usage(weights, expert_ids, mod_ids)}
+        return MoAEOutput(features.reshape(b, f, self.out_dim), aux, stats)
+
+    def _run_experts(self, tokens, weights, expert_ids) -> torch.Tensor:
+        out = tokens.new_zeros(len(tokens), self.out_dim)
+        for e, expert in enumerate(self.experts):
+            rows, slots = (expert_ids == e).nonzero(as_tuple=True)
+            if len(rows):
+                out = out.index_add(0, rows, expert(tokens[rows]) * weights[rows, slots, None])
+        return out
+
+    @torch.no_grad()
+    def _usage(self, weights, expert_ids, mod_ids) -> dict[str, list[float]]:
+        """Per modality: the share of its routing weight each expert receives."""
+        usage = {}
+        for index, name in enumerate(self.names):
+            rows = mod_ids == index
+            if not bool(rows.any()):
+                continue
+            per_expert = torch.zeros(self.num_experts, device=weights.device)
+            per_expert.index_add_(0, expert_ids[rows].flatten(), weights[rows].flatten().float())
+            usage[name] = (per_expert / per_expert.sum()).tolist()
+        return usage
+
+    def _check(self, actions, masks) -> tuple[int, int]:
+        if not actions:
+            raise ShapeError("MoAE: no actions given")
+        unknown = set(actions) - set(self.names)
+        if unknown:
+            raise ShapeError(f"MoAE: unknown modalities {sorted(unknown)}; this model has {self.names}")
+        shape = None
+        for name, a in actions.items():
+            d = self.modalities[name].action_dim
+            if a.ndim != 3 or a.shape[-1] != d:
+                raise ShapeError(f"actions[{name!r}]: expected [B, F, {d}], got {tuple(a.shape)}")
+            if shape is not None and a.shape[:2] != shape:
+                raise ShapeError(f"actions[{name!r}]: batch/frames {tuple(a.shape[:2])} differ from {shape}")
+            shape = a.shape[:2]
+            check_finite(f"actions[{name!r}]", a, "actions")
+            if masks is not None and name in masks and masks[name].shape != a.shape[:2]:
+                raise ShapeError(f"masks[{name!r}]: expected {tuple(a.shape[:2])}, got {tuple(masks[name].shape)}")
+        return int(shape[0]), int(shape[1])
+
+    def fit_normalizers(self, actions: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+        for name, a in actions.items():
+            self.normalizers[name].fit(a, masks.get(name))

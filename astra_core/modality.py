@@ -1,0 +1,139 @@
+"""What an action modality is: the contract every built-in and third-party modality fulfils.
+
+A modality turns a raw per-frame action stream into one vector per *latent* frame (alignment), scales
+those vectors with statistics fitted on data (normaliser), and maps them to a unified action token of
+width d_u (its expert encoder). Timing: the vector of latent frame i describes the motion from latent
+frame i−1 to latent frame i; latent frame 0 gets zeros with mask 0.
+
+Latent frame i stands for raw frame i·temporal_factor: with a Wan-style VAE (factor 4) latent 0 is
+frame 0 and latent i ≥ 1 covers frames 4i−3 … 4i; with a pixel tokenizer (factor 1) latent i is frame i.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ShapeError
+
+
+@dataclass
+class AlignedActions:
+    """Per-latent-frame actions [F, action_dim] (float32) and their validity mask [F] (float32)."""
+
+    actions: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    """A body that acts: its name, the modalities it emits, and where its data comes from."""
+
+    name: str
+    modalities: tuple[str, ...]
+    reader: str | None = None
+    world: str | None = None
+    description: str = ""
+
+
+def num_latent_frames(num_frames: int, temporal_factor: int) -> int:
+    """Latent frames for `num_frames` raw frames: 1 + (T − 1) // factor (the first frame stands alone)."""
+    if temporal_factor < 1:
+        raise ShapeError(f"temporal_factor must be >= 1, got {temporal_factor}")
+    if num_frames < 1:
+        raise ShapeError("an action stream needs at least one frame")
+    return 1 + (num_frames - 1) // temporal_factor
+
+
+def latent_frame_indices(num_frames: int, temporal_factor: int) -> np.ndarray:
+    """The raw frame each latent frame stands for: [0, f, 2f, …]."""
+    return np.arange(num_latent_frames(num_frames, temporal_factor)) * temporal_factor
+
+
+def check_finite(name: str, values: np.ndarray | torch.Tensor, what: str = "raw actions") -> None:
+    finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
+    if not bool(finite):
+        raise ShapeError(f"{name}: {what} contain NaN or Inf")
+
+
+class Normalizer(nn.Module):
+    """Per-dimension standardisation fitted on data; its statistics are buffers, so they travel in
+    checkpoints with the model. Masked-out frames are ignored when fitting and stay zero."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, scale_only: bool = False):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.scale_only = scale_only
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, actions: torch.Tensor, mask: torch.Tensor | None = None) -> Normalizer:
+        """actions [..., dim], mask [...] (1 = valid)."""
+        flat = torch.as_tensor(actions, dtype=torch.float32).reshape(-1, self.dim)
+        keep = torch.ones(len(flat), dtype=torch.bool) if mask is None else torch.as_tensor(mask).reshape(-1) > 0
+        valid = flat[keep]
+        if len(valid) < 2:
+            raise ShapeError(f"normaliser: need at least 2 valid frames to fit, got {len(valid)}")
+        check_finite("normaliser.fit", valid, "actions")
+        self.mean.copy_(torch.zeros(self.dim) if self.scale_only else valid.mean(0))
+        self.std.copy_(valid.std(0).clamp_min(self.eps) if not self.scale_only else valid.abs().amax(0).clamp_min(self.eps))
+        self.fitted.fill_(True)
+        return self
+
+    def forward(self, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = (actions - self.mean) / self.std
+        return out if mask is None else out * mask[..., None].to(out.dtype)
+
+    def inverse(self, normalized: torch.Tensor) -> torch.Tensor:
+        return normalized * self.std + self.mean
+
+
+class MLPEncoder(nn.Module):
+    """A modality's expert encoder: normalised actions [B, F, d_m] + mask [B, F] -> tokens [B, F, d_u]."""
+
+    def __init__(self, action_dim: int, token_dim: int, hidden_dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(action_dim + 1, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, token_dim))
+
+    def forward(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.to(actions.dtype)[..., None]
+        return self.net(torch.cat([actions * m, m], dim=-1))
+
+
+class Modality(ABC):
+    """Subclass, set `name`, `action_dim` and `raw_format`, implement `align`; override `normalizer`
+    and `encoder` when the defaults (standardisation, a small MLP) do not fit."""
+
+    name: str = ""
+    action_dim: int = 0
+    raw_format: str = ""
+    vector_format: str = ""
+
+    @abstractmethod
+    def align(self, raw: Any, temporal_factor: int) -> AlignedActions:
+        """Raw per-frame stream -> per-latent-frame vectors (see the module docstring for timing)."""
+
+    def normalizer(self) -> Normalizer:
+        return Normalizer(self.action_dim)
+
+    def encoder(self, token_dim: int) -> nn.Module:
+        return MLPEncoder(self.action_dim, token_dim)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "action_dim": self.action_dim, "raw": self.raw_format, "vector": self.vector_format}
+
+    def _aligned(self, vectors: np.ndarray) -> AlignedActions:
+        """Latent vectors [F−1, d] for frames 1…F−1 -> AlignedActions with the masked zero first frame."""
+        out = np.zeros((len(vectors) + 1, self.action_dim), dtype=np.float32)
+        out[1:] = vectors
+        mask = np.ones(len(out), dtype=np.float32)
+        mask[0] = 0.0
+        return AlignedActions(out, mask)

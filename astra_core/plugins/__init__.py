@@ -1,0 +1,28 @@
+"""The plugin system: hook specifications, loading from the `astra` entry-point group, registries."""
+
+from .hookspecs import hookimpl, hookspec
+from .manager import (
+    AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    AstraPlugins,
+    PluginError,
+    PluginInfo,
+    Registry,
+    get_registry,
+    plugins,
+    reset_plugins,
+)
+
+__all__ = [
+    "AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "AstraPlugins",
+    "PluginError",
+    "PluginInfo",
+    "Registry",
+    "get_registry",
+    "hookimpl",
+    "hookspec",
+    "plugins",
+    "reset_plugins",
+]
