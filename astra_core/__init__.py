@@ -3,6 +3,7 @@
 from .config import AstraConfig, DiTConfig, dit_preset
 from .errors import AstraError, CheckpointError, ConfigError, ShapeError, WeightLoadError
 from .model import AstraDiT, KVCache
+from .plugins import hookimpl
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ __all__ = [
     "ShapeError",
     "WeightLoadError",
     "dit_preset",
+    "hookimpl",
 ]

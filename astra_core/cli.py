@@ -43,6 +43,33 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import plugins
+
+    manager = plugins()
+    registry_error = None
+    try:
+        manager.registry()
+    except AstraError as err:  # e.g. two plugins claiming one name: still list what loaded
+        registry_error = str(err)
+    rows = [
+        {"name": i.name, "version": i.version, "source": i.source, "error": i.error, "registers": i.registers}
+        for i in manager.info.values()
+    ]
+    if args.json:
+        print(json.dumps({"plugins": rows, "error": registry_error}, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']} {row['version'] or '-'} ({row['source']})")
+            if row["error"]:
+                print(f"    FAILED TO LOAD: {row['error']}")
+            for kind, names in row["registers"].items():
+                print(f"    {kind}: {', '.join(names)}")
+        if registry_error:
+            print(f"error: {registry_error}")
+    return 1 if registry_error else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
@@ -50,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a checkpoint's config and parameter counts")
     info.add_argument("checkpoint")
     info.set_defaults(func=_cmd_info)
+    plug = sub.add_parser("plugins", help="list plugins, their versions and what they register")
+    plug.add_argument("--json", action="store_true", help="machine-readable output")
+    plug.set_defaults(func=_cmd_plugins)
     presets = sub.add_parser("presets", help="list the DiT presets and their sizes")
     presets.set_defaults(func=_cmd_presets)
     return parser

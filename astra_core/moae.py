@@ -62,9 +62,12 @@ class TopKRouter(Router):
         top, ids = probs.topk(self.k, dim=-1)
         weights = top / top.sum(-1, keepdim=True)
         if len(tokens):
-            share = torch.zeros(self.num_experts, device=tokens.device).index_add_(
-                0, ids.flatten(), torch.ones(ids.numel(), device=tokens.device)
-            ) / ids.numel()
+            share = (
+                torch.zeros(self.num_experts, device=tokens.device).index_add_(
+                    0, ids.flatten(), torch.ones(ids.numel(), device=tokens.device)
+                )
+                / ids.numel()
+            )
             aux = self.num_experts * (share * probs.mean(0)).sum()
         else:
             aux = tokens.new_zeros(())
@@ -202,7 +205,11 @@ class MoAE(nn.Module):
         weights, expert_ids, aux, router_stats = self.router(tokens, mod_ids)
         mixed = self._run_experts(tokens, weights, expert_ids)
         features = torch.zeros(b * f, self.out_dim, device=device, dtype=mixed.dtype).index_add_(0, where, mixed)
-        stats = {**router_stats, "balance_loss": float(aux.detach()), "usage": self._usage(weights, expert_ids, mod_ids)}
+        stats = {
+            **router_stats,
+            "balance_loss": float(aux.detach()),
+            "usage": self._usage(weights, expert_ids, mod_ids),
+        }
         return MoAEOutput(features.reshape(b, f, self.out_dim), aux, stats)
 
     def _run_experts(self, tokens, weights, expert_ids) -> torch.Tensor:

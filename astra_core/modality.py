@@ -84,7 +84,9 @@ class Normalizer(nn.Module):
             raise ShapeError(f"normaliser: need at least 2 valid frames to fit, got {len(valid)}")
         check_finite("normaliser.fit", valid, "actions")
         self.mean.copy_(torch.zeros(self.dim) if self.scale_only else valid.mean(0))
-        self.std.copy_(valid.std(0).clamp_min(self.eps) if not self.scale_only else valid.abs().amax(0).clamp_min(self.eps))
+        self.std.copy_(
+            valid.std(0).clamp_min(self.eps) if not self.scale_only else valid.abs().amax(0).clamp_min(self.eps)
+        )
         self.fitted.fill_(True)
         return self
 

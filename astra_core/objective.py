@@ -50,10 +50,16 @@ class WorldModelObjective:
         pred = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
         pred = pred[:, :, num_history:]
         per_sample = (pred.float() - self.flow.velocity_target(target, noise).float()).pow(2).mean(dim=(1, 2, 3, 4))
-        loss = (per_sample * self.flow.loss_weight(sigma)).mean()
+        flow_loss = (per_sample * self.flow.loss_weight(sigma)).mean()
+        loss = flow_loss + cfg.action.aux_loss_weight * aux_loss
         logs = {
             "loss": float(loss.detach()),
+            "flow_loss": float(flow_loss.detach()),
+            "aux_loss": float(aux_loss.detach()),
             "sigma": float(sigma.mean()),
             "dropped": float(drop.float().mean()),
         }
+        if routing:
+            logs["router_usage"] = routing["usage"]
+            logs["router_entropy"] = routing["entropy"]
         return loss, logs

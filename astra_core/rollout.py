@@ -119,9 +119,9 @@ class WorldModel:
             raise RuntimeError("call reset(context) before step(actions)")
         b, c, h, w = self._latent_shape
         f = self.history_cfg.chunk_size
-        if actions.ndim != 3 or actions.shape[:2] != (b, f):
+        if action_shape(actions) != (b, f):
             raise ShapeError(
-                f"actions: expected [{b}, {f}, A] (batch, chunk_size, action_dim), got {tuple(actions.shape)}"
+                f"actions: expected [{b}, {f}, A] (batch, chunk_size, action_dim), got {action_shape(actions)}"
             )
         features = self._features(actions, action_mask, f)
         positions = torch.arange(self._next_position, self._next_position + f, device=self.device)

@@ -53,7 +53,8 @@ class DiscreteCommand(Modality):
         keys, mouse = self.multi_hot(raw)
         idx = latent_frame_indices(len(keys), temporal_factor)
         vectors = [
-            np.concatenate([keys[s + 1 : e + 1].mean(0), mouse[s + 1 : e + 1].sum(0)]) for s, e in zip(idx[:-1], idx[1:])
+            np.concatenate([keys[s + 1 : e + 1].mean(0), mouse[s + 1 : e + 1].sum(0)])
+            for s, e in zip(idx[:-1], idx[1:])
         ]
         return self._aligned(np.array(vectors, dtype=np.float32).reshape(-1, self.action_dim))
 

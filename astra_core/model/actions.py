@@ -46,7 +46,9 @@ def build_moae(config: AstraConfig) -> MoAE:
     try:
         router = router_cls(**cfg.router_options)
     except TypeError as err:
-        raise ConfigError(f"action.router_options {cfg.router_options} do not fit router {cfg.router!r}: {err}") from None
+        raise ConfigError(
+            f"action.router_options {cfg.router_options} do not fit router {cfg.router!r}: {err}"
+        ) from None
     return MoAE(
         list(cfg.modalities),
         router=router,

@@ -50,7 +50,9 @@ class Registry:
         table = getattr(self, kind)
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
-            raise PluginError(f"unknown {kind[:-1] if kind != 'modalities' else 'modality'} {name!r}; registered: {known}")
+            raise PluginError(
+                f"unknown {kind[:-1] if kind != 'modalities' else 'modality'} {name!r}; registered: {known}"
+            )
         return table[name]
 
 
@@ -74,9 +76,10 @@ class AstraPlugins:
         if self._loaded:
             return
         self._loaded = True
-        from .. import moae  # the core's own routers, registered through the same hook
-
-        from .. import __version__
+        from .. import (
+            __version__,
+            moae,  # the core's own routers, registered through the same hook
+        )
 
         self.register_plugin(moae, "astra_core", version=__version__, source="core")
         if os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false"):

@@ -1,0 +1,200 @@
+import pytest
+import torch
+from _helpers import make_config
+from torch import nn
+
+from astra_core.config import ActionConfig
+from astra_core.errors import ShapeError
+from astra_core.moae import FixedRouter, MoAE, SharedRouter, SoftRouter, TopKRouter
+from astra_core.modality import AlignedActions, Modality, Normalizer
+from astra_core.model.actions import AstraNet
+from astra_core.objective import WorldModelObjective
+from astra_core.plugins import get_registry
+from astra_core.rollout import WorldModel
+
+ROUTERS = sorted(get_registry().routers)
+
+
+def test_builtin_routers_are_registered():
+    assert {"topk", "soft", "fixed", "shared"} <= set(ROUTERS)
+
+
+@pytest.mark.parametrize("name", ROUTERS)
+def test_router_contract(name):
+    router = get_registry().routers[name]()
+    router.setup(16, 4, ["a", "b", "c"])
+    tokens, mods = torch.randn(10, 16), torch.randint(0, 3, (10,))
+    weights, ids, aux, stats = router(tokens, mods)
+    assert weights.shape == ids.shape and weights.shape[0] == 10
+    assert ids.dtype == torch.long and bool(((ids >= 0) & (ids < 4)).all())
+    assert torch.allclose(weights.sum(-1), torch.ones(10), atol=1e-6)
+    assert aux.ndim == 0 and torch.isfinite(aux) and "entropy" in stats
+    restored = get_registry().routers[name]()
+    restored.setup(16, 4, ["a", "b", "c"])
+    restored.load_state_dict(router.state_dict())
+    assert torch.equal(restored(tokens, mods)[1], ids)
+
+
+def test_topk_router_balance_loss_is_one_when_balanced():
+    router = TopKRouter(k=1)
+    router.setup(4, 4, ["a"])
+    with torch.no_grad():
+        router.gate.weight.zero_()
+    _, _, aux, _ = router(torch.randn(64, 4), torch.zeros(64, dtype=torch.long))
+    assert float(aux) == pytest.approx(1.0, abs=1e-5)  # uniform probs: K · Σ f_e / K
+
+
+def test_fixed_router_follows_its_table():
+    router = FixedRouter({"b": 3})
+    router.setup(4, 4, ["a", "b"])
+    _, ids, _, _ = router(torch.randn(3, 4), torch.tensor([0, 1, 1]))
+    assert ids.flatten().tolist() == [0, 3, 3]
+    with pytest.raises(ShapeError, match="unknown modalities"):
+        FixedRouter({"zzz": 0}).setup(4, 4, ["a"])
+
+
+def _moae(**kw):
+    torch.manual_seed(0)
+    return MoAE(["camera_se3", "discrete_cmd", "robot_ee"], num_experts=4, token_dim=16, out_dim=24, **kw)
+
+
+def test_mixed_batches_and_several_modalities_per_sample():
+    moae = _moae()
+    for expert in moae.experts:
+        nn.init.normal_(expert.fc2.weight, std=0.1)
+    cam, keys = torch.randn(3, 4, 9), torch.rand(3, 4, 12)
+    cam_mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0.0]])  # sample 2 has no camera
+    key_mask = torch.tensor([[0, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1.0]])  # sample 0 has no keys
+    out = moae({"camera_se3": cam, "discrete_cmd": keys}, {"camera_se3": cam_mask, "discrete_cmd": key_mask})
+    only_cam = moae({"camera_se3": cam[:1]}, {"camera_se3": cam_mask[:1]})
+    only_keys = moae({"discrete_cmd": keys[2:]}, {"discrete_cmd": key_mask[2:]})
+    assert out.features.shape == (3, 4, 24)
+    assert torch.allclose(out.features[0], only_cam.features[0], atol=1e-6)
+    assert torch.allclose(out.features[2], only_keys.features[0], atol=1e-6)
+    both = out.features[1]
+    sum_of_parts = (
+        moae({"camera_se3": cam[1:2]}, {"camera_se3": cam_mask[1:2]}).features[0]
+        + moae({"discrete_cmd": keys[1:2]}, {"discrete_cmd": key_mask[1:2]}).features[0]
+    )
+    assert torch.allclose(both, sum_of_parts, atol=1e-5)
+    assert bool((out.features[:, 0] == 0).all())  # frame 0 has no action anywhere
+    assert set(out.stats["usage"]) == {"camera_se3", "discrete_cmd"}
+    assert all(abs(sum(u) - 1) < 1e-5 for u in out.stats["usage"].values())
+    assert {"entropy", "balance_loss"} <= set(out.stats)
+
+
+def test_moae_input_errors():
+    moae = _moae()
+    with pytest.raises(ShapeError, match="unknown modalities"):
+        moae({"sonar": torch.zeros(1, 2, 3)})
+    with pytest.raises(ShapeError, match=r"actions\['camera_se3'\]: expected \[B, F, 9\]"):
+        moae({"camera_se3": torch.zeros(1, 2, 3)})
+    with pytest.raises(ShapeError, match="NaN or Inf"):
+        moae({"camera_se3": torch.full((1, 2, 9), float("nan"))})
+
+
+def _moae_net():
+    cfg = make_config().model_copy(
+        update={
+            "action": ActionConfig(
+                encoder="moae", modalities=("camera_se3", "discrete_cmd"), token_dim=16, expert_hidden=32
+            )
+        }
+    )
+    torch.manual_seed(0)
+    return AstraNet(cfg).eval()
+
+
+def test_adding_moae_leaves_the_backbone_output_unchanged():
+    net = _moae_net()
+    x, t = torch.randn(2, 8, 3, 4, 4), torch.rand(2, 3) * 1000
+    feats = net.action_features({"camera_se3": torch.randn(2, 3, 9), "discrete_cmd": torch.rand(2, 3, 12)})
+    assert bool((feats == 0).all())
+    with torch.no_grad():
+        assert torch.equal(net(x, t, feats), net.dit(x, t, None))
+
+
+def test_moae_world_model_trains_and_rolls_out():
+    net = _moae_net().train()
+    objective = WorldModelObjective(net)
+    actions = {"camera_se3": torch.randn(2, 5, 9), "discrete_cmd": torch.rand(2, 5, 12)}
+    masks = {"camera_se3": torch.tensor([[0, 1, 1, 1, 1], [0, 0, 0, 0, 0.0]]), "discrete_cmd": torch.ones(2, 5)}
+    loss, logs = objective.loss(torch.randn(2, 8, 5, 4, 4), actions, masks, num_history=3)
+    loss.backward()
+    assert logs["aux_loss"] > 0 and set(logs["router_usage"]) == {"camera_se3", "discrete_cmd"}
+    assert net.moae.experts[0].fc2.weight.grad is not None
+    wm = WorldModel(net.eval(), num_steps=2)
+    wm.reset(torch.randn(1, 8, 1, 4, 4))
+    out = wm.step({"discrete_cmd": torch.rand(1, 2, 12)})
+    assert out.shape == (1, 8, 2, 4, 4)
+    with pytest.raises(ShapeError, match="pass a dict"):
+        wm.step(torch.zeros(1, 2, 9))
+
+
+# ---- the router learns ----------------------------------------------------------------------
+
+
+class _Plain(Modality):
+    """A synthetic modality whose encoder is linear, so that the experts must do the work."""
+
+    action_dim = 4
+
+    def __init__(self, name):
+        self.name = name
+
+    def align(self, raw, temporal_factor):
+        return AlignedActions(raw, raw[:, 0] * 0 + 1)
+
+    def normalizer(self):
+        return Normalizer(4)
+
+    def encoder(self, token_dim):
+        return _Linear(token_dim)
+
+
+class _Linear(nn.Module):
+    def __init__(self, token_dim):
+        super().__init__()
+        self.proj = nn.Linear(4, token_dim)
+
+    def forward(self, x, mask):
+        return self.proj(x)
+
+
+def _task_loss(router, steps=600, seed=0):
+    """Two modalities that need different functions of similar-looking inputs; small experts."""
+    torch.manual_seed(seed)
+    moae = MoAE(
+        [_Plain("alpha"), _Plain("beta")], router=router, num_experts=4, token_dim=8, out_dim=4, expert_hidden=8
+    )
+    target = {"alpha": lambda x: x**2, "beta": lambda x: -(x**2)}  # opposite answers to alike inputs
+    opt = torch.optim.Adam(moae.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        batch = {name: torch.randn(64, 1, 4, generator=gen) for name in target}
+        masks = {"alpha": torch.ones(64, 1), "beta": torch.ones(64, 1)}
+        masks["alpha"][32:] = 0  # first half of the batch carries alpha, second half beta
+        masks["beta"][:32] = 0
+        out = moae(batch, masks)
+        want = torch.cat([target["alpha"](batch["alpha"][:32]), target["beta"](batch["beta"][32:])])
+        loss = (out.features - want).pow(2).mean()
+        opt.zero_grad()
+        (loss + 0.01 * out.aux_loss).backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return sum(losses[-30:]) / 30, out.stats["usage"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_learnable_router_learns_to_split_modalities(seed):
+    topk, usage = _task_loss(TopKRouter(k=2), seed=seed)
+    fixed, _ = _task_loss(FixedRouter({"alpha": 0, "beta": 1}), seed=seed)
+    shared, _ = _task_loss(SharedRouter(), seed=seed)
+    soft, _ = _task_loss(SoftRouter(), seed=seed)
+    print(f"final task loss: topk {topk:.4f} fixed {fixed:.4f} shared {shared:.4f} soft {soft:.4f}; usage {usage}")
+    assert topk <= fixed * 1.05
+    assert shared > 1.5 * topk
+    # the two modalities end up on different experts
+    top_alpha = max(range(4), key=lambda e: usage["alpha"][e])
+    assert usage["beta"][top_alpha] < usage["alpha"][top_alpha]
