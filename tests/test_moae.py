@@ -198,3 +198,15 @@ def test_the_learnable_router_learns_to_split_modalities(seed):
     # the two modalities end up on different experts
     top_alpha = max(range(4), key=lambda e: usage["alpha"][e])
     assert usage["beta"][top_alpha] < usage["alpha"][top_alpha]
+
+
+def test_normaliser_statistics_travel_in_checkpoints(tmp_path):
+    from astra_core.checkpoint import load_checkpoint, save_checkpoint
+
+    net = _moae_net()
+    data = torch.randn(50, 9) * 3 + 1
+    net.moae.normalizers["camera_se3"].fit(data)
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", net))
+    norm = loaded.moae.normalizers["camera_se3"]
+    assert bool(norm.fitted) and torch.allclose(norm.mean, data.mean(0)) and torch.allclose(norm.std, data.std(0))
+    assert not bool(loaded.moae.normalizers["discrete_cmd"].fitted)
