@@ -1,13 +1,15 @@
-"""Registers the built-in embodiments through the `astra` hooks (entry point `embodiments`)."""
+"""Registers the built-in embodiments and toy worlds through the `astra` hooks (entry point `embodiments`)."""
 
 from astra_core.modality import Embodiment
 from astra_core.plugins import hookimpl
 
+from .toy.worlds import WORLDS
+
 EMBODIMENTS = (
-    Embodiment("free_camera", ("camera_se3",), description="a camera flying freely through a scene"),
-    Embodiment("car", ("vehicle_pose",), description="a car's ego pose, camera mounted on the car"),
-    Embodiment("tabletop_arm", ("robot_ee",), description="a robot arm's end-effector seen by a fixed camera"),
-    Embodiment("keyboard_game", ("discrete_cmd",), description="a game camera driven by keys and mouse look"),
+    Embodiment("free_camera", ("camera_se3",), world="free_camera", description="a camera flying through a scene"),
+    Embodiment("car", ("vehicle_pose",), world="car", description="a car's ego pose, camera mounted on the car"),
+    Embodiment("tabletop_arm", ("robot_ee",), world="tabletop_arm", description="a robot arm seen by a fixed camera"),
+    Embodiment("keyboard_game", ("discrete_cmd",), world="keyboard_game", description="a game camera driven by keys"),
 )
 
 
@@ -15,3 +17,9 @@ EMBODIMENTS = (
 def astra_register_embodiments(register):
     for embodiment in EMBODIMENTS:
         register(embodiment)
+
+
+@hookimpl
+def astra_register_worlds(register):
+    for world in WORLDS:
+        register(world())
