@@ -38,15 +38,25 @@ def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta
     return path
 
 
-def save_checkpoint(path: str | Path, net: AstraNet, extra_metadata: dict[str, str] | None = None) -> Path:
-    """Save `net` with its config; `extra_metadata` (strings) joins the header."""
+TOKENIZER_PREFIX = "tokenizer."
+
+
+def save_checkpoint(
+    path: str | Path, net: AstraNet, extra_metadata: dict[str, str] | None = None, tokenizer=None
+) -> Path:
+    """Save `net` with its config (and optionally its video tokenizer, whose weights get the prefix
+    `tokenizer.`); `extra_metadata` (strings) joins the header."""
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "config": net.config.model_dump_json(),
         **(extra_metadata or {}),
     }
-    return atomic_save_tensors(path, net.state_dict(), metadata)
+    tensors = dict(net.state_dict())
+    if tokenizer is not None:
+        metadata["tokenizer"] = json.dumps(tokenizer.describe())
+        tensors.update({TOKENIZER_PREFIX + k: v for k, v in tokenizer.state_dict().items()})
+    return atomic_save_tensors(path, tensors, metadata)
 
 
 def read_checkpoint(path: str | Path) -> tuple[AstraConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -97,8 +107,26 @@ def check_state_dict(net: AstraNet, tensors: dict[str, torch.Tensor], source: st
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> AstraNet:
     """Rebuild the network from the checkpoint's own config and load its weights."""
-    config, tensors, _ = read_checkpoint(path)
+    return load_world_checkpoint(path, device)[0]
+
+
+def load_world_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """(network, tokenizer or None) from a checkpoint."""
+    from .tokenizer import build_tokenizer
+
+    config, tensors, metadata = read_checkpoint(path)
+    net_tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}
     net = AstraNet(config)
-    check_state_dict(net, tensors, str(path))
-    net.load_state_dict(tensors)
-    return net.to(device).eval()
+    check_state_dict(net, net_tensors, str(path))
+    net.load_state_dict(net_tensors)
+    tokenizer = None
+    if "tokenizer" in metadata:
+        try:
+            tokenizer = build_tokenizer(json.loads(metadata["tokenizer"]))
+            tokenizer.load_state_dict(
+                {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
+            )
+        except (ValueError, RuntimeError, KeyError) as err:
+            raise CheckpointError(f"{path}: the stored tokenizer does not load ({err})") from None
+        tokenizer = tokenizer.to(device).eval()
+    return net.to(device).eval(), tokenizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import AstraError
@@ -70,6 +71,47 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if registry_error else 0
 
 
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    import torch
+
+    from .tokenizer_train import TokenizerTrainConfig, train_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TokenizerTrainConfig(
+        channels=args.channels,
+        width=args.width,
+        steps=args.steps,
+        batch=args.batch,
+        episodes_per_world=args.episodes,
+        seed=args.seed,
+    )
+    result = train_tokenizer(cfg, Path(args.out))
+    print(json.dumps({"checkpoint": args.out, **result}, indent=2))
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from .encode import encode_to_shards
+    from .plugins import get_registry
+    from .tokenizer import PixelTokenizer
+    from .tokenizer_train import load_tokenizer
+
+    tokenizer = PixelTokenizer(args.patch) if args.tokenizer == "pixel" else load_tokenizer(args.tokenizer)
+    registry = get_registry()
+    if args.world:
+        world = registry.get("worlds", args.world)
+        episodes = (world.episode(args.seed + i, args.frames) for i in range(args.episodes))
+        total = args.episodes
+    else:
+        reader = registry.get("readers", args.reader)
+        episodes = (reader.read(p) for p in args.paths)
+        total = len(args.paths)
+    shards = encode_to_shards(episodes, tokenizer, args.out, args.shard_size, total)
+    print(json.dumps({"shards": [str(s) for s in shards], "tokenizer": tokenizer.describe()}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
@@ -80,6 +122,29 @@ def build_parser() -> argparse.ArgumentParser:
     plug = sub.add_parser("plugins", help="list plugins, their versions and what they register")
     plug.add_argument("--json", action="store_true", help="machine-readable output")
     plug.set_defaults(func=_cmd_plugins)
+    tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
+    tok.add_argument("--out", default="tokenizer.safetensors")
+    tok.add_argument("--channels", type=int, default=16)
+    tok.add_argument("--width", type=int, default=32)
+    tok.add_argument("--steps", type=int, default=3000)
+    tok.add_argument("--batch", type=int, default=4)
+    tok.add_argument("--episodes", type=int, default=48, help="episodes per world")
+    tok.add_argument("--seed", type=int, default=0)
+    tok.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    tok.set_defaults(func=_cmd_train_tokenizer)
+    enc = sub.add_parser("encode", help="encode episodes from a world or a reader into HDF5 latent shards")
+    source = enc.add_mutually_exclusive_group(required=True)
+    source.add_argument("--world", help="a registered toy world")
+    source.add_argument("--reader", help="a registered dataset reader (give the files as PATHS)")
+    enc.add_argument("paths", nargs="*", help="input files for --reader")
+    enc.add_argument("--out", required=True, help="output folder for shard-*.h5")
+    enc.add_argument("--tokenizer", default="pixel", help="'pixel' or a tokenizer checkpoint")
+    enc.add_argument("--patch", type=int, default=4, help="patch of the pixel tokenizer")
+    enc.add_argument("--episodes", type=int, default=16)
+    enc.add_argument("--frames", type=int, default=33)
+    enc.add_argument("--seed", type=int, default=0)
+    enc.add_argument("--shard-size", type=int, default=16)
+    enc.set_defaults(func=_cmd_encode)
     presets = sub.add_parser("presets", help="list the DiT presets and their sizes")
     presets.set_defaults(func=_cmd_presets)
     return parser

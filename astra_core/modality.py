@@ -139,3 +139,34 @@ class Modality(ABC):
         mask = np.ones(len(out), dtype=np.float32)
         mask[0] = 0.0
         return AlignedActions(out, mask)
+
+
+def raw_rows(raw: Any, start: int, stop: int | None) -> Any:
+    """Rows [start:stop] of a raw stream: an array, or a dict of per-frame arrays/lists."""
+    if isinstance(raw, dict):
+        return {k: (v[start:stop] if v is not None else None) for k, v in raw.items()}
+    return raw[start:stop]
+
+
+def raw_length(raw: Any) -> int:
+    if isinstance(raw, dict):
+        lengths = [len(v) for v in raw.values() if v is not None]
+        if not lengths:
+            raise ShapeError(f"raw actions: the dict {sorted(raw)} holds no stream")
+        return lengths[0]
+    return len(raw)
+
+
+def concat_raw(a: Any, b: Any) -> Any:
+    """Two raw streams of the same modality, one after the other."""
+    if isinstance(a, dict):
+        out = {}
+        for k in a:
+            if a[k] is None or b.get(k) is None:
+                out[k] = None
+            elif isinstance(a[k], list):
+                out[k] = list(a[k]) + list(b[k])
+            else:
+                out[k] = np.concatenate([np.asarray(a[k]), np.asarray(b[k])])
+        return out
+    return np.concatenate([np.asarray(a), np.asarray(b)])

@@ -1,4 +1,4 @@
-"""Streaming rollout: `WorldModel.reset(context)` then `step(actions)` -> the next latent chunk.
+"""Streaming rollout: `LatentWorldModel.reset(context)` then `step(actions)` -> the next latent chunk.
 
 Each step samples a chunk by flow matching (Euler or Heun), conditioned on the history window (the
 first chunk as a sink plus the most recent `window` latent frames). With the KV cache, history keys
@@ -33,7 +33,7 @@ class _Chunk:
     sink: bool
 
 
-class WorldModel:
+class LatentWorldModel:
     """A rollout session over latents. The toy-world layer adds pixels, tokenizer and normaliser."""
 
     def __init__(
@@ -135,7 +135,7 @@ class WorldModel:
         self._commit(latents, features, sink=False)
         return latents
 
-    def fork(self) -> WorldModel:
+    def fork(self) -> LatentWorldModel:
         """An independent copy of this session (history, cache, random state) sharing the network:
         try other actions from the same state without disturbing this one."""
         clone = copy.copy(self)

@@ -15,13 +15,13 @@ from _timing import alternating_medians
 
 from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, SamplerConfig, dit_preset
 from astra_core.model.actions import AstraNet
-from astra_core.rollout import WorldModel
+from astra_core.rollout import LatentWorldModel
 
 
-def session(net: AstraNet, history_chunks: int, guidance: float, cached: bool, latent_hw: int) -> WorldModel:
+def session(net: AstraNet, history_chunks: int, guidance: float, cached: bool, latent_hw: int) -> LatentWorldModel:
     """A session whose history holds `history_chunks` chunks after the context frame."""
     chunk = net.config.history.chunk_size
-    wm = WorldModel(net, guidance_scale=guidance, use_kv_cache=cached, num_steps=1, seed=0)
+    wm = LatentWorldModel(net, guidance_scale=guidance, use_kv_cache=cached, num_steps=1, seed=0)
     wm.reset(torch.randn(1, net.config.dit.in_dim, 1, latent_hw, latent_hw))
     for _ in range(history_chunks):
         wm.step(torch.randn(1, chunk, net.config.action.action_dim))
@@ -69,7 +69,7 @@ def main() -> None:
 
     window = 2 * args.chunk
     small = AstraNet(config.model_copy(update={"history": HistoryConfig(chunk_size=args.chunk, window=window)}))
-    wm = WorldModel(small, guidance_scale=2.0, num_steps=1)
+    wm = LatentWorldModel(small, guidance_scale=2.0, num_steps=1)
     wm.reset(torch.randn(1, 16, 1, args.latent, args.latent))
     sizes = []
     for _ in range(8):

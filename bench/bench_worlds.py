@@ -33,8 +33,10 @@ def main() -> None:
             repeats=args.repeats,
             warmup=1,
         )
-        print(f"{name:14s} render {args.frames / times['render']:7.0f} frames/s   "
-              f"episode {args.frames / times['episode']:7.0f} frames/s")
+        print(
+            f"{name:14s} render {args.frames / times['render']:7.0f} frames/s   "
+            f"episode {args.frames / times['episode']:7.0f} frames/s"
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from astra_core.modality import AlignedActions, Modality, Normalizer
 from astra_core.model.actions import AstraNet
 from astra_core.objective import WorldModelObjective
 from astra_core.plugins import get_registry
-from astra_core.rollout import WorldModel
+from astra_core.rollout import LatentWorldModel
 
 ROUTERS = sorted(get_registry().routers)
 
@@ -123,7 +123,7 @@ def test_moae_world_model_trains_and_rolls_out():
     loss.backward()
     assert logs["aux_loss"] > 0 and set(logs["router_usage"]) == {"camera_se3", "discrete_cmd"}
     assert net.moae.experts[0].fc2.weight.grad is not None
-    wm = WorldModel(net.eval(), num_steps=2)
+    wm = LatentWorldModel(net.eval(), num_steps=2)
     wm.reset(torch.randn(1, 8, 1, 4, 4))
     out = wm.step({"discrete_cmd": torch.rand(1, 2, 12)})
     assert out.shape == (1, 8, 2, 4, 4)

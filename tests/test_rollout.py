@@ -3,7 +3,7 @@ import torch
 from _helpers import make_net
 
 from astra_core.errors import ShapeError
-from astra_core.rollout import WorldModel
+from astra_core.rollout import LatentWorldModel
 
 
 def _actions(n, chunk=2, seed=5):
@@ -12,7 +12,7 @@ def _actions(n, chunk=2, seed=5):
 
 
 def _rollout(net, steps, use_kv_cache=True, guidance=2.0, seed=1, num_steps=3):
-    wm = WorldModel(net, guidance_scale=guidance, num_steps=num_steps, use_kv_cache=use_kv_cache, seed=seed)
+    wm = LatentWorldModel(net, guidance_scale=guidance, num_steps=num_steps, use_kv_cache=use_kv_cache, seed=seed)
     wm.reset(torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(9)))
     return wm, [wm.step(a) for a in _actions(steps, chunk=net.config.history.chunk_size)]
 
@@ -30,8 +30,8 @@ def test_cached_and_recomputed_rollouts_agree_before_the_window_slides(guidance)
 
 def test_actions_change_the_rollout():
     net = make_net(window=8)
-    wm1 = WorldModel(net, num_steps=2, seed=0)
-    wm2 = WorldModel(net, num_steps=2, seed=0)
+    wm1 = LatentWorldModel(net, num_steps=2, seed=0)
+    wm2 = LatentWorldModel(net, num_steps=2, seed=0)
     ctx = torch.randn(1, 8, 1, 4, 4)
     wm1.reset(ctx)
     wm2.reset(ctx)
@@ -41,7 +41,7 @@ def test_actions_change_the_rollout():
 
 def test_sliding_window_keeps_outputs_finite_and_cache_memory_bounded():
     net = make_net(window=4)  # sink + 2 chunks
-    wm = WorldModel(net, guidance_scale=2.0, num_steps=2, seed=0)
+    wm = LatentWorldModel(net, guidance_scale=2.0, num_steps=2, seed=0)
     wm.reset(torch.randn(1, 8, 1, 4, 4))
     sizes = []
     for actions in _actions(14):  # 14 chunks = 28 frames, 7x the window
@@ -61,7 +61,7 @@ def test_sliding_window_keeps_outputs_finite_and_cache_memory_bounded():
 
 def test_rollout_runs_past_the_rope_table():
     net = make_net(chunk_size=8, window=8)
-    wm = WorldModel(net, guidance_scale=1.0, num_steps=1, seed=0)
+    wm = LatentWorldModel(net, guidance_scale=1.0, num_steps=1, seed=0)
     wm.reset(torch.randn(1, 8, 1, 2, 2))
     last = None
     while wm.frames_generated <= 1040:
@@ -82,7 +82,7 @@ def test_seeded_rollouts_are_bitwise_reproducible():
 
 def test_heun_sampler_rollout_and_bad_inputs():
     net = make_net()
-    wm = WorldModel(net, sampler="heun", num_steps=2)
+    wm = LatentWorldModel(net, sampler="heun", num_steps=2)
     with pytest.raises(RuntimeError, match="reset"):
         wm.step(torch.zeros(1, 2, 3))
     with pytest.raises(ShapeError, match="context"):
@@ -94,12 +94,12 @@ def test_heun_sampler_rollout_and_bad_inputs():
     with pytest.raises(ShapeError, match="NaN"):
         wm.step(torch.full((1, 2, 3), float("nan")))
     with pytest.raises(ShapeError, match="sampler"):
-        WorldModel(net, sampler="rk45")
+        LatentWorldModel(net, sampler="rk45")
 
 
 def test_fork_branches_without_disturbing_the_original():
     net = make_net(window=8)
-    wm = WorldModel(net, num_steps=2, seed=3)
+    wm = LatentWorldModel(net, num_steps=2, seed=3)
     wm.reset(torch.randn(1, 8, 1, 4, 4))
     wm.step(torch.randn(1, 2, 3))
     branch = wm.fork()

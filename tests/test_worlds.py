@@ -10,8 +10,12 @@ WORLDS = sorted(get_registry().worlds)
 
 def test_the_four_builtin_worlds_are_registered_with_their_modalities():
     reg = get_registry()
-    expected = {"free_camera": "camera_se3", "car": "vehicle_pose", "tabletop_arm": "robot_ee",
-                "keyboard_game": "discrete_cmd"}
+    expected = {
+        "free_camera": "camera_se3",
+        "car": "vehicle_pose",
+        "tabletop_arm": "robot_ee",
+        "keyboard_game": "discrete_cmd",
+    }
     assert {name: reg.worlds[name].modality for name in expected} == expected
     for name in expected:
         assert reg.embodiments[name].world == name
@@ -59,8 +63,15 @@ def test_presets_give_distinct_futures(name):
 
 def test_camera_presets_are_the_papers_seven():
     world = get_registry().worlds["free_camera"]
-    assert set(world.presets()) == {"forward", "yaw_left", "yaw_right", "forward_left", "forward_right", "s_curve",
-                                    "left_then_right"}
+    assert set(world.presets()) == {
+        "forward",
+        "yaw_left",
+        "yaw_right",
+        "forward_left",
+        "forward_right",
+        "s_curve",
+        "left_then_right",
+    }
     state = world.initial_state(0)
     left = world.preset_actions("yaw_left", state)
     aligned = get_registry().modalities["camera_se3"].align(left, 1).actions

@@ -428,12 +428,32 @@ class KeyboardGameWorld(ToyWorld):
 
     def initial_state(self, seed):
         rng = np.random.default_rng(seed)
-        return {"seed": seed, "pos": np.array([rng.uniform(-3, 3), 0.0, rng.uniform(-12, -8)]),
-                "yaw": rng.uniform(-0.4, 0.4), "pitch": 0.0, "vy": 0.0}
+        return {
+            "seed": seed,
+            "pos": np.array([rng.uniform(-3, 3), 0.0, rng.uniform(-12, -8)]),
+            "yaw": rng.uniform(-0.4, 0.4),
+            "pitch": 0.0,
+            "vy": 0.0,
+        }
 
     def random_actions(self, rng, state, num_frames):
-        combos = [(), ("W",), ("W",), ("W", "SHIFT"), ("S",), ("A",), ("D",), ("LEFT",), ("RIGHT",), ("W", "LEFT"),
-                  ("W", "RIGHT"), ("SPACE",), ("W", "SPACE"), ("UP",), ("DOWN",)]
+        combos = [
+            (),
+            ("W",),
+            ("W",),
+            ("W", "SHIFT"),
+            ("S",),
+            ("A",),
+            ("D",),
+            ("LEFT",),
+            ("RIGHT",),
+            ("W", "LEFT"),
+            ("W", "RIGHT"),
+            ("SPACE",),
+            ("W", "SPACE"),
+            ("UP",),
+            ("DOWN",),
+        ]
         keys, mouse, t = [], np.zeros((num_frames, 2)), 0
         while len(keys) < num_frames:
             combo, hold = combos[int(rng.integers(len(combos)))], int(rng.integers(4, 16))

@@ -1,0 +1,206 @@
+"""Tokenizers, data types, the HDF5 latent cache and the pixel-level WorldModel."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from _helpers import make_config
+
+from astra_core.cache import CacheError, read_shard, write_shard
+from astra_core.checkpoint import load_world_checkpoint, save_checkpoint
+from astra_core.cli import main
+from astra_core.config import ActionConfig
+from astra_core.data import Clip, ClipSampler, collate
+from astra_core.encode import encode_episode
+from astra_core.errors import ShapeError
+from astra_core.model.actions import AstraNet
+from astra_core.plugins import get_registry
+from astra_core.tokenizer import CausalVideoVAE, PixelTokenizer, WanVAETokenizer
+from astra_core.world import WorldModel
+
+
+def test_pixel_tokenizer_is_lossless():
+    tok = PixelTokenizer(4)
+    x = torch.rand(2, 3, 5, 16, 24) * 2 - 1
+    z = tok.encode(x)
+    assert z.shape == (2, 48, 5, 4, 6)
+    assert torch.equal(tok.decode(z), x)
+    with pytest.raises(ShapeError, match="multiples of 4"):
+        tok.encode(torch.zeros(1, 3, 2, 10, 16))
+
+
+def test_causal_vae_shapes_and_causality():
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(channels=8, width=16).eval()
+    x = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    z = vae.encode(x)
+    assert z.shape == (1, 8, 3, 4, 4)
+    assert vae.decode(z).shape == x.shape
+    x2 = x.clone()
+    x2[:, :, 5:] = 0  # change the frames of the last latent only
+    z2 = vae.encode(x2)
+    assert torch.equal(z[:, :, :2], z2[:, :, :2]) and not torch.allclose(z[:, :, 2], z2[:, :, 2])
+    with pytest.raises(ShapeError, match="1 \\+ 4·k"):
+        vae.encode(torch.zeros(1, 3, 8, 32, 32))
+    loss, logs = vae.loss(x)
+    loss.backward()
+    assert logs["psnr"] > 0 and vae.frame_encoder[0].weight.grad is not None
+
+
+def test_wan_vae_adapter_with_a_tiny_random_vae():
+    pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    mean, std = [0.5, -0.25, 1.0, 0.0], [2.0, 0.5, 1.0, 4.0]
+    tok = WanVAETokenizer.from_config(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2],
+        num_res_blocks=1,
+        temperal_downsample=[True],
+        latents_mean=mean,
+        latents_std=std,
+    ).eval()
+    assert (tok.temporal_factor, tok.spatial_factor, tok.channels) == (2, 2, 4)
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = tok.encode(x)
+        raw = tok.vae.encode(x).latent_dist.mode()
+        assert z.shape == (1, 4, 3, 8, 8)  # first frame alone, then 2 frames per latent
+        assert torch.allclose(
+            z * torch.tensor(std).view(1, 4, 1, 1, 1) + torch.tensor(mean).view(1, 4, 1, 1, 1), raw, atol=1e-5
+        )
+        assert tok.decode(z).shape == x.shape
+
+
+def test_collate_mixes_modalities_and_sampler_follows_weights():
+    a = Clip(torch.zeros(4, 3, 2, 2), {"camera_se3": torch.ones(3, 9)}, {"camera_se3": torch.ones(3)}, "free_camera")
+    b = Clip(torch.ones(4, 3, 2, 2), {"discrete_cmd": torch.ones(3, 12)}, {"discrete_cmd": torch.ones(3)}, "game")
+    batch = collate([a, b])
+    assert batch.latents.shape == (2, 4, 3, 2, 2) and set(batch.actions) == {"camera_se3", "discrete_cmd"}
+    assert batch.masks["camera_se3"].tolist() == [[1, 1, 1], [0, 0, 0]]
+    assert batch.to("cpu").embodiments == ["free_camera", "game"] and len(batch) == 2
+    sampler = ClipSampler({"x": [a], "y": [b]}, {"x": 3.0, "y": 1.0}, seed=0)
+    drawn = sampler.sample(2000)
+    share = sum(c is a for c in drawn) / 2000
+    assert abs(share - 0.75) < 0.04
+    state = sampler.state_dict()
+    nxt = sampler.sample(10)
+    sampler.load_state_dict(state)
+    assert sampler.sample(10) == nxt
+
+
+def _encoded(world="car", seed=0, frames=9):
+    w = get_registry().worlds[world]
+    return encode_episode(w.episode(seed, frames), PixelTokenizer(4), get_registry().modalities)
+
+
+def test_cache_round_trip(tmp_path):
+    eps = [_encoded("car", 0), _encoded("keyboard_game", 1)]
+    path = write_shard(tmp_path / "s.h5", eps, PixelTokenizer(4).describe(), 1)
+    back = read_shard(path, expected_tokenizer=PixelTokenizer(4).describe())
+    assert [e.embodiment for e in back] == ["car", "keyboard_game"]
+    assert np.allclose(back[0].latents.numpy(), eps[0]["latents"], atol=2e-3)  # stored as float16
+    assert torch.equal(back[1].actions["discrete_cmd"], torch.tensor(eps[1]["actions"]["discrete_cmd"]))
+    assert back[1].raw["discrete_cmd"]["keys"] == [list(map(str, k)) for k in eps[1]["raw"]["discrete_cmd"]["keys"]]
+    assert np.allclose(back[0].raw["vehicle_pose"]["translation"], eps[0]["raw"]["vehicle_pose"]["translation"])
+    with h5py.File(path) as f:
+        assert f["episodes/00000/latents"].compression == "gzip" and f["episodes/00000/latents"].chunks is not None
+    clips = back[0].clips(5, stride=2)
+    assert len(clips) == 3 and all(c.masks["vehicle_pose"][0] == 0 for c in clips)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]
+
+
+def test_cache_errors_name_the_file(tmp_path):
+    path = write_shard(tmp_path / "s.h5", [_encoded()], PixelTokenizer(4).describe(), 1)
+    with pytest.raises(CacheError, match=r"s\.h5: made by tokenizer .*'patch': 4.* but this run uses .*'patch': 8"):
+        read_shard(path, expected_tokenizer=PixelTokenizer(8).describe())
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CacheError, match=r"cut\.h5: truncated or corrupt"):
+        read_shard(cut)
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(CacheError, match="junk.h5"):
+        read_shard(junk)
+    with pytest.raises(CacheError, match="no such cache shard"):
+        read_shard(tmp_path / "missing.h5")
+
+
+def test_failed_shard_write_leaves_nothing(tmp_path):
+    bad = _encoded()
+    bad["latents"] = "not an array"
+    with pytest.raises((ValueError, TypeError)):
+        write_shard(tmp_path / "s.h5", [bad], {"kind": "pixel"}, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_astra_encode_cli(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "encode",
+                "--world",
+                "tabletop_arm",
+                "--episodes",
+                "3",
+                "--frames",
+                "9",
+                "--out",
+                str(tmp_path),
+                "--shard-size",
+                "2",
+            ]
+        )
+        == 0
+    )
+    info = json.loads(capsys.readouterr().out)
+    assert len(info["shards"]) == 2
+    eps = read_shard(info["shards"][0]) + read_shard(info["shards"][1])
+    assert len(eps) == 3 and eps[0].actions["robot_ee"].shape == (9, 7)
+
+
+def _pixel_net(modalities=("camera_se3",)):
+    cfg = make_config(channels=48, chunk_size=2, window=4).model_copy(
+        update={"action": ActionConfig(encoder="moae", modalities=modalities, token_dim=16, expert_hidden=16)}
+    )
+    torch.manual_seed(0)
+    net = AstraNet(cfg)
+    for expert in net.moae.experts:
+        torch.nn.init.normal_(expert.fc2.weight, std=0.1)
+    return net.eval()
+
+
+def test_pixel_world_model_round_trips_shapes_and_timing(tmp_path):
+    net = _pixel_net()
+    path = save_checkpoint(tmp_path / "wm.safetensors", net, tokenizer=PixelTokenizer(4))
+    loaded, tok = load_world_checkpoint(path)
+    assert isinstance(tok, PixelTokenizer)
+    wm = WorldModel.from_checkpoint(path, num_steps=2)
+    world = get_registry().worlds["free_camera"]
+    ep = world.episode(0, 9)
+    poses = ep.actions["camera_se3"]
+    wm.reset(ep.frames[:, :3], poses[:3])
+    out = wm.step(poses[3:5])
+    assert out.shape == (3, 2, 64, 64) and float(out.abs().max()) <= 1
+    other = WorldModel.from_checkpoint(path, num_steps=2)
+    other.reset(ep.frames[:, :3], poses[:3])
+    # timing: the first generated frame reacts to the motion from frame 2 to frame 3; a different
+    # motion there gives a different first frame
+    changed = poses[3:5].copy()
+    changed[0] = poses[2]
+    assert not torch.allclose(other.step(changed)[:, 0], out[:, 0])
+    with pytest.raises(ShapeError, match="expected 2 rows"):
+        wm.step(poses[5:8])
+
+
+def test_pixel_world_model_without_context_actions_needs_a_leading_row(tmp_path):
+    net = _pixel_net(("discrete_cmd",))
+    wm = WorldModel(net, PixelTokenizer(4), num_steps=1)
+    ep = get_registry().worlds["keyboard_game"].episode(0, 5)
+    wm.reset(ep.frames[:, :1])
+    keys = {"keys": [[], ["W"], ["W"]], "mouse": np.zeros((3, 2))}
+    assert wm.step(keys).shape == (3, 2, 64, 64)
+    with pytest.raises(ShapeError, match="unknown modality"):
+        wm.step({"camera_se3": np.zeros((2, 4, 4))})
