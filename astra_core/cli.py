@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--steps", type=int, default=3000)
     tok.add_argument("--batch", type=int, default=4)
     tok.add_argument("--episodes", type=int, default=48, help="episodes per world")
+    tok.add_argument("--held-out", type=int, default=4, help="held-out episodes per world for the PSNR")
     tok.add_argument("--seed", type=int, default=0)
     tok.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     tok.set_defaults(func=_cmd_train_tokenizer)

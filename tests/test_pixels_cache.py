@@ -204,3 +204,50 @@ def test_pixel_world_model_without_context_actions_needs_a_leading_row(tmp_path)
     assert wm.step(keys).shape == (3, 2, 64, 64)
     with pytest.raises(ShapeError, match="unknown modality"):
         wm.step({"camera_se3": np.zeros((2, 4, 4))})
+
+
+def test_training_reads_from_the_cache(tmp_path):
+    from astra_core.objective import WorldModelObjective
+
+    assert main(["encode", "--world", "free_camera", "--episodes", "2", "--frames", "9", "--out", str(tmp_path)]) == 0
+    clips = [c for e in read_shard(tmp_path / "shard-00000.h5") for c in e.clips(5, stride=2)]
+    batch = collate(clips[:4])
+    net = _pixel_net().train()
+    net.moae.normalizers["camera_se3"].fit(batch.actions["camera_se3"], batch.masks["camera_se3"])
+    loss, logs = WorldModelObjective(net).loss(batch.latents, batch.actions, batch.masks, num_history=3)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["router_usage"]
+
+
+def test_train_tokenizer_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
+    from astra_core.tokenizer_train import load_tokenizer
+
+    out = tmp_path / "vae.safetensors"
+    assert (
+        main(
+            [
+                "train-tokenizer",
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--episodes",
+                "1",
+                "--held-out",
+                "1",
+                "--width",
+                "8",
+                "--channels",
+                "4",
+                "--batch",
+                "1",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 3 and result["held_out_psnr"] > 0
+    vae = load_tokenizer(out)
+    assert isinstance(vae, CausalVideoVAE) and vae.channels == 4
+    z = vae.encode(torch.zeros(1, 3, 5, 64, 64))
+    assert z.shape == (1, 4, 2, 8, 8)
