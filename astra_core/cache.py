@@ -46,6 +46,19 @@ class CachedEpisode:
     fps: float
     source: str
 
+    @classmethod
+    def from_encoded(cls, encoded: dict[str, Any]) -> CachedEpisode:
+        """From `encode_episode`'s output, without a trip through a file."""
+        return cls(
+            latents=torch.as_tensor(encoded["latents"], dtype=torch.float32),
+            actions={k: torch.as_tensor(v, dtype=torch.float32) for k, v in encoded["actions"].items()},
+            masks={k: torch.as_tensor(v, dtype=torch.float32) for k, v in encoded["masks"].items()},
+            raw=encoded.get("raw", {}),
+            embodiment=encoded["embodiment"],
+            fps=float(encoded.get("fps", 0.0)),
+            source=str(encoded.get("source", "")),
+        )
+
     def clips(self, frames: int, stride: int | None = None) -> list[Clip]:
         """Windows of `frames` latent frames. A window's first action is masked: it has no previous frame."""
         total = self.latents.shape[1]

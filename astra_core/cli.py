@@ -22,7 +22,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "parameters": sum(p.numel() for p in net.parameters()),
         "backbone_parameters": net.dit.count_parameters(backbone_only=True),
         "config": config.model_dump(mode="json"),
-        "extra_metadata": {k: v for k, v in metadata.items() if k not in ("format", "format_version", "config")},
+        "tokenizer": json.loads(metadata["tokenizer"]) if "tokenizer" in metadata else None,
+        "extra_metadata": {
+            k: v for k, v in metadata.items() if k not in ("format", "format_version", "config", "tokenizer")
+        },
     }
     print(json.dumps(info, indent=2))
     return 0
@@ -112,6 +115,21 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .train import Trainer
+
+    cfg = TrainConfig.from_yaml(args.config)
+    updates = {k: v for k, v in {"steps": args.steps, "out_dir": args.out}.items() if v is not None}
+    if updates:
+        cfg = cfg.model_copy(update=updates)
+    trainer = Trainer(cfg, resume=args.resume)
+    logs = trainer.train()
+    if trainer.rank == 0:
+        print(json.dumps({"step": trainer.step, "out_dir": cfg.out_dir, "loss": logs.get("loss")}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
@@ -122,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     plug = sub.add_parser("plugins", help="list plugins, their versions and what they register")
     plug.add_argument("--json", action="store_true", help="machine-readable output")
     plug.set_defaults(func=_cmd_plugins)
+    train = sub.add_parser("train", help="train a world model from a YAML config")
+    train.add_argument("config")
+    train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt")
+    train.add_argument("--steps", type=int, help="override the config's steps")
+    train.add_argument("--out", help="override the config's out_dir")
+    train.set_defaults(func=_cmd_train)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
     tok.add_argument("--out", default="tokenizer.safetensors")
     tok.add_argument("--channels", type=int, default=16)

@@ -207,3 +207,73 @@ def _describe(err: ValidationError) -> str:
         loc = ".".join(str(x) for x in e["loc"]) or "<root>"
         parts.append(f"field '{loc}': {e['msg']}")
     return "; ".join(parts)
+
+
+class DataConfig(_Config):
+    """Where training clips come from: toy worlds rendered on the fly, or HDF5 latent-cache shards."""
+
+    source: Literal["worlds", "cache"] = "worlds"
+    weights: dict[str, float] = {"free_camera": 1.0, "car": 1.0, "tabletop_arm": 1.0, "keyboard_game": 1.0}
+    cache: tuple[str, ...] = ()  # shard files or globs, for source "cache"
+    episodes_per_world: int = 32
+    held_out_per_world: int = 4
+    episode_frames: int = 33
+    history_chunks: int = 2  # history chunks per training clip besides the context frames
+    clip_stride: int = 2
+    tokenizer: str = "pixel"  # "pixel" or a tokenizer checkpoint
+    pixel_patch: int = 4
+
+
+class OptimConfig(_Config):
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+
+
+class TrainConfig(_Config):
+    """A training run: `astra train CONFIG.yaml`."""
+
+    model: AstraConfig = AstraConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    mode: Literal["scratch", "adapter"] = "scratch"
+    init_checkpoint: str | None = None  # adapter mode: an Astra checkpoint or a Wan2.1 state dict (.safetensors)
+    steps: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 10
+    out_dir: str = "runs/toy"
+    tensorboard: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.mode == "adapter" and not self.init_checkpoint:
+            raise ValueError("mode 'adapter' needs init_checkpoint (a pretrained backbone)")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read config: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        model = data.get("model")
+        if isinstance(model, dict):
+            data = {**data, "model": AstraConfig.from_dict(model, source=f"{path} (model)")}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"{path}: {_describe(err)}") from None

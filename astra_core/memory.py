@@ -46,11 +46,31 @@ def check_training_layout(num_frames: int, num_history: int, cfg: HistoryConfig)
         )
 
 
+class BatchDraws:
+    """Random draws for rows `rows` of a batch of `total` samples: every data-parallel rank draws the
+    whole batch's numbers from the shared generator and keeps its own rows, so N ranks see exactly
+    what one process with the combined batch would."""
+
+    def __init__(self, generator: torch.Generator | None, total: int | None = None, rows: slice | None = None):
+        self.generator, self.total, self.rows = generator, total, rows
+
+    def _draw(self, fn, shape, dtype):
+        if self.rows is None:
+            return fn(shape, generator=self.generator, dtype=dtype)
+        return fn((self.total, *shape[1:]), generator=self.generator, dtype=dtype)[self.rows]
+
+    def rand(self, *shape, dtype=torch.float32):
+        return self._draw(torch.rand, shape, dtype)
+
+    def randn(self, *shape, dtype=torch.float32):
+        return self._draw(torch.randn, shape, dtype)
+
+
 def augment_history(
     history: torch.Tensor,
     cfg: HistoryConfig,
     num_train_timesteps: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | BatchDraws | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise as mask: corrupt history latents so that the model cannot just copy them.
 
@@ -60,10 +80,11 @@ def augment_history(
     """
     b, _, fh = history.shape[:3]
     device = history.device
-    apply = torch.rand(b, generator=generator) < cfg.noise_prob
+    draws = generator if isinstance(generator, BatchDraws) else BatchDraws(generator)
+    apply = draws.rand(b) < cfg.noise_prob
     span = cfg.noise_sigma_max - cfg.noise_sigma_min
-    sigma = cfg.noise_sigma_min + span * torch.rand(b, generator=generator)
-    noise = torch.randn(history.shape, generator=generator, dtype=history.dtype).to(device)
+    sigma = cfg.noise_sigma_min + span * draws.rand(b)
+    noise = draws.randn(*history.shape, dtype=history.dtype).to(device)
     frame_ok = torch.ones(fh, dtype=torch.bool)
     if cfg.noise_frames == "recent":
         frame_ok[: cfg.context_frames] = False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .flow import RectifiedFlow
-from .memory import augment_history, check_training_layout, sequence_chunk_ids
+from .memory import BatchDraws, augment_history, check_training_layout, sequence_chunk_ids
 from .model.actions import Actions, AstraNet, Masks
 
 
@@ -25,24 +25,28 @@ class WorldModelObjective:
         num_history: int,
         frame_positions: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        rows: slice | None = None,
+        total_batch: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """latents [B, C, F, H, W]: `num_history` history frames, then one target chunk;
         actions [B, F, A] (the action of frame i leads from frame i−1 into it) and mask [B, F], or
-        dicts of those keyed by modality for an MoAE model."""
+        dicts of those keyed by modality for an MoAE model. With `rows` and `total_batch`, this batch
+        is the slice `rows` of a larger one (data parallelism) and draws its random numbers as such."""
         cfg = self.net.config
         b, _, f = latents.shape[:3]
         check_training_layout(f, num_history, cfg.history)
         device = latents.device
         history, target = latents[:, :, :num_history], latents[:, :, num_history:]
 
-        sigma = self.flow.sample_sigma(b, generator, device)
-        noise = torch.randn(target.shape, generator=generator, dtype=target.dtype).to(device)
+        draws = BatchDraws(generator, total_batch, rows)
+        sigma = self.flow.shift(draws.rand(b).clamp(1e-5, 1 - 1e-5)).to(device)
+        noise = draws.randn(*target.shape, dtype=target.dtype).to(device)
         noisy_target = self.flow.add_noise(target, noise, sigma)
-        noisy_history, history_t = augment_history(history, cfg.history, cfg.flow.num_train_timesteps, generator)
+        noisy_history, history_t = augment_history(history, cfg.history, cfg.flow.num_train_timesteps, draws)
         target_t = self.flow.timesteps(sigma)[:, None].expand(b, f - num_history)
         timesteps = torch.cat([history_t, target_t], dim=1)
 
-        drop = (torch.rand(b, generator=generator) < cfg.guidance.action_dropout).to(device)
+        drop = (draws.rand(b) < cfg.guidance.action_dropout).to(device)
         features, aux_loss, routing = self.net.encode_actions(actions, action_mask, drop=drop)
         chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, device)
 

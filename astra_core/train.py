@@ -1,0 +1,378 @@
+"""The trainer behind `astra train CONFIG.yaml`: setup, step, eval, checkpoint, resume.
+
+- AdamW with linear warmup then cosine (or constant) decay, gradient clipping, bf16 autocast, EMA.
+- Clips from the toy worlds (encoded on the fly) or from HDF5 latent-cache shards, drawn per
+  embodiment with mixing weights; each step uses a random number of history chunks, cropped the way
+  a rollout's window is (the context chunk plus the most recent chunks, original positions kept).
+- tqdm progress, a JSONL metrics log, optional TensorBoard; checkpoints every N steps and on
+  SIGINT/SIGTERM, written atomically. `resume=True` continues bit for bit: the state holds model,
+  EMA, optimiser, scheduler, step, random generators and the sampler's position.
+- Data parallel under `torchrun` (DDP; gloo on CPU, nccl on GPU): every rank draws the same combined
+  batch and keeps its rows, so N ranks match one process running the combined batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .cache import CachedEpisode, read_shard
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .data import Batch, ClipSampler, collate
+from .errors import ConfigError
+from .model.actions import AstraNet
+from .objective import WorldModelObjective
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _LossModule(nn.Module):
+    """The whole loss as one forward, so that DDP sees (and synchronises) every parameter."""
+
+    def __init__(self, net: AstraNet):
+        super().__init__()
+        self.net = net
+        self.objective = WorldModelObjective(net)
+
+    def forward(self, batch: Batch, num_history: int, positions, generator, rows, total):
+        actions, masks = batch.actions, batch.masks
+        if self.net.moae is None:
+            actions, masks = _pad_to_one_vector(batch, self.net.config.action.action_dim)
+        return self.objective.loss(batch.latents, actions, masks, num_history, positions, generator, rows, total)
+
+
+def _pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shared encoder: every modality's vector padded to `width` and summed over modalities."""
+    b, f = batch.latents.shape[0], batch.latents.shape[2]
+    vector, mask = torch.zeros(b, f, width), torch.zeros(b, f)
+    for name, a in batch.actions.items():
+        if a.shape[-1] > width:
+            raise ConfigError(f"action.action_dim={width} is narrower than modality {name!r} ({a.shape[-1]})")
+        m = batch.masks[name]
+        vector[..., : a.shape[-1]] += a * m[..., None]
+        mask = torch.maximum(mask, m)
+    return vector, mask
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.rank, self.world_size = _init_distributed()
+        self.out = Path(cfg.out_dir)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.progress = progress and self.rank == 0
+        self.tokenizer = _build_tokenizer(cfg)
+        self.net = self._build_net()
+        self.pools, self.held_out = self._load_clips()
+        self._fit_normalizers()
+        self.sampler = ClipSampler(self.pools, {k: v for k, v in cfg.data.weights.items() if k in self.pools}, cfg.seed)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.loss_module = _LossModule(self.net)
+        if self.world_size > 1:
+            self.loss_module = nn.parallel.DistributedDataParallel(self.loss_module, find_unused_parameters=True)
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.started = time.time()
+        self._stop = False
+        if resume:
+            self.load_state()
+
+    # ---- setup --------------------------------------------------------------------------------
+
+    def _build_net(self) -> AstraNet:
+        cfg = self.cfg
+        net = AstraNet(cfg.model)
+        if cfg.mode == "adapter":
+            _load_backbone(net, cfg.init_checkpoint)
+            net.select_adapter_parameters()
+        return net
+
+    def clip_frames(self) -> int:
+        h = self.cfg.model.history
+        return h.context_frames + (self.cfg.data.history_chunks + 1) * h.chunk_size
+
+    def _load_clips(self) -> tuple[dict[str, list], dict[str, list]]:
+        data = self.cfg.data
+        if data.source == "cache":
+            paths = sorted({p for pattern in data.cache for p in glob.glob(pattern)})
+            if not paths:
+                raise ConfigError(f"data.cache: no shard matches {list(data.cache)}")
+            episodes = [e for p in paths for e in read_shard(p, self.tokenizer.describe())]
+            held = {}
+            pools: dict[str, list] = {}
+            for ep in episodes:
+                pools.setdefault(ep.embodiment, []).extend(ep.clips(self.clip_frames(), data.clip_stride))
+            for name, clips in pools.items():
+                cut = max(1, len(clips) // 10)
+                held[name], pools[name] = clips[:cut], clips[cut:]
+            return pools, held
+        return self._world_clips(0, data.episodes_per_world), self._world_clips(10**6, data.held_out_per_world)
+
+    def _world_clips(self, seed0: int, count: int) -> dict[str, list]:
+        from .encode import encode_episode
+        from .plugins import get_registry
+
+        registry = get_registry()
+        pools = {}
+        for name in self.cfg.data.weights:
+            world = registry.get("worlds", registry.get("embodiments", name).world or name)
+            clips = []
+            for i in range(count):
+                encoded = encode_episode(
+                    world.episode(seed0 + i, self.cfg.data.episode_frames), self.tokenizer, registry.modalities
+                )
+                clips.extend(CachedEpisode.from_encoded(encoded).clips(self.clip_frames(), self.cfg.data.clip_stride))
+            pools[name] = clips
+        return pools
+
+    def _fit_normalizers(self) -> None:
+        if self.net.moae is None:
+            return
+        everything = collate([c for clips in self.pools.values() for c in clips])
+        for name in self.net.moae.names:
+            if name in everything.actions and not bool(self.net.moae.normalizers[name].fitted):
+                self.net.moae.normalizers[name].fit(everything.actions[name], everything.masks[name])
+
+    def _lr_factor(self, step: int) -> float:
+        o = self.cfg.optim
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        progress = (step - o.warmup_steps) / max(1, self.cfg.steps - o.warmup_steps)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # ---- one step -----------------------------------------------------------------------------
+
+    def _crop(self, batch: Batch, chunks: int) -> tuple[Batch, int, torch.Tensor]:
+        """Context frames + the last `chunks` history chunks + the target chunk; positions kept."""
+        h = self.cfg.model.history
+        f = batch.latents.shape[2]
+        keep = list(range(h.context_frames)) + list(range(f - (chunks + 1) * h.chunk_size, f))
+        idx = torch.tensor(keep)
+        cropped = Batch(
+            batch.latents[:, :, idx],
+            {k: v[:, idx] for k, v in batch.actions.items()},
+            {k: v[:, idx].clone() for k, v in batch.masks.items()},
+            batch.embodiments,
+        )
+        if chunks < self.cfg.data.history_chunks:  # the frame after the context lost its predecessor
+            for m in cropped.masks.values():
+                m[:, h.context_frames] = 0.0
+        return cropped, len(keep) - h.chunk_size, idx
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        self.net.train()
+        total = cfg.batch_size * self.world_size
+        batch = collate(self.sampler.sample(total))
+        chunks = int(torch.randint(cfg.data.history_chunks + 1, (1,), generator=self.generator))
+        batch, num_history, positions = self._crop(batch, chunks)
+        rows = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
+        local = Batch(
+            batch.latents[rows],
+            {k: v[rows] for k, v in batch.actions.items()},
+            {k: v[rows] for k, v in batch.masks.items()},
+            batch.embodiments[rows],
+        )
+        start = time.perf_counter()
+        with torch.autocast(
+            "cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
+        ):
+            loss, logs = self.loss_module(local, num_history, positions, self.generator, rows, total)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+        lr = self.opt.param_groups[0]["lr"]  # the rate this step used
+        self.opt.step()
+        self.sched.step()
+        self._update_ema()
+        self.step += 1
+        seconds = time.perf_counter() - start
+        tokens = local.latents[:, :, :].numel() / local.latents.shape[1] / 4 * self.world_size
+        logs.update(
+            step=self.step, lr=lr, grad_norm=float(grad_norm), tokens_per_s=tokens / seconds, history_chunks=chunks
+        )
+        return logs
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.cfg.optim.ema_decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+        for e, b in zip(self.ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean held-out loss of the EMA model with fixed noise (comparable across steps)."""
+        objective = WorldModelObjective(self.ema)
+        generator = torch.Generator().manual_seed(1234)
+        losses = {}
+        for name, clips in self.held_out.items():
+            batch = collate(clips[:16])
+            full = self.cfg.data.history_chunks
+            batch, num_history, positions = self._crop(batch, full)
+            actions, masks = batch.actions, batch.masks
+            if self.ema.moae is None:
+                actions, masks = _pad_to_one_vector(batch, self.ema.config.action.action_dim)
+            loss, _ = objective.loss(batch.latents, actions, masks, num_history, positions, generator)
+            losses[name] = float(loss)
+        return {"eval_loss": sum(losses.values()) / max(1, len(losses)), "eval_loss_per_embodiment": losses}
+
+    # ---- loop, checkpoints --------------------------------------------------------------------
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._request_stop)
+        writer = _tensorboard(self.out) if cfg.tensorboard and self.rank == 0 else None
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        logs: dict = {}
+        try:
+            while self.step < cfg.steps and not self._stop:
+                logs = self.train_step()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    logs.update(self.evaluate())
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or "eval_loss" in logs):
+                    self._log(logs, writer)
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{logs['tokens_per_s']:.0f}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_state()
+            self.save_state()
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if writer is not None:
+                writer.close()
+        return logs
+
+    def _request_stop(self, signum, frame) -> None:
+        self._stop = True
+
+    def _log(self, logs: dict, writer) -> None:
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(logs) + "\n")
+        if writer is not None:
+            for key, value in logs.items():
+                if isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, self.step)
+
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "step": self.step,
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.sampler.state_dict(),
+            "config": self.cfg.model_dump(mode="json"),
+            "elapsed_s": self.elapsed(),
+        }
+        _atomic_torch_save(state, self.out / "state.pt")
+        provenance = {
+            "train_step": str(self.step),
+            "train_config": json.dumps(self.cfg.model_dump(mode="json")),
+            "train_cpu_seconds": f"{self.elapsed():.0f}",
+            "weights": "ema",
+        }
+        save_checkpoint(self.out / "model.safetensors", self.ema, provenance, tokenizer=self.tokenizer)
+
+    def elapsed(self) -> float:
+        return getattr(self, "_elapsed_before", 0.0) + time.time() - self.started
+
+    def load_state(self) -> None:
+        path = self.out / "state.pt"
+        if not path.is_file():
+            raise ConfigError(f"--resume: no training state at {path}")
+        state = torch.load(path, weights_only=False)
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = state["step"]
+        self._elapsed_before = state.get("elapsed_s", 0.0)
+
+
+def _build_tokenizer(cfg: TrainConfig):
+    from .tokenizer import PixelTokenizer
+    from .tokenizer_train import load_tokenizer
+
+    if cfg.data.tokenizer == "pixel":
+        return PixelTokenizer(cfg.data.pixel_patch)
+    return load_tokenizer(cfg.data.tokenizer)
+
+
+def _load_backbone(net: AstraNet, path: str) -> None:
+    """Adapter mode: the backbone of an Astra checkpoint, or a Wan2.1 state dict (either layout)."""
+    from safetensors.torch import load_file
+
+    from .checkpoint import read_checkpoint
+    from .model.wan_io import load_wan_state_dict
+
+    try:
+        _, tensors, _ = read_checkpoint(path)
+        tensors = {k[len("dit.") :]: v for k, v in tensors.items() if k.startswith("dit.")}
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - not an Astra checkpoint: try a plain Wan state dict
+        tensors = load_file(path)
+    backbone = {k: v for k, v in tensors.items() if ".projector." not in k}
+    load_wan_state_dict(net.dit, backbone)
+
+
+def _init_distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed; metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
