@@ -130,6 +130,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import EvalSettings, markdown_table, run_benchmark, write_report
+
+    checkpoints = {"astra": args.checkpoint}
+    if args.no_action:
+        checkpoints["no_action"] = args.no_action
+    settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons))
+    results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
+    write_report(results, Path(args.out))
+    print(markdown_table(results, tuple(h for h in args.horizons if h <= max(args.horizons))[:2]))
+    print(f"written: {Path(args.out) / 'eval.json'}, {Path(args.out) / 'eval.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
@@ -146,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="override the config's steps")
     train.add_argument("--out", help="override the config's out_dir")
     train.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", help="the toy benchmark: rollouts against exact ground truth")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--no-action", help="checkpoint of the same architecture trained without actions (baseline)")
+    ev.add_argument("--episodes", type=int, default=20, help="held-out episodes per embodiment")
+    ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])
+    ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
+    ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
+    ev.add_argument("--out", default="eval")
+    ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
     tok.add_argument("--out", default="tokenizer.safetensors")
     tok.add_argument("--channels", type=int, default=16)

@@ -1,0 +1,216 @@
+"""The toy benchmark (`astra eval`): rollouts against the exact ground truth of the toy worlds.
+
+For each embodiment, held-out episodes (seeds never used in training) are rolled out from their first
+context frames with the true actions and compared with the world's own rendering of the future:
+PSNR and SSIM at several horizons, on all pixels and on the pixels that change in the ground truth
+(those that differ from the last context frame), so that a fixed camera cannot make copy-last-frame
+look good. Also: the action-following score (error with shuffled actions over error with the true
+ones; above 1 means the model follows its actions), a responsiveness test (PSNR in the frames right
+after the actions switch to another episode's), and the baselines copy-last-frame and, when given,
+the same architecture trained without actions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .modality import raw_length, raw_rows
+from .world import WorldModel
+
+EVAL_SEED = 2_000_000
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB for frames in [-1, 1]; `mask` [.., H, W] restricts it to some pixels."""
+    err = (pred - target).pow(2).mean(dim=0)  # over channels -> [T, H, W]
+    if mask is not None:
+        if not bool(mask.any()):
+            return float("nan")
+        err = err[mask]
+    return 10 * math.log10(4.0 / max(float(err.mean()), 1e-10))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of [3, T, H, W] frames in [-1, 1]."""
+    x = (pred.permute(1, 0, 2, 3) + 1) / 2
+    y = (target.permute(1, 0, 2, 3) + 1) / 2
+    g = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    window = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 11, 11)
+
+    def blur(z):
+        return F.conv2d(z, window, groups=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+@dataclass
+class EvalSettings:
+    episodes: int = 20
+    horizons: tuple[int, ...] = (16, 48, 96)
+    context_frames: int = 1
+    change_threshold: float = 0.1  # per-pixel |GT − last context|, summed over channels, in [-1, 1] units
+    switch_frames: int = 8
+
+
+def _rollout(wm: WorldModel, frames: torch.Tensor, stream, context: int, horizon: int) -> torch.Tensor:
+    """Predict `horizon` frames after `context` context frames, feeding the raw stream step by step."""
+    wm.reset(frames[:, :context], raw_rows(stream, 0, context))
+    out, t = [], context
+    while t < context + horizon:
+        n = wm.frames_per_step
+        out.append(wm.step(raw_rows(stream, t, t + n)))
+        t += n
+    return torch.cat(out, dim=1)[:, :horizon]
+
+
+def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str, float]:
+    out = {}
+    changed = (truth - last[:, None]).abs().sum(0) > settings.change_threshold
+    for h in settings.horizons:
+        p, t = pred[:, :h], truth[:, :h]
+        out[f"{prefix}psnr@{h}"] = psnr(p, t)
+        out[f"{prefix}psnr_changed@{h}"] = psnr(p, t, changed[:h])
+        out[f"{prefix}ssim@{h}"] = ssim(p, t)
+    return out
+
+
+@torch.no_grad()
+def evaluate_embodiment(world, models: dict[str, WorldModel], settings: EvalSettings) -> dict[str, float]:
+    """Mean metrics over held-out episodes for each model and for copy-last-frame."""
+    horizon, context = max(settings.horizons), settings.context_frames
+    any_model = next(iter(models.values()))
+    step = any_model.frames_per_step
+    needed = max(horizon, step + max(settings.switch_frames, step))
+    total = context + math.ceil(needed / step) * step
+    sums: dict[str, list[float]] = {}
+    for i in tqdm(range(settings.episodes), desc=f"eval {world.name}", unit="episode", leave=False):
+        ep = world.episode(EVAL_SEED + i, total)
+        other = world.episode(EVAL_SEED + 10_000 + i, total)
+        stream, shuffled = ep.actions[world.modality], other.actions[world.modality]
+        truth = ep.frames[:, context : context + horizon]
+        last = ep.frames[:, context - 1]
+        results = _metrics(last[:, None].expand_as(truth), truth, last, settings, "copy_last/")
+        for name, wm in models.items():
+            pred = _rollout(wm, ep.frames, stream, context, horizon)
+            results.update(_metrics(pred, truth, last, settings, f"{name}/"))
+            wrong = _rollout(wm, ep.frames, _splice(stream, shuffled, context), context, horizon)
+            err_true = float((pred - truth).pow(2).mean())
+            err_shuffled = float((wrong - truth).pow(2).mean())
+            results[f"{name}/action_following"] = err_shuffled / max(err_true, 1e-10)
+            results[f"{name}/responsiveness_psnr"] = _responsiveness(wm, world, ep, other, context, settings)
+        for key, value in results.items():
+            if not math.isnan(value):
+                sums.setdefault(key, []).append(value)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
+def _splice(stream, other, context: int):
+    """Another episode's actions after the context (pose streams re-anchored to this episode's last pose)."""
+    from .modality import concat_raw
+
+    return concat_raw(raw_rows(stream, 0, context), _reanchor(stream, other, context))
+
+
+def _reanchor(stream, other, context: int):
+    import numpy as np
+
+    rest = raw_rows(other, context, None)
+    if isinstance(stream, np.ndarray) and stream.ndim == 3:  # absolute camera poses: keep other's motion
+        anchor = stream[context - 1] @ np.linalg.inv(other[context - 1])
+        return anchor[None] @ rest
+    if isinstance(stream, dict) and "translation" in stream:  # ego poses: the same, in SE(3)
+        return _reanchor_ego(stream, other, context)
+    return rest
+
+
+def _reanchor_ego(stream, other, context: int):
+    import numpy as np
+    import quaternion
+
+    def pose(s, i):
+        m = np.eye(4)
+        m[:3, :3] = quaternion.as_rotation_matrix(quaternion.from_float_array(s["rotation"][i]))
+        m[:3, 3] = s["translation"][i]
+        return m
+
+    anchor = pose(stream, context - 1) @ np.linalg.inv(pose(other, context - 1))
+    poses = [anchor @ pose(other, i) for i in range(context, len(other["translation"]))]
+    rot = quaternion.as_float_array(quaternion.from_rotation_matrix(np.stack([p[:3, :3] for p in poses])))
+    return {"translation": np.stack([p[:3, 3] for p in poses]), "rotation": rot}
+
+
+def _responsiveness(wm, world, ep, other, context, settings) -> float:
+    """Run on true actions, switch to another episode's actions after the first step, and score the
+    frames right after the switch against the ground truth of the switched stream."""
+    step = wm.frames_per_step
+    switched = _splice(ep.actions[world.modality], other.actions[world.modality], context + step)
+    horizon = step + max(settings.switch_frames, step)
+    total = context + math.ceil(horizon / step) * step
+    if raw_length(switched) < total:
+        return float("nan")
+    pred = _rollout(wm, ep.frames, switched, context, horizon)
+    state = world.state_at(ep, context - 1)
+    truth = world.render_future(state, raw_rows(switched, context, context + horizon))
+    after = slice(step, step + settings.switch_frames)
+    return psnr(pred[:, after], truth[:, after])
+
+
+def run_benchmark(
+    checkpoints: dict[str, str], settings: EvalSettings, guidance: float | None = None, num_steps: int | None = None
+) -> dict:
+    """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
+    first model's modalities cover."""
+    from .plugins import get_registry
+
+    options = {k: v for k, v in {"guidance_scale": guidance, "num_steps": num_steps}.items() if v is not None}
+    models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
+    first = next(iter(models.values()))
+    registry = get_registry()
+    results = {}
+    for world in registry.worlds.values():
+        if world.modality in first.modalities:
+            results[world.name] = evaluate_embodiment(world, models, settings)
+    return results
+
+
+def markdown_table(results: dict, horizons=(16, 48)) -> str:
+    labels = sorted({k.split("/")[0] for r in results.values() for k in r})
+    lines = []
+    header = (
+        "| embodiment | model | "
+        + " | ".join(f"PSNR@{h} | PSNR changed@{h} | SSIM@{h}" for h in horizons)
+        + " | action following | responsiveness PSNR |"
+    )
+    lines.append(header)
+    lines.append("|" + "---|" * (header.count("|") - 1))
+    for emb, r in results.items():
+        for label in labels:
+            cells = []
+            for h in horizons:
+                cells += [
+                    f"{r.get(f'{label}/psnr@{h}', float('nan')):.2f}",
+                    f"{r.get(f'{label}/psnr_changed@{h}', float('nan')):.2f}",
+                    f"{r.get(f'{label}/ssim@{h}', float('nan')):.3f}",
+                ]
+            af = r.get(f"{label}/action_following")
+            rp = r.get(f"{label}/responsiveness_psnr")
+            cells += [f"{af:.2f}" if af is not None else "–", f"{rp:.2f}" if rp is not None else "–"]
+            lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    (out / "eval.md").write_text(markdown_table(results) + "\n")
