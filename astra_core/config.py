@@ -247,6 +247,8 @@ class TrainConfig(_Config):
     batch_size: int = 8
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; "fsdp" shards every DiT block (FSDP2)
+    activation_checkpointing: bool = False
     eval_every: int = 250
     checkpoint_every: int = 250
     log_every: int = 10

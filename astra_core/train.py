@@ -51,16 +51,21 @@ def _atomic_torch_save(obj, path: Path) -> None:
 class _LossModule(nn.Module):
     """The whole loss as one forward, so that DDP sees (and synchronises) every parameter."""
 
-    def __init__(self, net: AstraNet):
+    def __init__(self, net: AstraNet, touch_all: bool = False):
         super().__init__()
         self.net = net
         self.objective = WorldModelObjective(net)
+        self.touch_all = touch_all
 
     def forward(self, batch: Batch, num_history: int, positions, generator, rows, total):
         actions, masks = batch.actions, batch.masks
         if self.net.moae is None:
             actions, masks = _pad_to_one_vector(batch, self.net.config.action.action_dim)
-        return self.objective.loss(batch.latents, actions, masks, num_history, positions, generator, rows, total)
+        loss, logs = self.objective.loss(batch.latents, actions, masks, num_history, positions, generator, rows, total)
+        if self.touch_all:  # FSDP reduces every gradient on every rank: unused experts must still get one
+            rest = [p for n, p in self.net.named_parameters() if p.requires_grad and not n.startswith("dit.blocks.")]
+            loss = loss + 0.0 * sum(p.sum() for p in rest)
+        return loss, logs
 
 
 def _pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,15 +95,17 @@ class Trainer:
         self.pools, self.held_out = self._load_clips()
         self._fit_normalizers()
         self.sampler = ClipSampler(self.pools, {k: v for k, v in cfg.data.weights.items() if k in self.pools}, cfg.seed)
+        self.sharded = cfg.parallel == "fsdp" and self.world_size > 1
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.net.dit.gradient_checkpointing = cfg.activation_checkpointing
+        self.loss_module = self._parallelize(
+            _LossModule(self.net, touch_all=self.sharded)
+        )  # before the optimiser sees the parameters
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(
             params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
-        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self.loss_module = _LossModule(self.net)
-        if self.world_size > 1:
-            self.loss_module = nn.parallel.DistributedDataParallel(self.loss_module, find_unused_parameters=True)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.started = time.time()
@@ -107,6 +114,29 @@ class Trainer:
             self.load_state()
 
     # ---- setup --------------------------------------------------------------------------------
+
+    def _parallelize(self, module: nn.Module) -> nn.Module:
+        """DDP, or FSDP2 with every DiT block its own shard group and the rest in the root's."""
+        if self.world_size == 1:
+            return module
+        if not self.sharded:
+            return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        from torch.distributed.fsdp import fully_shard
+
+        for block in self.net.dit.blocks:
+            fully_shard(block)
+        fully_shard(module)
+        return module
+
+    def full_state_dict(self) -> dict:
+        """The network's weights as plain tensors (gathered from the shards under FSDP)."""
+        if not self.sharded:
+            return self.net.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_model_state_dict(self.loss_module, options=options)
+        return {k.removeprefix("net."): v for k, v in full.items()}
 
     def _build_net(self) -> AstraNet:
         cfg = self.cfg
@@ -212,6 +242,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         lr = self.opt.param_groups[0]["lr"]  # the rate this step used
         self.opt.step()
         self.sched.step()
@@ -228,7 +259,8 @@ class Trainer:
     def _update_ema(self) -> None:
         decay = min(self.cfg.optim.ema_decay, (1 + self.step) / (10 + self.step))
         for e, p in zip(self.ema.parameters(), self.net.parameters()):
-            e.lerp_(p.detach(), 1 - decay)
+            full = p.full_tensor() if hasattr(p, "full_tensor") else p
+            e.lerp_(full.detach(), 1 - decay)
         for e, b in zip(self.ema.buffers(), self.net.buffers()):
             e.copy_(b)
 
@@ -291,13 +323,14 @@ class Trainer:
                     writer.add_scalar(key, value, self.step)
 
     def save_state(self) -> None:
+        model = self.full_state_dict()  # a collective under FSDP: every rank takes part
         if self.rank != 0:
             return
         state = {
             "step": self.step,
-            "model": self.net.state_dict(),
+            "model": model,
             "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(),
+            "optimizer": None if self.sharded else self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -322,6 +355,8 @@ class Trainer:
         if not path.is_file():
             raise ConfigError(f"--resume: no training state at {path}")
         state = torch.load(path, weights_only=False)
+        if self.sharded:
+            raise ConfigError("--resume with parallel 'fsdp' is not supported yet; resume with 'ddp'")
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["optimizer"])

@@ -177,3 +177,47 @@ def test_two_processes_match_one_process_with_the_combined_batch(tmp_path):
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a if not k.startswith("tokenizer."))
     assert worst < 1e-5, worst
+
+
+def test_fsdp2_with_activation_checkpointing_matches_one_process(tmp_path):
+    model = json.loads(json.dumps(BASE["model"]))
+    model["action"]["aux_loss_weight"] = 0.0
+    one = _config(tmp_path, "one", steps=2, batch_size=4, eval_every=0, model=model)
+    two = _config(
+        tmp_path,
+        "fsdp",
+        steps=2,
+        batch_size=2,
+        eval_every=0,
+        model=model,
+        parallel="fsdp",
+        activation_checkpointing=True,
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(
+        [sys.executable, "-m", "astra_core.cli", "train", str(one)], check=True, env=env, capture_output=True
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29519",
+            "-m",
+            "astra_core.cli",
+            "train",
+            str(two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = _weights(tmp_path / "one")
+    b = _weights(tmp_path / "fsdp")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-5, worst

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
@@ -254,6 +255,7 @@ class AstraDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
+        self.gradient_checkpointing = False  # recompute block activations in backward (saves memory)
         self.reset_adapter()
 
     @classmethod
@@ -310,7 +312,12 @@ class AstraDiT(nn.Module):
 
         for i, block in enumerate(self.blocks):
             layer_cache = kv_cache.layer(i) if kv_cache is not None else None
-            tokens = block(tokens, e6, rope, action_features, ctx, attn_mask, layer_cache)
+            if self.gradient_checkpointing and torch.is_grad_enabled() and layer_cache is None:
+                tokens = torch.utils.checkpoint.checkpoint(
+                    block, tokens, e6, rope, action_features, ctx, attn_mask, None, use_reentrant=False
+                )
+            else:
+                tokens = block(tokens, e6, rope, action_features, ctx, attn_mask, layer_cache)
         if kv_cache is not None:
             kv_cache.finish_pass(frame_positions, h * w)
 
