@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ShapeError
+from .errors import CheckpointError, ShapeError
 from .modality import concat_raw, raw_length, raw_rows
 from .model.actions import AstraNet
 from .rollout import LatentWorldModel
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_default.safetensors"
 
 
 class WorldModel:
@@ -34,10 +36,15 @@ class WorldModel:
         self._last_latent: torch.Tensor | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", **rollout_options: Any) -> WorldModel:
-        """Model, tokenizer and normaliser statistics from one checkpoint file."""
+    def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu", **rollout_options: Any) -> WorldModel:
+        """Model, tokenizer and normaliser statistics from one checkpoint file; with no path, the
+        default toy model shipped inside the package (no network needed)."""
         from .checkpoint import load_world_checkpoint
 
+        if path is None:
+            path = DEFAULT_CHECKPOINT
+            if not path.is_file():
+                raise CheckpointError(f"{path}: this installation ships no default model; pass a checkpoint path")
         net, tokenizer = load_world_checkpoint(path, device)
         if tokenizer is None:
             raise ShapeError(f"{path}: the checkpoint stores no tokenizer; it can only be used in latent space")
