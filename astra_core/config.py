@@ -188,17 +188,22 @@ class AstraConfig(_Config):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AstraConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: cannot read config: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path), source=str(path))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 def _describe(err: ValidationError) -> str:
@@ -265,13 +270,7 @@ class TrainConfig(_Config):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: cannot read config: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = read_yaml_mapping(path)
         model = data.get("model")
         if isinstance(model, dict):
             data = {**data, "model": AstraConfig.from_dict(model, source=f"{path} (model)")}
