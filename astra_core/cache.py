@@ -15,8 +15,6 @@ Writes go to a temporary file beside the destination and are renamed into place 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import h5py
 import numpy as np
 import torch
 
+from .checkpoint import publish, temporary_beside
 from .data import Clip
 from .errors import AstraError
 
@@ -100,8 +99,7 @@ def write_shard(
     """Write encoded episodes (dicts with latents, actions, masks, raw, embodiment, fps, source) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_beside(path)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(
@@ -134,7 +132,7 @@ def write_shard(
                     source=str(ep.get("source", "")),
                     modalities=json.dumps(sorted(ep["actions"])),
                 )
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .cache import CachedEpisode, read_shard
-from .checkpoint import save_checkpoint
+from .checkpoint import publish, save_checkpoint, temporary_beside
 from .config import TrainConfig
 from .data import Batch, ClipSampler, collate
 from .errors import ConfigError
@@ -38,11 +37,10 @@ from .objective import WorldModelObjective
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_beside(path)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

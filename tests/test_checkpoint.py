@@ -89,3 +89,15 @@ def test_cli_info_and_presets(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["presets"]) == 0
     assert "wan2.1-1.3b" in capsys.readouterr().out
+
+
+def test_checkpoints_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", make_net())
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
