@@ -86,6 +86,7 @@ class ActionConfig(_Config):
     """
 
     encoder: Literal["mlp", "moae"] = "mlp"
+    use_actions: bool = True  # False: the no-action baseline (every frame gets the null action feature)
     action_dim: int = 7
     hidden_dim: int = 256
     modalities: tuple[str, ...] = ()

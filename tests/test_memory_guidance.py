@@ -141,3 +141,17 @@ def test_config_rejects_typos_with_the_field_named(tmp_path):
     cfg = make_config()
     path.write_text(cfg.to_yaml())
     assert AstraConfig.from_yaml(path) == cfg
+
+
+def test_the_no_action_baseline_ignores_actions():
+    from astra_core.config import ActionConfig
+
+    net = make_net()
+    cfg = net.config.model_copy(update={"action": net.config.action.model_copy(update={"use_actions": False})})
+    blind = type(net)(cfg)
+    blind.load_state_dict(net.state_dict())
+    a, b = torch.randn(2, 3, 3), torch.randn(2, 3, 3)
+    assert torch.equal(blind.action_features(a), blind.action_features(b))
+    assert torch.equal(blind.action_features(a)[0, 0], blind.null_action)
+    assert not torch.equal(net.action_features(a), net.action_features(b))
+    assert ActionConfig().use_actions

@@ -100,6 +100,8 @@ class AstraNet(nn.Module):
         else:
             features = self._mlp_features(actions, mask)
             aux, stats = features.new_zeros(()), {}
+        if not self.config.action.use_actions:
+            drop = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
         if drop is not None:
             features = torch.where(drop[:, None, None], self.null_action.to(features.dtype), features)
         return features, aux, stats
