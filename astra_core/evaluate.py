@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .modality import raw_length, raw_rows
+from .modality import raw_rows
 from .world import WorldModel
 
 EVAL_SEED = 2_000_000
@@ -63,15 +63,17 @@ class EvalSettings:
     switch_frames: int = 8
 
 
-def _rollout(wm: WorldModel, frames: torch.Tensor, stream, context: int, horizon: int) -> torch.Tensor:
-    """Predict `horizon` frames after `context` context frames, feeding the raw stream step by step."""
-    wm.reset(frames[:, :context], raw_rows(stream, 0, context))
+def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list, modality: str, context: int, horizon: int):
+    """Predict `horizon` frames after `context` context frames for a batch of episodes ([B, 3, T, H, W]
+    and one raw stream each), feeding the streams step by step -> [B, 3, horizon, H, W]."""
+    wm.reset(frames[:, :, :context], [{modality: raw_rows(s, 0, context)} for s in streams])
     out, t = [], context
     while t < context + horizon:
         n = wm.frames_per_step
-        out.append(wm.step(raw_rows(stream, t, t + n)))
+        step = wm.step([{modality: raw_rows(s, t, t + n)} for s in streams])
+        out.append(step if step.ndim == 5 else step[None])
         t += n
-    return torch.cat(out, dim=1)[:, :horizon]
+    return torch.cat(out, dim=2)[:, :, :horizon]
 
 
 def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str, float]:
@@ -87,28 +89,35 @@ def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str
 
 @torch.no_grad()
 def evaluate_embodiment(world, models: dict[str, WorldModel], settings: EvalSettings) -> dict[str, float]:
-    """Mean metrics over held-out episodes for each model and for copy-last-frame."""
+    """Mean metrics over held-out episodes for each model and for copy-last-frame; the episodes of an
+    embodiment are rolled out together as one batch."""
     horizon, context = max(settings.horizons), settings.context_frames
-    any_model = next(iter(models.values()))
-    step = any_model.frames_per_step
+    step = next(iter(models.values())).frames_per_step
     needed = max(horizon, step + max(settings.switch_frames, step))
     total = context + math.ceil(needed / step) * step
-    sums: dict[str, list[float]] = {}
-    for i in tqdm(range(settings.episodes), desc=f"eval {world.name}", unit="episode", leave=False):
-        ep = world.episode(EVAL_SEED + i, total)
-        other = world.episode(EVAL_SEED + 10_000 + i, total)
-        stream, shuffled = ep.actions[world.modality], other.actions[world.modality]
-        truth = ep.frames[:, context : context + horizon]
-        last = ep.frames[:, context - 1]
-        results = _metrics(last[:, None].expand_as(truth), truth, last, settings, "copy_last/")
-        for name, wm in models.items():
-            pred = _rollout(wm, ep.frames, stream, context, horizon)
-            results.update(_metrics(pred, truth, last, settings, f"{name}/"))
-            wrong = _rollout(wm, ep.frames, _splice(stream, shuffled, context), context, horizon)
-            err_true = float((pred - truth).pow(2).mean())
-            err_shuffled = float((wrong - truth).pow(2).mean())
+    episodes = [world.episode(EVAL_SEED + i, total) for i in range(settings.episodes)]
+    others = [world.episode(EVAL_SEED + 10_000 + i, total) for i in range(settings.episodes)]
+    frames = torch.stack([ep.frames for ep in episodes])
+    streams = [ep.actions[world.modality] for ep in episodes]
+    spliced = [_splice(s, o.actions[world.modality], context) for s, o in zip(streams, others)]
+    truth = frames[:, :, context : context + horizon]
+    last = frames[:, :, context - 1]
+    per_episode: list[dict[str, float]] = [
+        _metrics(last[i][:, None].expand_as(truth[i]), truth[i], last[i], settings, "copy_last/")
+        for i in range(len(episodes))
+    ]
+    for name, wm in tqdm(models.items(), desc=f"eval {world.name}", unit="model", leave=False):
+        pred = _rollout(wm, frames, streams, world.modality, context, horizon)
+        wrong = _rollout(wm, frames, spliced, world.modality, context, horizon)
+        responsive = _responsiveness(wm, world, episodes, others, context, settings)
+        for i, results in enumerate(per_episode):
+            results.update(_metrics(pred[i], truth[i], last[i], settings, f"{name}/"))
+            err_true = float((pred[i] - truth[i]).pow(2).mean())
+            err_shuffled = float((wrong[i] - truth[i]).pow(2).mean())
             results[f"{name}/action_following"] = err_shuffled / max(err_true, 1e-10)
-            results[f"{name}/responsiveness_psnr"] = _responsiveness(wm, world, ep, other, context, settings)
+            results[f"{name}/responsiveness_psnr"] = responsive[i]
+    sums: dict[str, list[float]] = {}
+    for results in per_episode:
         for key, value in results.items():
             if not math.isnan(value):
                 sums.setdefault(key, []).append(value)
@@ -150,20 +159,24 @@ def _reanchor_ego(stream, other, context: int):
     return {"translation": np.stack([p[:3, 3] for p in poses]), "rotation": rot}
 
 
-def _responsiveness(wm, world, ep, other, context, settings) -> float:
+def _responsiveness(wm, world, episodes, others, context, settings) -> list[float]:
     """Run on true actions, switch to another episode's actions after the first step, and score the
     frames right after the switch against the ground truth of the switched stream."""
     step = wm.frames_per_step
-    switched = _splice(ep.actions[world.modality], other.actions[world.modality], context + step)
     horizon = step + max(settings.switch_frames, step)
-    total = context + math.ceil(horizon / step) * step
-    if raw_length(switched) < total:
-        return float("nan")
-    pred = _rollout(wm, ep.frames, switched, context, horizon)
-    state = world.state_at(ep, context - 1)
-    truth = world.render_future(state, raw_rows(switched, context, context + horizon))
+    switched = [
+        _splice(ep.actions[world.modality], o.actions[world.modality], context + step)
+        for ep, o in zip(episodes, others)
+    ]
+    frames = torch.stack([ep.frames for ep in episodes])
+    pred = _rollout(wm, frames, switched, world.modality, context, horizon)
     after = slice(step, step + settings.switch_frames)
-    return psnr(pred[:, after], truth[:, after])
+    scores = []
+    for i, ep in enumerate(episodes):
+        state = world.state_at(ep, context - 1)
+        truth = world.render_future(state, raw_rows(switched[i], context, context + horizon))
+        scores.append(psnr(pred[i][:, after], truth[:, after]))
+    return scores
 
 
 def run_benchmark(

@@ -32,8 +32,9 @@ class WorldModel:
         self.modalities = {n: get_registry().get("modalities", n) for n in names}
         self.latent = LatentWorldModel(net, **rollout_options)
         self.frames_per_step = net.config.history.chunk_size * tokenizer.temporal_factor
-        self._last_raw: dict[str, Any] | None = None
+        self._last_raw: list[dict[str, Any]] | None = None
         self._last_latent: torch.Tensor | None = None
+        self._batch, self._squeeze = 1, True
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu", **rollout_options: Any) -> WorldModel:
@@ -66,52 +67,69 @@ class WorldModel:
 
     @torch.no_grad()
     def reset(self, frames: torch.Tensor, actions: Any = None) -> None:
-        """Context frames [3, T, H, W] (or [1, 3, T, H, W]) in [-1, 1], T = 1 + factor·k; `actions`, the raw
-        streams over those frames (needed for pose streams, whose motion is relative to the last pose)."""
+        """Context frames [3, T, H, W] or [B, 3, T, H, W] in [-1, 1], T = 1 + factor·k; `actions`, the raw
+        streams over those frames (a list of B of them for B > 1); pose streams need them, since their
+        motion is relative to the last pose."""
+        self._squeeze = frames.ndim == 4
         if frames.ndim == 4:
             frames = frames[None]
-        if frames.ndim != 5 or frames.shape[0] != 1:
-            raise ShapeError(f"frames: expected [3, T, H, W] or [1, 3, T, H, W], got {tuple(frames.shape)}")
+        if frames.ndim != 5 or frames.shape[1] != 3:
+            raise ShapeError(f"frames: expected [3, T, H, W] or [B, 3, T, H, W], got {tuple(frames.shape)}")
+        self._squeeze = self._squeeze or frames.shape[0] == 1
+        self._batch = frames.shape[0]
         latents = self.tokenizer.encode(frames.float().to(self.latent.device))
-        f = latents.shape[2]
         if actions is None:
             self._last_raw = None
             self.latent.reset(latents)
         else:
-            streams = self._as_dict(actions)
-            vectors, masks = self._align(streams, frames.shape[2], f)
+            streams = self._per_sample(actions)
+            vectors, masks = self._align(streams, frames.shape[2])
             self.latent.reset(latents, *self._for_net(vectors, masks))
-            self._last_raw = {k: raw_rows(v, raw_length(v) - 1, None) for k, v in streams.items()}
+            self._last_raw = [{k: raw_rows(v, raw_length(v) - 1, None) for k, v in s.items()} for s in streams]
         self._last_latent = latents[:, :, -1:]
 
     @torch.no_grad()
     def step(self, actions: Any) -> torch.Tensor:
-        """Raw streams for the next `frames_per_step` frames -> frames [3, frames_per_step, H, W].
+        """Raw streams for the next `frames_per_step` frames (a list of B for B > 1) -> frames
+        [3, frames_per_step, H, W] (or [B, 3, frames_per_step, H, W]).
 
         Without context actions at reset, the first step's streams carry one extra leading row: the
         state of the last context frame."""
         if self._last_latent is None:
             raise RuntimeError("call reset(frames) before step(actions)")
-        streams = self._as_dict(actions)
         n = self.frames_per_step
-        full = {}
-        for name, raw in streams.items():
-            if self._last_raw is not None and name in self._last_raw:
-                raw = concat_raw(self._last_raw[name], raw)
-            if raw_length(raw) != n + 1:
-                need = n if self._last_raw is not None else n + 1
-                raise ShapeError(
-                    f"actions[{name!r}]: expected {need} rows (frames per step), got "
-                    f"{raw_length(raw) - (self._last_raw is not None)}"
-                )
-            full[name] = raw
-        vectors, masks = self._align(full, n + 1, None)
+        full = []
+        for i, streams in enumerate(self._per_sample(actions)):
+            joined = {}
+            for name, raw in streams.items():
+                if self._last_raw is not None and name in self._last_raw[i]:
+                    raw = concat_raw(self._last_raw[i][name], raw)
+                if raw_length(raw) != n + 1:
+                    need = n if self._last_raw is not None else n + 1
+                    raise ShapeError(
+                        f"actions[{name!r}]: expected {need} rows (frames per step), got "
+                        f"{raw_length(raw) - (self._last_raw is not None)}"
+                    )
+                joined[name] = raw
+            full.append(joined)
+        vectors, masks = self._align(full, n + 1)
         vectors = {k: v[:, 1:] for k, v in vectors.items()}
         chunk = self.latent.step(*self._for_net(vectors, {k: m[:, 1:] for k, m in masks.items()}))
         frames = self.tokenizer.decode(torch.cat([self._last_latent, chunk], dim=2).to(self._last_latent.dtype))
         self._last_latent = chunk[:, :, -1:]
-        self._last_raw = {k: raw_rows(v, raw_length(v) - 1, None) for k, v in full.items()}
-        return frames[0, :, 1:].clamp(-1, 1)
+        self._last_raw = [{k: raw_rows(v, raw_length(v) - 1, None) for k, v in s.items()} for s in full]
+        frames = frames[:, :, 1:].clamp(-1, 1)
+        return frames[0] if self._squeeze else frames
+
+    def _per_sample(self, actions: Any) -> list[dict[str, Any]]:
+        if self._batch == 1 and not (isinstance(actions, list) and len(actions) == 1 and isinstance(actions[0], dict)):
+            return [self._as_dict(actions)]
+        if not isinstance(actions, list) or len(actions) != self._batch:
+            raise ShapeError(f"actions: this session has {self._batch} samples; pass a list of {self._batch} streams")
+        streams = [self._as_dict(a) for a in actions]
+        if any(set(s) != set(streams[0]) for s in streams):
+            raise ShapeError("actions: every sample of a batch must carry the same modalities")
+        return streams
 
     def _for_net(self, vectors: dict, masks: dict):
         """Dicts for an MoAE model; the single modality's tensors for a one-encoder model."""
@@ -120,14 +138,17 @@ class WorldModel:
         name = next(iter(self.modalities))
         return vectors[name], masks[name]
 
-    def _align(self, streams: dict[str, Any], num_frames: int, latents: int | None):
+    def _align(self, samples: list[dict[str, Any]], num_frames: int):
+        """Per-sample raw streams -> stacked aligned vectors {modality: [B, F, d]} and masks {modality: [B, F]}."""
         vectors, masks = {}, {}
-        for name, raw in streams.items():
+        for name in samples[0]:
             if name not in self.modalities:
                 raise ShapeError(f"actions: unknown modality {name!r}; this model has {sorted(self.modalities)}")
-            if raw_length(raw) != num_frames:
-                raise ShapeError(f"actions[{name!r}]: {raw_length(raw)} rows for {num_frames} frames")
-            aligned = self.modalities[name].align(raw, self.tokenizer.temporal_factor)
-            vectors[name] = torch.from_numpy(np.asarray(aligned.actions))[None]
-            masks[name] = torch.from_numpy(np.asarray(aligned.mask))[None]
+            rows = []
+            for raw in (s[name] for s in samples):
+                if raw_length(raw) != num_frames:
+                    raise ShapeError(f"actions[{name!r}]: {raw_length(raw)} rows for {num_frames} frames")
+                rows.append(self.modalities[name].align(raw, self.tokenizer.temporal_factor))
+            vectors[name] = torch.from_numpy(np.stack([np.asarray(a.actions) for a in rows]))
+            masks[name] = torch.from_numpy(np.stack([np.asarray(a.mask) for a in rows]))
         return vectors, masks

@@ -251,3 +251,16 @@ def test_train_tokenizer_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert isinstance(vae, CausalVideoVAE) and vae.channels == 4
     z = vae.encode(torch.zeros(1, 3, 5, 64, 64))
     assert z.shape == (1, 4, 2, 8, 8)
+
+
+def test_pixel_world_model_runs_a_batch_of_episodes():
+    net = _pixel_net()
+    world = get_registry().worlds["free_camera"]
+    eps = [world.episode(s, 5) for s in (0, 1)]
+    frames = torch.stack([e.frames[:, :1] for e in eps])
+    batched = WorldModel(net, PixelTokenizer(4), num_steps=1, seed=0)
+    batched.reset(frames, [e.actions["camera_se3"][:1] for e in eps])
+    out = batched.step([e.actions["camera_se3"][1:3] for e in eps])
+    assert out.shape == (2, 3, 2, 64, 64)
+    with pytest.raises(ShapeError, match="pass a list of 2 streams"):
+        batched.step(eps[0].actions["camera_se3"][3:5])
