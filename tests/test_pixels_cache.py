@@ -264,3 +264,17 @@ def test_pixel_world_model_runs_a_batch_of_episodes():
     assert out.shape == (2, 3, 2, 64, 64)
     with pytest.raises(ShapeError, match="pass a list of 2 streams"):
         batched.step(eps[0].actions["camera_se3"][3:5])
+
+
+def test_the_shipped_default_model_loads_without_a_path():
+    from astra_core.world import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 25 * 2**20
+    wm = WorldModel.from_checkpoint(num_steps=1)
+    assert set(wm.modalities) == {"camera_se3", "vehicle_pose", "robot_ee", "discrete_cmd"}
+    world = get_registry().worlds["keyboard_game"]
+    ep = world.episode(0, 3)
+    wm.reset(ep.frames[:, :1], {"discrete_cmd": {"keys": ep.actions["discrete_cmd"]["keys"][:1],
+                                                 "mouse": ep.actions["discrete_cmd"]["mouse"][:1]}})
+    out = wm.step({"discrete_cmd": {"keys": [["W"], ["W"]], "mouse": np.zeros((2, 2))}})
+    assert out.shape == (3, wm.frames_per_step, 64, 64)
