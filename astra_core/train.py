@@ -247,7 +247,8 @@ class Trainer:
         self._update_ema()
         self.step += 1
         seconds = time.perf_counter() - start
-        tokens = local.latents[:, :, :].numel() / local.latents.shape[1] / 4 * self.world_size
+        _, ph, pw = self.cfg.model.dit.patch_size
+        tokens = local.latents[:, 0].numel() / (ph * pw) * self.world_size  # DiT tokens in the combined batch
         logs.update(
             step=self.step, lr=lr, grad_norm=float(grad_norm), tokens_per_s=tokens / seconds, history_chunks=chunks
         )

@@ -274,7 +274,14 @@ def test_the_shipped_default_model_loads_without_a_path():
     assert set(wm.modalities) == {"camera_se3", "vehicle_pose", "robot_ee", "discrete_cmd"}
     world = get_registry().worlds["keyboard_game"]
     ep = world.episode(0, 3)
-    wm.reset(ep.frames[:, :1], {"discrete_cmd": {"keys": ep.actions["discrete_cmd"]["keys"][:1],
-                                                 "mouse": ep.actions["discrete_cmd"]["mouse"][:1]}})
+    wm.reset(
+        ep.frames[:, :1],
+        {
+            "discrete_cmd": {
+                "keys": ep.actions["discrete_cmd"]["keys"][:1],
+                "mouse": ep.actions["discrete_cmd"]["mouse"][:1],
+            }
+        },
+    )
     out = wm.step({"discrete_cmd": {"keys": [["W"], ["W"]], "mouse": np.zeros((2, 2))}})
     assert out.shape == (3, wm.frames_per_step, 64, 64)
