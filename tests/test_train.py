@@ -84,7 +84,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
-    cfg = _config(tmp_path, "interrupted", steps=40, checkpoint_every=0, eval_every=0)
+    cfg = _config(tmp_path, "interrupted", steps=100, checkpoint_every=0, eval_every=0)
     env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", "astra_core.cli", "train", str(cfg)],
@@ -101,9 +101,9 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     proc.communicate(timeout=120)
     assert proc.returncode == 0
     stopped_at = torch.load(tmp_path / "interrupted" / "state.pt", weights_only=False)["step"]
-    assert 3 <= stopped_at < 40
+    assert 3 <= stopped_at < 100
     assert main(["train", str(cfg), "--resume"]) == 0
-    straight = _config(tmp_path, "straight", steps=40, checkpoint_every=0, eval_every=0)
+    straight = _config(tmp_path, "straight", steps=100, checkpoint_every=0, eval_every=0)
     assert main(["train", str(straight)]) == 0
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
     assert all(torch.equal(a[k], b[k]) for k in a)
