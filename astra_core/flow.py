@@ -11,6 +11,7 @@ import math
 import torch
 
 from .config import FlowConfig
+from .memory import BatchDraws
 
 
 class RectifiedFlow:
@@ -22,9 +23,12 @@ class RectifiedFlow:
         s = self.config.shift
         return s * sigma / (1 + (s - 1) * sigma)
 
-    def sample_sigma(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    def sample_sigma(
+        self, batch: int, generator: torch.Generator | BatchDraws | None = None, device=None
+    ) -> torch.Tensor:
         """Training noise levels [batch]: uniform in (0, 1), then shifted."""
-        u = torch.rand(batch, generator=generator).clamp(1e-5, 1 - 1e-5)
+        draws = generator if isinstance(generator, BatchDraws) else BatchDraws(generator)
+        u = draws.rand(batch).clamp(1e-5, 1 - 1e-5)
         return self.shift(u).to(device)
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:

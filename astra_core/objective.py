@@ -39,7 +39,7 @@ class WorldModelObjective:
         history, target = latents[:, :, :num_history], latents[:, :, num_history:]
 
         draws = BatchDraws(generator, total_batch, rows)
-        sigma = self.flow.shift(draws.rand(b).clamp(1e-5, 1 - 1e-5)).to(device)
+        sigma = self.flow.sample_sigma(b, draws, device)
         noise = draws.randn(*target.shape, dtype=target.dtype).to(device)
         noisy_target = self.flow.add_noise(target, noise, sigma)
         noisy_history, history_t = augment_history(history, cfg.history, cfg.flow.num_train_timesteps, draws)

@@ -11,6 +11,7 @@ import argparse
 import torch
 from _timing import alternating_medians
 
+from astra_core.modality import raw_rows
 from astra_core.plugins import get_registry
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     for name, world in get_registry().worlds.items():
         episode = world.episode(0, args.frames)
         state = world.state_at(episode, 0)
-        states, _ = world.advance(state, world._rows(episode.actions[world.modality], 1, None))
+        states, _ = world.advance(state, raw_rows(episode.actions[world.modality], 1, None))
         states = [state] + states
         times = alternating_medians(
             {

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from astra_core.errors import AstraError
+from astra_core.modality import raw_rows
 from astra_core.plugins import get_registry
 
 WORLDS = sorted(get_registry().worlds)
@@ -42,7 +43,7 @@ def test_render_future_is_exact_ground_truth(name):
     world = get_registry().worlds[name]
     ep = world.episode(11, 25)
     state = world.state_at(ep, 12)
-    future = world.render_future(state, world._rows(ep.actions[world.modality], 13, 25))
+    future = world.render_future(state, raw_rows(ep.actions[world.modality], 13, 25))
     assert torch.equal(future, ep.frames[:, 13:25])
 
 
@@ -53,7 +54,7 @@ def test_presets_give_distinct_futures(name):
     futures = {}
     for preset in world.presets():
         stream = world.preset_actions(preset, state)
-        futures[preset] = world.render_future(state, world._rows(stream, 1, None))
+        futures[preset] = world.render_future(state, raw_rows(stream, 1, None))
         assert futures[preset].shape == (3, 48, 64, 64)  # at least 96 frames come from chaining presets
     first = list(futures.values())
     assert all(not torch.equal(first[0], f) for f in first[1:])

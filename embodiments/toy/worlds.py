@@ -18,6 +18,7 @@ import torch
 
 from astra_core.data import Episode
 from astra_core.errors import AstraError
+from astra_core.modality import raw_rows
 
 from .render import Scene, look_at, render, yaw_pitch_pose
 
@@ -107,7 +108,7 @@ class ToyWorld:
         state = self.initial_state(seed)
         if actions is None:
             actions = self.random_actions(np.random.default_rng(seed + 7919), state, num_frames)
-        states, _ = self.advance(state, self._rows(actions, 1, None))
+        states, _ = self.advance(state, raw_rows(actions, 1, None))
         frames = self.render_states(seed, [state] + states)
         return Episode(
             self.embodiment,
@@ -123,19 +124,13 @@ class ToyWorld:
         state = episode.meta["initial_state"]
         if frame == 0:
             return state
-        _, final = self.advance(state, self._rows(episode.actions[self.modality], 1, frame + 1))
+        _, final = self.advance(state, raw_rows(episode.actions[self.modality], 1, frame + 1))
         return final
 
     def render_future(self, state: dict, actions) -> torch.Tensor:
         """Frames [3, T, H, W] in [-1, 1] for each row of `actions`, starting from `state`."""
         states, _ = self.advance(state, actions)
         return self.render_states(state["seed"], states).permute(1, 0, 2, 3).contiguous()
-
-    @staticmethod
-    def _rows(actions, start, stop):
-        if isinstance(actions, dict):
-            return {k: (v[start:stop] if v is not None else None) for k, v in actions.items()}
-        return actions[start:stop]
 
 
 # ------------------------------------------------------------------------------------------------
