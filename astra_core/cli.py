@@ -144,6 +144,94 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout_options(args: argparse.Namespace) -> dict:
+    opts = {"guidance_scale": args.guidance, "num_steps": args.steps}
+    if getattr(args, "no_cache", False):
+        opts["use_kv_cache"] = False
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _set_threads(args)
+    result = run_demo(
+        args.checkpoint,
+        args.out,
+        num_frames=args.frames,
+        embodiments=args.embodiment,
+        progress=not args.quiet,
+        **_rollout_options(args),
+    )
+    worlds = sorted({r.world for r in result.rollouts})
+    print(f"{len(result.rollouts)} rollouts of {args.frames} frames over {', '.join(worlds)}")
+    for r in result.rollouts:
+        print(f"  {r.world:14s} {r.preset:16s} " + "  ".join(str(f) for f in r.files))
+    print(f"contact sheet: {result.contact_sheet}")
+    print(
+        f"generated {result.generated_frames} frames in {result.generation_seconds:.1f} s: "
+        f"{result.frames_per_second:.1f} frames/s (batched per embodiment); {result.total_seconds:.1f} s in all"
+    )
+    return 0
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from .demo import run_rollout
+
+    _set_threads(args)
+    result = run_rollout(
+        args.checkpoint,
+        args.embodiment,
+        out_dir=args.out,
+        actions=args.actions,
+        preset=args.preset,
+        context=args.context,
+        num_frames=args.frames,
+        seed=args.seed,
+        **_rollout_options(args),
+    )
+    for path in result["files"]:
+        print(f"written: {path}")
+    print(
+        f"{result['frames']} frames generated in {result['seconds']:.1f} s "
+        f"({result['frames'] / max(result['seconds'], 1e-9):.1f} frames/s)"
+    )
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from .play import PlayServer, PlaySession, play_terminal
+    from .plugins import get_registry
+    from .world import WorldModel
+
+    _set_threads(args)
+    model = WorldModel.from_checkpoint(args.checkpoint, **_rollout_options(args))
+    session = PlaySession(model, get_registry().get("worlds", args.embodiment), seed=args.seed)
+    if args.web:
+        server = PlayServer(session, args.host, args.port)
+        print(f"astra play: {server.url} (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    play_terminal(session, Path(args.out) if args.out else None, preview=not args.no_preview, script=args.keys)
+    return 0
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guidance", type=float, help="action-free guidance scale (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the checkpoint's)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
@@ -193,6 +281,38 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--seed", type=int, default=0)
     enc.add_argument("--shard-size", type=int, default=16)
     enc.set_defaults(func=_cmd_encode)
+    demo = sub.add_parser("demo", help="roll out every preset of every embodiment with the shipped model")
+    demo.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
+    demo.add_argument("--out", default="astra-demo", help="output folder")
+    demo.add_argument("--frames", type=int, default=96, help="frames to predict per rollout")
+    demo.add_argument("--embodiment", nargs="+", help="only these toy worlds (default: every one the model drives)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_sampling_args(demo)
+    demo.set_defaults(func=_cmd_demo)
+    ro = sub.add_parser("rollout", help="roll out one action script and write the video and the action trace")
+    ro.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
+    ro.add_argument("--embodiment", required=True, help="a registered embodiment, e.g. car")
+    script = ro.add_mutually_exclusive_group(required=True)
+    script.add_argument("--actions", help="raw action stream: .json, .yaml or .npz (row 0: the context frame)")
+    script.add_argument("--preset", help="one of the toy world's preset scripts instead of a file")
+    ro.add_argument("--context", help="context image or video (default: the toy world's start frame)")
+    ro.add_argument("--frames", type=int, help="frames to predict (default: as many as the actions cover)")
+    ro.add_argument("--seed", type=int, default=0, help="toy-world scene seed when no --context is given")
+    ro.add_argument("--out", default="astra-rollout", help="output folder")
+    _add_sampling_args(ro)
+    ro.set_defaults(func=_cmd_rollout)
+    play = sub.add_parser("play", help="drive the model with keys: in the terminal, or a local page with --web")
+    play.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
+    play.add_argument("--embodiment", default="keyboard_game", help="a toy world (default: keyboard_game)")
+    play.add_argument("--seed", type=int, default=0, help="the scene")
+    play.add_argument("--web", action="store_true", help="serve a page instead of the terminal mode")
+    play.add_argument("--host", default="127.0.0.1", help="address for --web (default: this machine only)")
+    play.add_argument("--port", type=int, default=8000, help="port for --web (0: any free port)")
+    play.add_argument("--out", help="terminal mode: write the run to this mp4 at the end")
+    play.add_argument("--keys", help='terminal mode: a script of steps instead of live keys, e.g. "w w+left d ."')
+    play.add_argument("--no-preview", action="store_true", help="terminal mode: no ANSI frame preview")
+    _add_sampling_args(play)
+    play.set_defaults(func=_cmd_play)
     presets = sub.add_parser("presets", help="list the DiT presets and their sizes")
     presets.set_defaults(func=_cmd_presets)
     return parser

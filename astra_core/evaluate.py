@@ -64,16 +64,8 @@ class EvalSettings:
 
 
 def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list, modality: str, context: int, horizon: int):
-    """Predict `horizon` frames after `context` context frames for a batch of episodes ([B, 3, T, H, W]
-    and one raw stream each), feeding the streams step by step -> [B, 3, horizon, H, W]."""
-    wm.reset(frames[:, :, :context], [{modality: raw_rows(s, 0, context)} for s in streams])
-    out, t = [], context
-    while t < context + horizon:
-        n = wm.frames_per_step
-        step = wm.step([{modality: raw_rows(s, t, t + n)} for s in streams])
-        out.append(step if step.ndim == 5 else step[None])
-        t += n
-    return torch.cat(out, dim=2)[:, :, :horizon]
+    """Predict `horizon` frames after `context` context frames for a batch of episodes."""
+    return wm.rollout(frames[:, :, :context], [{modality: s} for s in streams], horizon)
 
 
 def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str, float]:

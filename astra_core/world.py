@@ -121,6 +121,36 @@ class WorldModel:
         frames = frames[:, :, 1:].clamp(-1, 1)
         return frames[0] if self._squeeze else frames
 
+    @torch.no_grad()
+    def rollout(
+        self, context: torch.Tensor, streams: list[dict[str, Any]], num_frames: int, on_step=None
+    ) -> torch.Tensor:
+        """Predict `num_frames` frames after the context frames [B, 3, T, H, W], feeding raw streams
+        (one dict {modality: stream} per sample, rows covering the context then the future) step by
+        step -> [B, 3, num_frames, H, W]. `on_step(frames_done)` is called after every step."""
+        if context.ndim != 5:
+            raise ShapeError(f"context: expected [B, 3, T, H, W], got {tuple(context.shape)}")
+        if len(streams) != context.shape[0]:
+            raise ShapeError(f"streams: {len(streams)} for a batch of {context.shape[0]} context clips")
+        t0, n = context.shape[2], self.frames_per_step
+        needed = t0 + -(-num_frames // n) * n
+        for i, sample in enumerate(streams):
+            for name, raw in sample.items():
+                if raw_length(raw) < needed:
+                    raise ShapeError(
+                        f"actions[{name!r}] of sample {i}: {raw_length(raw)} rows, {needed} needed for "
+                        f"{t0} context and {num_frames} predicted frames in steps of {n}"
+                    )
+        self.reset(context, [{k: raw_rows(v, 0, t0) for k, v in s.items()} for s in streams])
+        out, t = [], t0
+        while t < t0 + num_frames:
+            frames = self.step([{k: raw_rows(v, t, t + n) for k, v in s.items()} for s in streams])
+            out.append(frames if frames.ndim == 5 else frames[None])
+            t += n
+            if on_step is not None:
+                on_step(min(t - t0, num_frames))
+        return torch.cat(out, dim=2)[:, :, :num_frames]
+
     def _per_sample(self, actions: Any) -> list[dict[str, Any]]:
         if self._batch == 1 and not (isinstance(actions, list) and len(actions) == 1 and isinstance(actions[0], dict)):
             return [self._as_dict(actions)]

@@ -22,6 +22,7 @@ from astra_core.modality import raw_rows
 
 from .render import Scene, look_at, render, yaw_pitch_pose
 
+PRESET_FRAMES = 96  # every preset script is this long: the demo rolls out at least 96 frames
 KEYS = ("W", "A", "S", "D", "UP", "DOWN", "LEFT", "RIGHT", "SPACE", "SHIFT")
 
 
@@ -102,6 +103,25 @@ class ToyWorld:
     def _preset_stream(self, preset, state):
         raise NotImplementedError
 
+    # --- interactive play ----------------------------------------------------------------------
+    keys = KEYS  # the keys `astra play` accepts
+    key_help = ""  # what they do
+
+    def key_control(self, pressed: frozenset[str]):
+        """One frame's control, in the form of a preset row, for the set of keys held (from KEYS)."""
+        raise NotImplementedError
+
+    def stream_for_keys(self, state: dict, pressed, num_frames: int):
+        """The raw stream of `num_frames` frames with `pressed` held, from `state` (row 0 is `state`)."""
+        pressed = frozenset(str(k).upper() for k in pressed)
+        unknown = pressed - set(KEYS)
+        if unknown:
+            raise AstraError(f"{self.name}: unknown keys {sorted(unknown)}; use {list(KEYS)}")
+        return self._preset_stream(self._repeat(self.key_control(pressed), num_frames), state)
+
+    def _repeat(self, control, num_frames: int):
+        return [control] * num_frames
+
     # --- shared --------------------------------------------------------------------------------
     def episode(self, seed: int, num_frames: int = 33, actions=None) -> Episode:
         """A rendered episode from the world's random policy (or from the given raw stream)."""
@@ -176,6 +196,14 @@ class FreeCameraWorld(ToyWorld):
     def _preset_stream(self, preset, state):
         return self.poses_from_controls(state["pose"], np.array([[0.0, 0.0, 0.0]] + list(preset)))
 
+    key_help = "W/S forward/back, A/D strafe, LEFT/RIGHT turn, SHIFT faster"
+
+    def key_control(self, pressed):
+        fast = 2.0 if "SHIFT" in pressed else 1.0
+        forward = 0.15 * fast * (("W" in pressed) - ("S" in pressed))
+        strafe = 0.08 * fast * (("D" in pressed) - ("A" in pressed))
+        return [forward, strafe, 0.04 * (("LEFT" in pressed) - ("RIGHT" in pressed))]
+
     def advance(self, state, actions):
         poses = np.asarray(actions, dtype=np.float64)
         states = [{"seed": state["seed"], "pose": p} for p in poses]
@@ -185,17 +213,17 @@ class FreeCameraWorld(ToyWorld):
         return render(self.scene(seed), np.stack([s["pose"] for s in states]), self.height, self.width)
 
     def presets(self):
-        """The paper's seven camera presets, as per-frame (forward m, strafe m, yaw rad) controls."""
-        v, w = 0.15, 0.04
-        half = [[v, 0, w]] * 24 + [[v, 0.01, -w]] * 24
+        """The paper's seven camera presets, as per-frame (forward m, strafe m, yaw rad) controls over
+        `PRESET_FRAMES` frames."""
+        v, w, n = 0.15, 0.04, PRESET_FRAMES
         return {
-            "forward": [[v, 0, 0]] * 48,
-            "yaw_left": [[0, 0, w]] * 48,
-            "yaw_right": [[0, 0, -w]] * 48,
-            "forward_left": [[v, 0, w]] * 48,
-            "forward_right": [[v, 0, -w]] * 48,
-            "s_curve": half,
-            "left_then_right": [[0, 0, w]] * 24 + [[0, 0, -w]] * 24,
+            "forward": [[v, 0, 0]] * n,
+            "yaw_left": [[0, 0, w]] * n,
+            "yaw_right": [[0, 0, -w]] * n,
+            "forward_left": [[v, 0, w]] * n,
+            "forward_right": [[v, 0, -w]] * n,
+            "s_curve": [[v, 0, w]] * (n // 2) + [[v, 0.01, -w]] * (n - n // 2),
+            "left_then_right": [[0, 0, w]] * (n // 2) + [[0, 0, -w]] * (n - n // 2),
         }
 
 
@@ -264,6 +292,13 @@ class CarWorld(ToyWorld):
     def _preset_stream(self, preset, state):
         return self.poses_from_controls(state, np.array([[0.0, 0.0]] + list(preset)))
 
+    key_help = "W accelerate, S brake, nothing held: cruise; A/LEFT steer left, D/RIGHT steer right"
+
+    def key_control(self, pressed):
+        speed = 0.0 if "S" in pressed else (0.5 if "W" in pressed else 0.3)
+        left = bool(pressed & {"A", "LEFT"}) - bool(pressed & {"D", "RIGHT"})
+        return [speed, 0.05 * left]
+
     def advance(self, state, actions):
         t = np.asarray(actions["translation"], dtype=np.float64)
         q = np.asarray(actions["rotation"], dtype=np.float64)
@@ -276,11 +311,11 @@ class CarWorld(ToyWorld):
         return render(self.scene(seed), np.stack(poses), self.height, self.width)
 
     def presets(self):
-        """Per-frame (speed m, yaw rate rad) controls."""
+        """Per-frame (speed m, yaw rate rad) controls over `PRESET_FRAMES` frames."""
         return {
-            "straight": [[0.5, 0.0]] * 48,
-            "turn": [[0.45, 0.0]] * 12 + [[0.4, 0.05]] * 24 + [[0.45, 0.0]] * 12,
-            "stop": [[0.5, 0.0]] * 16 + [[max(0.0, 0.5 - 0.04 * i), 0.0] for i in range(16)] + [[0.0, 0.0]] * 16,
+            "straight": [[0.5, 0.0]] * 96,
+            "turn": [[0.45, 0.0]] * 24 + [[0.4, 0.05]] * 48 + [[0.45, 0.0]] * 24,
+            "stop": [[0.5, 0.0]] * 32 + [[max(0.0, 0.5 - 0.02 * i), 0.0] for i in range(32)] + [[0.0, 0.0]] * 32,
         }
 
 
@@ -370,6 +405,14 @@ class TabletopArmWorld(ToyWorld):
     def _preset_stream(self, preset, state):
         return np.array([[0.0] * 7] + list(preset))
 
+    key_help = "W/S away/towards the camera, A/D left/right, UP/DOWN raise/lower, SPACE hold the gripper closed"
+
+    def key_control(self, pressed):
+        dx = 0.012 * (("D" in pressed) - ("A" in pressed))
+        dz = 0.012 * (("W" in pressed) - ("S" in pressed))
+        dy = 0.01 * (("UP" in pressed) - ("DOWN" in pressed))
+        return [dx, dy, dz, 0.0, 0.0, 0.0, 1.0 if "SPACE" in pressed else 0.0]
+
     def advance(self, state, actions):
         states = []
         for row in np.asarray(actions, dtype=np.float64):
@@ -394,11 +437,15 @@ class TabletopArmWorld(ToyWorld):
         return torch.cat(frames)
 
     def presets(self):
-        """Per-frame raw rows [dx, dy, dz, 0, 0, 0, gripper]."""
-        down, right, fwd = [0, -0.01, 0], [0.012, 0, 0], [0, 0, 0.012]
-        reach = [[*right, 0, 0, 0, 0]] * 24 + [[*fwd, 0, 0, 0, 0]] * 24
-        push = [[*down, 0, 0, 0, 0]] * 20 + [[*right, 0, 0, 0, 0]] * 28
-        grip = [[*down, 0, 0, 0, 0]] * 20 + [[0, 0, 0, 0, 0, 0, 1]] * 4 + [[0, 0.01, 0, 0, 0, 0, 1]] * 24
+        """Per-frame raw rows [dx, dy, dz, 0, 0, 0, gripper] over `PRESET_FRAMES` frames."""
+
+        def move(dx=0.0, dy=0.0, dz=0.0, grip=0.0):
+            return [dx, dy, dz, 0, 0, 0, grip]
+
+        reach = [move(dx=0.012)] * 24 + [move(dz=0.012)] * 24 + [move(dx=-0.012)] * 24 + [move(dz=-0.012)] * 24
+        push = [move(dy=-0.01)] * 20 + [move(dx=0.012)] * 38 + [move(dx=-0.012)] * 38
+        grip = [move(dy=-0.01)] * 20 + [move(grip=1)] * 4 + [move(dy=0.01, grip=1)] * 24 + [move(dx=0.01, grip=1)] * 24
+        grip += [move(dy=-0.01, grip=1)] * 20 + [move()] * 4
         return {"reach": reach, "push": push, "grip": grip}
 
 
@@ -465,6 +512,14 @@ class KeyboardGameWorld(ToyWorld):
         keys = [[]] + list(preset["keys"])
         return {"keys": keys, "mouse": np.zeros((len(keys), 2))}
 
+    key_help = "W/A/S/D walk, LEFT/RIGHT turn, UP/DOWN look, SPACE jump, SHIFT run"
+
+    def key_control(self, pressed):
+        return sorted(pressed)
+
+    def _repeat(self, control, num_frames):
+        return {"keys": [control] * num_frames}
+
     def advance(self, state, actions):
         keys, mouse = actions["keys"], actions.get("mouse")
         mouse = np.zeros((len(keys), 2)) if mouse is None else np.asarray(mouse, dtype=np.float64)
@@ -498,10 +553,13 @@ class KeyboardGameWorld(ToyWorld):
         return render(self.scene(seed), np.stack(poses), self.height, self.width)
 
     def presets(self):
+        """Per-frame pressed keys over `PRESET_FRAMES` frames."""
         return {
-            "wwww": {"keys": [["W"]] * 48},
-            "wasd": {"keys": [["W"]] * 12 + [["A"]] * 12 + [["S"]] * 12 + [["D"]] * 12},
-            "turn_and_jump": {"keys": [["W", "LEFT"]] * 24 + [["W", "SPACE"]] * 8 + [["W", "RIGHT"]] * 16},
+            "wwww": {"keys": [["W"]] * 96},
+            "wasd": {"keys": [["W"]] * 24 + [["A"]] * 24 + [["S"]] * 24 + [["D"]] * 24},
+            "turn_and_jump": {
+                "keys": [["W", "LEFT"]] * 32 + [["W", "SPACE"]] * 16 + [["W", "RIGHT"]] * 32 + [["W"]] * 16
+            },
         }
 
 
