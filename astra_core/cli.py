@@ -133,14 +133,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import EvalSettings, markdown_table, run_benchmark, write_report
 
+    if args.plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise AstraError('--plots needs matplotlib: pip install "astra-world[plots]"') from None
     checkpoints = {"astra": args.checkpoint}
     if args.no_action:
         checkpoints["no_action"] = args.no_action
     settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons))
     results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
-    write_report(results, Path(args.out))
-    print(markdown_table(results, tuple(h for h in args.horizons if h <= max(args.horizons))[:2]))
+    shown = tuple(args.horizons)[:3]
+    write_report(results, Path(args.out), shown)
+    print(markdown_table(results, shown))
     print(f"written: {Path(args.out) / 'eval.json'}, {Path(args.out) / 'eval.md'}")
+    if args.plots:
+        from .evaluate import write_plots
+
+        for path in write_plots(results, Path(args.out), tuple(args.horizons)):
+            print(f"written: {path}")
     return 0
 
 
@@ -256,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
     ev.add_argument("--out", default="eval")
+    ev.add_argument("--plots", action="store_true", help="also write PNG figures (needs the plots extra)")
     ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
     tok.add_argument("--out", default="tokenizer.safetensors")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .errors import AstraError
 from .modality import raw_rows
 from .world import WorldModel
 
@@ -68,8 +69,10 @@ def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list, modality: str,
     return wm.rollout(frames[:, :, :context], [{modality: s} for s in streams], horizon)
 
 
-def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str, float]:
-    out = {}
+def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str, float | list[float]]:
+    out: dict[str, float | list[float]] = {
+        f"{prefix}psnr_curve": [psnr(pred[:, t : t + 1], truth[:, t : t + 1]) for t in range(truth.shape[1])]
+    }
     changed = (truth - last[:, None]).abs().sum(0) > settings.change_threshold
     for h in settings.horizons:
         p, t = pred[:, :h], truth[:, :h]
@@ -108,12 +111,39 @@ def evaluate_embodiment(world, models: dict[str, WorldModel], settings: EvalSett
             err_shuffled = float((wrong[i] - truth[i]).pow(2).mean())
             results[f"{name}/action_following"] = err_shuffled / max(err_true, 1e-10)
             results[f"{name}/responsiveness_psnr"] = responsive[i]
-    sums: dict[str, list[float]] = {}
+    sums: dict[str, list] = {}
     for results in per_episode:
         for key, value in results.items():
-            if not math.isnan(value):
+            if isinstance(value, list) or not math.isnan(value):
                 sums.setdefault(key, []).append(value)
-    return {k: sum(v) / len(v) for k, v in sums.items()}
+    out: dict = {}
+    for key, values in sums.items():
+        if isinstance(values[0], list):  # per-frame curves: the mean over episodes, frame by frame
+            out[key] = [sum(col) / len(col) for col in zip(*values)]
+        else:
+            out[key] = sum(values) / len(values)
+    for name, wm in models.items():
+        usage = router_usage(wm, streams, world.modality)
+        if usage is not None:
+            out[f"{name}/router_usage"] = usage
+    return out
+
+
+@torch.no_grad()
+def router_usage(wm: WorldModel, streams: list, modality: str) -> list[float] | None:
+    """The share of routing weight each expert gets for this modality's actions (MoAE models only)."""
+    moae = wm.net.moae
+    if moae is None or not hasattr(moae, "router") or modality not in moae.names:
+        return None
+    vectors, masks = wm.align_streams([{modality: s} for s in streams], _length(streams[0]))
+    stats = moae(vectors, masks).stats
+    return [float(x) for x in stats["usage"][modality]]
+
+
+def _length(stream) -> int:
+    from .modality import raw_length
+
+    return raw_length(stream)
 
 
 def _splice(stream, other, context: int):
@@ -215,7 +245,70 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict, out: Path) -> None:
+def write_report(results: dict, out: Path, horizons=(16, 48)) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
-    (out / "eval.md").write_text(markdown_table(results) + "\n")
+    (out / "eval.md").write_text(markdown_table(results, horizons) + "\n")
+
+
+def write_plots(results: dict, out: Path, horizons=(16, 48, 96)) -> list[Path]:
+    """PNG figures: PSNR against horizon per embodiment with the baselines drawn, and the router's
+    expert usage per modality. Needs matplotlib (the `plots` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise AstraError('--plots needs matplotlib: pip install "astra-world[plots]"') from None
+    out.mkdir(parents=True, exist_ok=True)
+    worlds = list(results)
+    cols = min(2, len(worlds))
+    rows = math.ceil(len(worlds) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
+    styles = {"astra": ("C0", "-"), "no_action": ("C1", "--"), "copy_last": ("0.4", ":")}
+    for ax, world in zip(axes.flat, worlds):
+        r = results[world]
+        for key, curve in r.items():
+            if not key.endswith("/psnr_curve"):
+                continue
+            label = key.split("/")[0]
+            color, style = styles.get(label, (None, "-"))
+            ax.plot(range(1, len(curve) + 1), curve, style, color=color, label=label.replace("_", " "))
+        for h in horizons:
+            ax.axvline(h, color="0.85", lw=0.8, zorder=0)
+        ax.set_title(world)
+        ax.set_xlabel("frames after the context")
+        ax.set_ylabel("PSNR per frame (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(worlds) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    paths = [_save_figure(fig, out / "psnr_vs_horizon.png")]
+    plt.close(fig)
+
+    usage = {w: r[k] for w in worlds for k in r if k.endswith("/router_usage") and k.startswith("astra/")}
+    if usage:
+        fig, ax = plt.subplots(figsize=(1.6 * len(usage) + 2.5, 3.6))
+        names = list(usage)
+        bottom = [0.0] * len(names)
+        for e in range(len(next(iter(usage.values())))):
+            shares = [usage[n][e] for n in names]
+            ax.bar(names, shares, bottom=bottom, label=f"expert {e}")
+            bottom = [b + s for b, s in zip(bottom, shares)]
+        ax.set_ylabel("share of routing weight")
+        ax.set_title("router usage per modality (held-out actions)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+        paths.append(_save_figure(fig, out / "router_usage.png"))
+        plt.close(fig)
+    return paths
+
+
+def _save_figure(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    return path

@@ -83,7 +83,7 @@ class WorldModel:
             self.latent.reset(latents)
         else:
             streams = self._per_sample(actions)
-            vectors, masks = self._align(streams, frames.shape[2])
+            vectors, masks = self.align_streams(streams, frames.shape[2])
             self.latent.reset(latents, *self._for_net(vectors, masks))
             self._last_raw = [{k: raw_rows(v, raw_length(v) - 1, None) for k, v in s.items()} for s in streams]
         self._last_latent = latents[:, :, -1:]
@@ -112,7 +112,7 @@ class WorldModel:
                     )
                 joined[name] = raw
             full.append(joined)
-        vectors, masks = self._align(full, n + 1)
+        vectors, masks = self.align_streams(full, n + 1)
         vectors = {k: v[:, 1:] for k, v in vectors.items()}
         chunk = self.latent.step(*self._for_net(vectors, {k: m[:, 1:] for k, m in masks.items()}))
         frames = self.tokenizer.decode(torch.cat([self._last_latent, chunk], dim=2).to(self._last_latent.dtype))
@@ -168,7 +168,7 @@ class WorldModel:
         name = next(iter(self.modalities))
         return vectors[name], masks[name]
 
-    def _align(self, samples: list[dict[str, Any]], num_frames: int):
+    def align_streams(self, samples: list[dict[str, Any]], num_frames: int):
         """Per-sample raw streams -> stacked aligned vectors {modality: [B, F, d]} and masks {modality: [B, F]}."""
         vectors, masks = {}, {}
         for name in samples[0]:

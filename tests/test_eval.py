@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 import torch
 from _helpers import make_config
 
@@ -47,6 +49,7 @@ def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
                 "1",
                 "--out",
                 str(out),
+                "--plots",
             ]
         )
         == 0
@@ -59,3 +62,11 @@ def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
     assert r["astra/action_following"] > 0 and "astra/responsiveness_psnr" in r
     assert r["astra/psnr@4"] == r["no_action/psnr@4"]  # the same checkpoint twice
     assert "| free_camera | copy_last |" in (out / "eval.md").read_text()
+    assert len(r["astra/psnr_curve"]) == 4 and len(r["copy_last/psnr_curve"]) == 4
+    assert sum(r["astra/router_usage"]) == pytest.approx(1.0)
+    from PIL import Image
+
+    for name in ("psnr_vs_horizon.png", "router_usage.png"):
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and img.size[0] > 300
+    assert "written: " + str(out / "router_usage.png") in capsys.readouterr().out
