@@ -237,6 +237,29 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import run_ablation, write_results_section
+
+    _set_threads(args)
+    results = run_ablation(
+        args.config,
+        args.out,
+        variants=args.variants,
+        steps=args.steps,
+        eval_episodes=args.eval_episodes,
+        horizons=tuple(args.horizons),
+        progress=not args.quiet,
+    )
+    from .ablate import ablation_table
+
+    print(ablation_table(results))
+    print(f"written: {Path(args.out) / 'ablation.json'}, {Path(args.out) / 'ablation.md'}")
+    if args.results:
+        command = "astra ablate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "astra ablate"
+        print(f"written: {write_results_section(args.results, results, command)}")
+    return 0
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="action-free guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the checkpoint's)")
@@ -325,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--no-preview", action="store_true", help="terminal mode: no ANSI frame preview")
     _add_sampling_args(play)
     play.set_defaults(func=_cmd_play)
+    ab = sub.add_parser("ablate", help="the paper's ablations at toy scale: train and evaluate each variant")
+    ab.add_argument("config", nargs="?", default="examples/configs/ablate.yaml", help="base training config")
+    ab.add_argument("--out", default="runs/ablate", help="one folder per variant inside (finished runs are reused)")
+    ab.add_argument("--variants", nargs="+", help="default: full no_afg no_noise_history shared_encoder fixed_router")
+    ab.add_argument("--steps", type=int, help="training steps per variant (default: the config's)")
+    ab.add_argument("--eval-episodes", type=int, default=10, help="held-out episodes per embodiment")
+    ab.add_argument("--horizons", type=int, nargs="+", default=[16, 48])
+    ab.add_argument("--results", help="also write the table into this markdown file (e.g. docs/results.md)")
+    ab.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ab.add_argument("--quiet", action="store_true", help="no progress bars")
+    ab.set_defaults(func=_cmd_ablate)
     presets = sub.add_parser("presets", help="list the DiT presets and their sizes")
     presets.set_defaults(func=_cmd_presets)
     return parser

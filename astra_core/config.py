@@ -81,11 +81,13 @@ def dit_preset(name: str, **overrides: Any) -> DiTConfig:
 class ActionConfig(_Config):
     """The action path from per-latent-frame action vectors to the DiT's action features.
 
-    encoder "mlp": one shared encoder over a single action vector of width `action_dim` (different
-    modalities padded to one width); "moae": a Mixture of Action Experts over named modalities.
+    encoder "mlp": one encoder over a single action vector of width `action_dim` that the caller
+    supplies; "moae": a Mixture of Action Experts over named modalities; "shared": the MoAE ablation,
+    named modalities normalised each on its own, zero-padded to one width and sent through one shared
+    encoder (no experts, no routing).
     """
 
-    encoder: Literal["mlp", "moae"] = "mlp"
+    encoder: Literal["mlp", "moae", "shared"] = "mlp"
     use_actions: bool = True  # False: the no-action baseline (every frame gets the null action feature)
     action_dim: int = 7
     hidden_dim: int = 256
@@ -99,8 +101,8 @@ class ActionConfig(_Config):
 
     @model_validator(mode="after")
     def _check(self) -> ActionConfig:
-        if self.encoder == "moae" and not self.modalities:
-            raise ValueError("encoder 'moae' needs at least one entry in 'modalities'")
+        if self.encoder in ("moae", "shared") and not self.modalities:
+            raise ValueError(f"encoder {self.encoder!r} needs at least one entry in 'modalities'")
         if self.action_dim < 1 or self.num_experts < 1:
             raise ValueError("action_dim and num_experts must be positive")
         return self

@@ -234,24 +234,76 @@ class MoAE(nn.Module):
         return usage
 
     def _check(self, actions, masks) -> tuple[int, int]:
-        if not actions:
-            raise ShapeError("MoAE: no actions given")
-        unknown = set(actions) - set(self.names)
-        if unknown:
-            raise ShapeError(f"MoAE: unknown modalities {sorted(unknown)}; this model has {self.names}")
-        shape = None
-        for name, a in actions.items():
-            d = self.modalities[name].action_dim
-            if a.ndim != 3 or a.shape[-1] != d:
-                raise ShapeError(f"actions[{name!r}]: expected [B, F, {d}], got {tuple(a.shape)}")
-            if shape is not None and a.shape[:2] != shape:
-                raise ShapeError(f"actions[{name!r}]: batch/frames {tuple(a.shape[:2])} differ from {shape}")
-            shape = a.shape[:2]
-            check_finite(f"actions[{name!r}]", a, "actions")
-            if masks is not None and name in masks and masks[name].shape != a.shape[:2]:
-                raise ShapeError(f"masks[{name!r}]: expected {tuple(a.shape[:2])}, got {tuple(masks[name].shape)}")
-        return int(shape[0]), int(shape[1])
+        return check_action_dict(self.modalities, actions, masks)
 
     def fit_normalizers(self, actions: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
         for name, a in actions.items():
             self.normalizers[name].fit(a, masks.get(name))
+
+
+class SharedActionEncoder(nn.Module):
+    """The MoAE ablation of the paper: each modality's vector is normalised on its own, zero-padded to
+    the widest modality and sent through one shared encoder (no per-modality experts, no routing).
+    Same call and output as `MoAE`; the output layer is zero-initialised."""
+
+    def __init__(
+        self,
+        modalities: Sequence[Modality | str],
+        token_dim: int = 64,
+        out_dim: int | None = None,
+        expert_hidden: int = 128,
+    ):
+        super().__init__()
+        mods = [_resolve_modality(m) for m in modalities]
+        if not mods:
+            raise ShapeError("SharedActionEncoder needs at least one modality")
+        self.modalities = {m.name: m for m in mods}
+        self.names = list(self.modalities)
+        self.out_dim = out_dim or token_dim
+        self.width = max(m.action_dim for m in mods)
+        self.normalizers = nn.ModuleDict({m.name: m.normalizer() for m in mods})
+        self.encoder = nn.Sequential(nn.Linear(self.width + 1, expert_hidden), nn.SiLU())
+        self.head = Mlp(expert_hidden, expert_hidden, self.out_dim)
+        nn.init.zeros_(self.head.fc2.weight)
+        nn.init.zeros_(self.head.fc2.bias)
+
+    def forward(self, actions, masks=None, normalize: bool = True) -> MoAEOutput:
+        b, f = check_action_dict(self.modalities, actions, masks)
+        device = next(iter(actions.values())).device
+        features = torch.zeros(b, f, self.out_dim, device=device)
+        for name in self.names:
+            if name not in actions:
+                continue
+            a = actions[name].float()
+            m = masks[name].float() if masks is not None and name in masks else torch.ones(b, f, device=device)
+            x = self.normalizers[name](a, m) if normalize else a
+            x = torch.nn.functional.pad(x, (0, self.width - x.shape[-1]))
+            features = (
+                features + self.head(self.encoder(torch.cat([x * m[..., None], m[..., None]], -1))) * m[..., None]
+            )
+        return MoAEOutput(features, features.new_zeros(()), {})
+
+    def fit_normalizers(self, actions: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+        for name, a in actions.items():
+            self.normalizers[name].fit(a, masks.get(name))
+
+
+def check_action_dict(modalities: Mapping[str, Modality], actions, masks) -> tuple[int, int]:
+    """Checks {modality: [B, F, d_m]} actions (and masks [B, F]) against the known modalities -> (B, F)."""
+    if not actions:
+        raise ShapeError("action encoder: no actions given")
+    unknown = set(actions) - set(modalities)
+    if unknown:
+        raise ShapeError(f"action encoder: unknown modalities {sorted(unknown)}; this model has {list(modalities)}")
+    shape = None
+    for name, a in actions.items():
+        d = modalities[name].action_dim
+        if a.ndim != 3 or a.shape[-1] != d:
+            raise ShapeError(f"actions[{name!r}]: expected [B, F, {d}], got {tuple(a.shape)}")
+        if shape is not None and a.shape[:2] != shape:
+            raise ShapeError(f"actions[{name!r}]: batch/frames {tuple(a.shape[:2])} differ from {shape}")
+        shape = a.shape[:2]
+        check_finite(f"actions[{name!r}]", a, "actions")
+        if masks is not None and name in masks and masks[name].shape != a.shape[:2]:
+            raise ShapeError(f"masks[{name!r}]: expected {tuple(a.shape[:2])}, got {tuple(masks[name].shape)}")
+    return int(shape[0]), int(shape[1])

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import AstraConfig
 from ..errors import ConfigError, ShapeError
-from ..moae import MoAE
+from ..moae import MoAE, SharedActionEncoder
 from .dit import AstraDiT
 
 
@@ -37,11 +37,16 @@ Actions = torch.Tensor | Mapping[str, torch.Tensor]
 Masks = torch.Tensor | Mapping[str, torch.Tensor] | None
 
 
-def build_moae(config: AstraConfig) -> MoAE:
-    """The MoAE of a config; modalities and the router class come from the plugin registry."""
+def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
+    """The per-modality action module of a config: an MoAE (modalities and the router class from the
+    plugin registry), or for encoder "shared" its ablation with one shared encoder."""
     from ..plugins import get_registry
 
     cfg = config.action
+    if cfg.encoder == "shared":
+        return SharedActionEncoder(
+            list(cfg.modalities), token_dim=cfg.token_dim, out_dim=config.dit.dim, expert_hidden=cfg.expert_hidden
+        )
     router_cls = get_registry().get("routers", cfg.router)
     try:
         router = router_cls(**cfg.router_options)
@@ -78,7 +83,7 @@ class AstraNet(nn.Module):
         super().__init__()
         self.config = config
         self.dit = AstraDiT(config.dit)
-        if config.action.encoder == "moae":
+        if config.action.encoder in ("moae", "shared"):  # actions come as dicts keyed by modality
             self.moae = build_moae(config)
             self.action_encoder = None
         else:

@@ -1,0 +1,199 @@
+"""`astra ablate`: the paper's ablations at toy scale, with equal steps for every variant.
+
+Each variant is the base config with a few fields changed. It is trained into OUT/VARIANT (a run that
+already finished is reused, one that was stopped resumes from its state), then evaluated on the toy
+benchmark. The table gives, per variant, the mean over embodiments of the benchmark's figures; the
+JSON beside it holds every embodiment's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .errors import ConfigError
+
+MARK_START = "<!-- astra ablate: start -->"
+MARK_END = "<!-- astra ablate: end -->"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    changes: dict[str, Any]  # dotted config paths -> values
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("full", "MoAE with a learned top-k router, action-free guidance, noise-augmented history", {}),
+        Variant(
+            "no_afg",
+            "no action dropout in training and guidance scale 1 (no action-free guidance)",
+            {"model.guidance.action_dropout": 0.0, "model.guidance.scale": 1.0},
+        ),
+        Variant("no_noise_history", "history latents never noised in training", {"model.history.noise_prob": 0.0}),
+        Variant(
+            "shared_encoder",
+            "one shared action encoder over inputs padded to one width, no experts, no routing",
+            {"model.action.encoder": "shared"},
+        ),
+        Variant(
+            "fixed_router",
+            "MoAE with the fixed modality -> expert table instead of the learned router",
+            {"model.action.router": "fixed", "model.action.router_options": {}},
+        ),
+    )
+}
+
+SUMMARY = (
+    ("psnr@16", "PSNR@16"),
+    ("psnr_changed@16", "changed@16"),
+    ("psnr@48", "PSNR@48"),
+    ("psnr_changed@48", "changed@48"),
+    ("action_following", "action following"),
+    ("responsiveness_psnr", "responsiveness PSNR"),
+)
+
+
+def variant_config(base: TrainConfig, variant: Variant, out_dir: Path, steps: int | None) -> TrainConfig:
+    """The base config with the variant's changes, its own output folder, and the shared step count."""
+    data = base.model_dump(mode="json")
+    for path, value in variant.changes.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        if leaf not in node:
+            raise ConfigError(f"ablation {variant.name}: the config has no field {path!r}")
+        node[leaf] = value
+    data["out_dir"] = str(out_dir)
+    if steps is not None:
+        data["steps"] = steps
+    return TrainConfig.model_validate(data)
+
+
+def run_ablation(
+    config: str | Path,
+    out: str | Path = "runs/ablate",
+    variants: list[str] | None = None,
+    steps: int | None = None,
+    eval_episodes: int = 10,
+    horizons: tuple[int, ...] = (16, 48),
+    progress: bool = True,
+) -> dict:
+    """Train and evaluate every variant; returns {"variants": {name: summary}, "seconds": {...}, ...}."""
+    from .evaluate import EvalSettings, run_benchmark
+    from .train import Trainer
+
+    names = variants or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    if max(horizons) < 16:
+        raise ConfigError("--horizons: the table needs a horizon of at least 16 frames")
+    base = TrainConfig.from_yaml(config)
+    out = Path(out)
+    results: dict[str, Any] = {"config": str(config), "variants": {}, "per_embodiment": {}, "seconds": {}}
+    for name in names:
+        cfg = variant_config(base, VARIANTS[name], out / name, steps)
+        folder = Path(cfg.out_dir)
+        done = folder / "done.json"
+        if not done.is_file():
+            trainer = Trainer(cfg, resume=(folder / "state.pt").is_file(), progress=progress)
+            trainer.train()
+            if trainer.step < cfg.steps:
+                raise ConfigError(f"ablation {name}: training stopped at step {trainer.step}; run again to resume")
+            done.write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.elapsed()}))
+        train_seconds = json.loads(done.read_text())["train_seconds"]
+        start = time.time()
+        settings = EvalSettings(episodes=eval_episodes, horizons=tuple(horizons))
+        bench = run_benchmark({name: str(folder / "model.safetensors")}, settings)
+        eval_seconds = time.time() - start
+        results["per_embodiment"][name] = {
+            world: {k: v for k, v in r.items() if not isinstance(v, list)} for world, r in bench.items()
+        }
+        results["variants"][name] = summarize(bench, name)
+        results["seconds"][name] = {"train": train_seconds, "eval": eval_seconds}
+    results["steps"] = steps or base.steps
+    results["eval"] = {"episodes": eval_episodes, "horizons": list(horizons)}
+    results["machine"] = machine()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps(results, indent=2))
+    (out / "ablation.md").write_text(ablation_table(results) + "\n")
+    return results
+
+
+def summarize(bench: dict, label: str) -> dict[str, float]:
+    """Mean over embodiments of each summary figure."""
+    out = {}
+    for key, _ in SUMMARY:
+        values = [r[f"{label}/{key}"] for r in bench.values() if f"{label}/{key}" in r]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def ablation_table(results: dict) -> str:
+    lines = [
+        "| variant | " + " | ".join(title for _, title in SUMMARY) + " | train min | what changes |",
+        "|" + "---|" * (len(SUMMARY) + 3),
+    ]
+    for name, summary in results["variants"].items():
+        cells = []
+        for key, _ in SUMMARY:
+            value = summary.get(key)
+            cells.append("–" if value is None else (f"{value:.3f}" if key == "action_following" else f"{value:.2f}"))
+        minutes = results["seconds"][name]["train"] / 60
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.1f} | {VARIANTS[name].description} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_results_section(path: str | Path, results: dict, command: str) -> Path:
+    """Put the ablation table into a markdown file between the ablate markers (appended the first time)."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Results\n"
+    m = results["machine"]
+    total = sum(s["train"] + s["eval"] for s in results["seconds"].values()) / 60
+    section = "\n".join(
+        [
+            MARK_START,
+            f"Command: `{command}`. {results['steps']} training steps per variant; the benchmark on "
+            f"{results['eval']['episodes']} held-out episodes per embodiment, horizons "
+            f"{', '.join(map(str, results['eval']['horizons']))}. Machine: {m['cores']} cores ({m['cpu']}), "
+            f"torch {m['torch']}, {m['torch_threads']} threads. Wall time for the whole command: {total:.0f} minutes. "
+            "Each figure is the mean over the four embodiments.",
+            "",
+            ablation_table(results),
+            MARK_END,
+        ]
+    )
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        tail = rest.split(MARK_END, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n## Ablations at toy scale (`astra ablate`)\n\n" + section + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

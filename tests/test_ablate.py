@@ -1,0 +1,93 @@
+"""`astra ablate`: variant configs, a whole (tiny) ablation run, reuse of finished runs, the results section."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from astra_core.ablate import MARK_END, MARK_START, VARIANTS, variant_config
+from astra_core.checkpoint import load_checkpoint
+from astra_core.cli import main
+from astra_core.config import TrainConfig
+from astra_core.errors import ConfigError
+from astra_core.moae import FixedRouter, SharedActionEncoder
+
+BASE = {
+    "model": {
+        "dit": {"preset": "tiny", "dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 1, "in_dim": 48, "out_dim": 48},
+        "action": {"encoder": "moae", "modalities": ["camera_se3", "robot_ee"], "token_dim": 16, "expert_hidden": 16},
+        "history": {"chunk_size": 2, "window": 4},
+        "guidance": {"action_dropout": 0.1, "scale": 1.5},
+        "sampler": {"num_steps": 1},
+    },
+    "data": {
+        "weights": {"free_camera": 1.0, "tabletop_arm": 1.0},
+        "episodes_per_world": 2,
+        "held_out_per_world": 1,
+        "episode_frames": 9,
+    },
+    "optim": {"warmup_steps": 1},
+    "steps": 2,
+    "batch_size": 2,
+    "eval_every": 0,
+    "checkpoint_every": 0,
+    "log_every": 1,
+}
+
+
+def test_variant_configs_change_only_their_fields(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    base = TrainConfig.from_yaml(path)
+    for name, variant in VARIANTS.items():
+        cfg = variant_config(base, variant, tmp_path / name, steps=7)
+        assert cfg.steps == 7 and cfg.out_dir == str(tmp_path / name)
+        diff = {k for k in ("guidance", "history", "action") if getattr(cfg.model, k) != getattr(base.model, k)}
+        expected = {"full": set(), "no_afg": {"guidance"}, "no_noise_history": {"history"}}
+        assert diff == expected.get(name, {"action"}), name
+    no_afg = variant_config(base, VARIANTS["no_afg"], tmp_path, None).model.guidance
+    assert no_afg.action_dropout == 0 and no_afg.scale == 1.0
+    assert variant_config(base, VARIANTS["no_noise_history"], tmp_path, None).model.history.noise_prob == 0
+
+
+def test_ablation_runs_every_variant_and_writes_the_table(tmp_path, capsys):
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(BASE))
+    results_md = tmp_path / "results.md"
+    results_md.write_text("# Results\n\nearlier text\n")
+    out = tmp_path / "ablate"
+    args = ["ablate", str(config), "--out", str(out), "--eval-episodes", "1", "--horizons", "16"]
+    assert main(args + ["--results", str(results_md), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    for name in VARIANTS:
+        assert f"| {name} |" in table
+    data = json.loads((out / "ablation.json").read_text())
+    assert list(data["variants"]) == list(VARIANTS)
+    assert set(data["per_embodiment"]["full"]) == {"free_camera", "tabletop_arm"}
+    for summary in data["variants"].values():
+        assert summary["psnr@16"] > 0 and summary["action_following"] > 0
+    # The variants really are different models.
+    shared = load_checkpoint(out / "shared_encoder" / "model.safetensors")
+    fixed = load_checkpoint(out / "fixed_router" / "model.safetensors")
+    assert isinstance(shared.moae, SharedActionEncoder) and isinstance(fixed.moae.router, FixedRouter)
+    text = results_md.read_text()
+    assert "earlier text" in text and text.count(MARK_START) == 1 and "| no_afg |" in text
+    # A second run reuses the finished trainings (same weights) and replaces the section in place.
+    before = load_checkpoint(out / "full" / "model.safetensors").state_dict()
+    assert main(args + ["--variants", "full", "--results", str(results_md), "--quiet"]) == 0
+    after = load_checkpoint(out / "full" / "model.safetensors").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    text = results_md.read_text()
+    assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| no_afg |" not in text
+
+
+def test_unknown_variant(tmp_path):
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(ConfigError, match="unknown \\['no_moae'\\]"):
+        from astra_core.ablate import run_ablation
+
+        run_ablation(config, tmp_path, variants=["no_moae"])
