@@ -17,7 +17,15 @@ from astra_core.moae import FixedRouter, SharedActionEncoder
 
 BASE = {
     "model": {
-        "dit": {"preset": "tiny", "dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 1, "in_dim": 48, "out_dim": 48},
+        "dit": {
+            "preset": "tiny",
+            "dim": 32,
+            "ffn_dim": 64,
+            "num_heads": 2,
+            "num_layers": 1,
+            "in_dim": 48,
+            "out_dim": 48,
+        },
         "action": {"encoder": "moae", "modalities": ["camera_se3", "robot_ee"], "token_dim": 16, "expert_hidden": 16},
         "history": {"chunk_size": 2, "window": 4},
         "guidance": {"action_dropout": 0.1, "scale": 1.5},

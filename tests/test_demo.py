@@ -8,13 +8,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import yaml
+from astra_embodiments.toy.worlds import PRESET_FRAMES
 
 from astra_core.action_files import ActionFileError, load_action_file
 from astra_core.cli import main
 from astra_core.demo import run_demo
 from astra_core.errors import AstraError
 from astra_core.plugins import get_registry
-from astra_embodiments.toy.worlds import PRESET_FRAMES
 
 
 def test_every_preset_is_long_enough_for_the_demo():

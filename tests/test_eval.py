@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 import torch
 from _helpers import make_config
 
