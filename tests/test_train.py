@@ -106,7 +106,8 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     straight = _config(tmp_path, "straight", steps=100, checkpoint_every=0, eval_every=0)
     assert main(["train", str(straight)]) == 0
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    diff = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a if not torch.equal(a[k], b[k])}
+    assert not diff, (stopped_at, sorted(diff.items(), key=lambda kv: -kv[1])[:5], len(diff))
 
 
 def test_a_config_typo_fails_before_any_work(tmp_path):

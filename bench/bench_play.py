@@ -1,0 +1,103 @@
+"""Interactive speed of a world model (default: the shipped one) and the peak memory of `astra demo`.
+
+One key-driven session (batch 1, 64x64 toy world) per setting, run side by side in this process:
+with and without action-free guidance, with and without the KV cache. For each: frames/s over a
+stream of steps, and the latency from an action to the first frame that shows it (a step generates
+its whole chunk at once, so that is the step's wall time). The sampling settings are those of the
+quality table in docs/results.md unless given. Then `astra demo` runs in a child process, and its
+wall time and peak resident memory are reported.
+
+Run: python bench/bench_play.py [--checkpoint PATH] [--steps 24] [--guidance 1.0] [--sampling-steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from astra_core.play import PlaySession
+from astra_core.plugins import get_registry
+from astra_core.world import WorldModel
+
+KEYS = (["W"], ["W", "LEFT"], ["A"], ["W", "RIGHT"], ["S"], [])
+
+
+def session_speed(model: WorldModel, world, steps: int) -> dict[str, float]:
+    session = PlaySession(model, world, seed=1)
+    for keys in KEYS[:2]:  # warm-up
+        session.step(keys)
+    session.reset()
+    latencies = []
+    start = time.perf_counter()
+    for i in range(steps):
+        t0 = time.perf_counter()
+        session.step(KEYS[i % len(KEYS)])
+        latencies.append(time.perf_counter() - t0)
+    total = time.perf_counter() - start
+    frames = steps * model.frames_per_step
+    return {
+        "fps": frames / total,
+        "latency_ms": 1e3 * statistics.median(latencies),
+        "latency_p90_ms": 1e3 * sorted(latencies)[int(0.9 * (len(latencies) - 1))],
+    }
+
+
+def demo_memory(checkpoint: str | None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of `astra demo` in a child process."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "astra_core.cli", "demo", "--out", out, "--quiet"]
+        if checkpoint:
+            cmd += ["--checkpoint", checkpoint]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, peak_kb / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="default: the shipped toy model")
+    parser.add_argument("--world", default="keyboard_game")
+    parser.add_argument("--steps", type=int, default=24, help="steps per setting (each makes one chunk)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="scale of the quality table (1: no AFG)")
+    parser.add_argument("--afg-scale", type=float, default=1.5, help="scale for the 'with AFG' rows")
+    parser.add_argument("--sampling-steps", type=int, help="default: the checkpoint's")
+    parser.add_argument("--no-demo", action="store_true", help="skip the astra demo measurement")
+    args = parser.parse_args()
+    world = get_registry().get("worlds", args.world)
+    print(f"{args.world}, 64x64, batch 1, torch threads {torch.get_num_threads()}")
+    settings = {
+        "table settings, KV cache": {"guidance_scale": args.guidance, "use_kv_cache": True},
+        "table settings, no cache": {"guidance_scale": args.guidance, "use_kv_cache": False},
+        f"AFG {args.afg_scale}, KV cache": {"guidance_scale": args.afg_scale, "use_kv_cache": True},
+        f"AFG {args.afg_scale}, no cache": {"guidance_scale": args.afg_scale, "use_kv_cache": False},
+    }
+    rows = {}
+    for name, options in settings.items():
+        if args.sampling_steps:
+            options["num_steps"] = args.sampling_steps
+        model = WorldModel.from_checkpoint(args.checkpoint, **options)
+        rows[name] = session_speed(model, world, args.steps)
+    steps = model.latent.num_steps
+    print(f"{steps} sampling steps per chunk, {model.frames_per_step} frames per chunk, {args.steps} chunks each")
+    print(f"{'setting':28s} {'frames/s':>9s} {'latency ms':>11s} {'p90 ms':>8s}")
+    for name, r in rows.items():
+        print(f"{name:28s} {r['fps']:9.1f} {r['latency_ms']:11.0f} {r['latency_p90_ms']:8.0f}")
+    base = rows["table settings, KV cache"]["fps"]
+    for name, r in rows.items():
+        print(f"  {name}: {r['fps'] / base:.2f}x the frames/s of the table settings with the cache")
+    if not args.no_demo:
+        seconds, peak = demo_memory(args.checkpoint)
+        print(f"astra demo: {seconds:.1f} s wall, peak memory {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
