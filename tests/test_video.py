@@ -37,7 +37,7 @@ def test_read_context_resizes_and_crops(tmp_path):
     iio.imwrite(tmp_path / "wide.png", img)
     frames = read_context(tmp_path / "wide.png", (16, 16))
     assert frames.shape == (3, 1, 16, 16) and frames[..., 1:-1].min() > 0.9 and frames.min() > 0.5
-    video = np.repeat(img[None], 5, axis=0)
+    video = np.stack([img // (i + 1) for i in range(5)])  # distinct frames (gif writers merge repeats)
     write_gif(tmp_path / "v.gif", video)
     assert read_context(tmp_path / "v.gif", (16, 16), max_frames=2).shape == (3, 2, 16, 16)
     assert resize_crop(torch.zeros(3, 2, 64, 64), (64, 64)).shape == (3, 2, 64, 64)
