@@ -200,3 +200,43 @@ def test_browser_keys_drive_the_frames(server):
         assert server.session.trace_json()[-1]["keys"] == ["D"]
     finally:
         driver.quit()
+
+
+def test_terminal_mode_reads_single_key_presses_on_a_tty(tmp_path):
+    """On a terminal, each key press is one step (arrow keys arrive as escape sequences); q quits."""
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    out = tmp_path / "tty.mp4"
+    cmd = [sys.executable, "-m", "astra_core.cli", "play", "--embodiment", "free_camera", "--steps", "1"]
+    proc = subprocess.Popen(cmd + ["--out", str(out)], stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 120.0) -> None:
+        nonlocal seen
+        end = time.time() + timeout
+        while marker not in seen and time.time() < end:
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:
+                break
+        assert marker in seen, seen[-500:]
+
+    try:
+        read_until(b"start")
+        os.write(leader, b"w")
+        read_until(b"step 1: W")
+        os.write(leader, b"\x1b[D")  # the left arrow
+        read_until(b"step 2: LEFT")
+        os.write(leader, b"q")
+        read_until(b"written:")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    assert b"\x1b[38;2;" in seen  # the ANSI colour preview was drawn
+    assert out.stat().st_size > 0
