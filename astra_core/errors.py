@@ -21,3 +21,7 @@ class CheckpointError(AstraError):
 
 class WeightLoadError(CheckpointError):
     """A backbone state dict does not match the expected key layout or shapes."""
+
+
+class ReaderError(AstraError):
+    """A dataset file that a reader cannot use: the message names the file and the field or value."""

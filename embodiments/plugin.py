@@ -3,6 +3,7 @@
 from astra_core.modality import Embodiment
 from astra_core.plugins import hookimpl
 
+from .readers.camera_pose import RealEstate10KReader, SpatialVIDReader
 from .toy.worlds import WORLDS
 
 EMBODIMENTS = (
@@ -10,7 +11,16 @@ EMBODIMENTS = (
     Embodiment("car", ("vehicle_pose",), world="car", description="a car's ego pose, camera mounted on the car"),
     Embodiment("tabletop_arm", ("robot_ee",), world="tabletop_arm", description="a robot arm seen by a fixed camera"),
     Embodiment("keyboard_game", ("discrete_cmd",), world="keyboard_game", description="a game camera driven by keys"),
+    Embodiment("realestate10k", ("camera_se3",), reader="realestate10k", description="real-estate walkthrough videos"),
+    Embodiment("spatialvid", ("camera_se3",), reader="spatialvid", description="in-the-wild videos with camera poses"),
 )
+READERS = (RealEstate10KReader, SpatialVIDReader)
+
+
+@hookimpl
+def astra_register_readers(register):
+    for reader in READERS:
+        register(reader())
 
 
 @hookimpl
