@@ -206,3 +206,99 @@ def test_spatialvid_fuzz_only_raises_reader_errors(tmp_path, table, index_text):
     (folder / "indexes.txt").write_text(index_text)
     with pytest.raises(ReaderError):
         get_registry().get("readers", "spatialvid").read(folder)  # no video exists, or the data is bad
+
+
+def _write_robomimic(path, demos=2, frames=6, libero=False):
+    import json
+
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        env = {"env_name": "LIBERO_Kitchen" if libero else "Lift", "env_kwargs": {"control_freq": 20}}
+        data.attrs["env_args"] = json.dumps(env)
+        for d in range(demos):
+            g = data.create_group(f"demo_{d}")
+            actions = rng.uniform(-0.1, 0.1, (frames, 7))
+            actions[:, 6] = np.where(np.arange(frames) < frames // 2, -1.0, 1.0)
+            g.create_dataset("actions", data=actions)
+            img = np.zeros((frames, 32, 32, 3), dtype=np.uint8)
+            img[:, :8] = 255  # a white band at the top of the (upright) image
+            if libero:
+                img = img[:, ::-1, ::-1]  # LIBERO stores it upside down
+            g.create_group("obs").create_dataset("agentview_rgb" if libero else "agentview_image", data=img)
+    return path
+
+
+def test_robot_hdf5_robomimic_and_libero(tmp_path):
+    reader = get_registry().get("readers", "robot_hdf5")
+    path = _write_robomimic(tmp_path / "lift.hdf5")
+    assert reader.demos(path) == ["demo_0", "demo_1"]
+    ep = reader.read(f"{path}:demo_1")
+    raw = ep.actions["robot_ee"]
+    import h5py
+
+    with h5py.File(path) as f:
+        actions = f["data/demo_1/actions"][()]
+    np.testing.assert_allclose(raw[1:, :6], actions[:-1, :6])  # actions[t] leads into frame t + 1
+    assert set(np.unique(raw[:, 6])) == {0.0, 1.0} and raw[1, 6] == 0.0  # gripper -1/+1 -> open 0 / closed 1
+    assert ep.frames.shape == (3, 6, 64, 64) and ep.fps == 20.0
+    assert float(ep.frames[:, 0, :8].mean()) > 0.9  # upright: the band is at the top
+    get_registry().get("modalities", "robot_ee").align(raw, 1)
+    libero = reader.read(_write_robomimic(tmp_path / "libero.hdf5", demos=1, libero=True))
+    assert libero.meta["flipped"] and float(libero.frames[:, 0, :8].mean()) > 0.9
+    with pytest.raises(ReaderError, match="holds 2 demonstrations; pick one"):
+        reader.read(path)
+    with pytest.raises(ReaderError, match="no demonstration 'demo_9'"):
+        reader.read(f"{path}:demo_9")
+    (tmp_path / "junk.hdf5").write_bytes(b"not hdf5")
+    with pytest.raises(ReaderError, match="not a readable HDF5 file"):
+        reader.read(tmp_path / "junk.hdf5")
+
+
+def test_game_log_maps_vpt_records(tmp_path):
+    import json
+
+    ep = get_registry().get("worlds", "keyboard_game").episode(seed=3, num_frames=5)
+    write_mp4(tmp_path / "run.mp4", frames_to_uint8(ep.frames), fps=20)
+    records = [
+        {"keyboard": {"keys": ["key.keyboard.w"]}, "mouse": {"dx": 1.5, "dy": 0}},
+        {"keyboard": {"keys": ["key.keyboard.w", "key.keyboard.left.shift", "key.keyboard.e"]}, "mouse": {"dx": -2}},
+        {"keyboard": {"keys": ["key.keyboard.space"]}, "mouse": {}},
+        {"keyboard": {"keys": []}, "mouse": {"dx": 0, "dy": 3}},
+        {"keyboard": {"keys": ["key.keyboard.a"]}},
+    ]
+    (tmp_path / "run.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    out = get_registry().get("readers", "game_log").read(tmp_path / "run.mp4")
+    stream = out.actions["discrete_cmd"]
+    assert stream["keys"] == [[], ["W"], ["W", "SHIFT"], ["SPACE"], []]
+    np.testing.assert_allclose(stream["mouse"][:, 0], [0, 1.5, -2, 0, 0])
+    assert out.meta["dropped_keys"] == {"key.keyboard.e": 1} and out.fps == pytest.approx(20.0)
+    get_registry().get("modalities", "discrete_cmd").align(stream, 1)
+    (tmp_path / "run.jsonl").write_text('{"keyboard": {"keys": "w"}}\n')
+    with pytest.raises(ReaderError, match="line 1: keyboard.keys must be a list"):
+        get_registry().get("readers", "game_log").read(tmp_path / "run.mp4")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.text(max_size=30),
+            st.recursive(
+                st.none() | st.booleans() | st.floats() | st.text(max_size=8),
+                lambda c: (
+                    st.lists(c, max_size=3)
+                    | st.dictionaries(st.sampled_from(["keyboard", "mouse", "keys", "dx", "dy"]), c, max_size=3)
+                ),
+                max_leaves=6,
+            ).map(lambda v: __import__("json").dumps(v)),
+        ),
+        max_size=5,
+    )
+)
+def test_game_log_fuzz_only_raises_reader_errors(tmp_path, lines):
+    (tmp_path / "g.jsonl").write_text("\n".join(lines))
+    with pytest.raises(ReaderError):
+        get_registry().get("readers", "game_log").read(tmp_path / "g.mp4")  # no video exists, or the log is bad
