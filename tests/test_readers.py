@@ -302,3 +302,24 @@ def test_game_log_fuzz_only_raises_reader_errors(tmp_path, lines):
     (tmp_path / "g.jsonl").write_text("\n".join(lines))
     with pytest.raises(ReaderError):
         get_registry().get("readers", "game_log").read(tmp_path / "g.mp4")  # no video exists, or the log is bad
+
+
+def test_reader_episodes_encode_into_the_latent_cache(tmp_path):
+    """`astra encode --reader` takes real-format files into HDF5 shards the trainer reads."""
+    from astra_core.cache import read_shard
+    from astra_core.cli import main
+
+    ep = _toy_episode(frames=5)
+    txt = tmp_path / "clip.txt"
+    _write_re10k(txt, ep.actions["camera_se3"], np.arange(5) * 100_000)
+    write_mp4(tmp_path / "clip.mp4", frames_to_uint8(ep.frames), fps=10)
+    game = get_registry().get("worlds", "keyboard_game").episode(seed=2, num_frames=5)
+    write_mp4(tmp_path / "g.mp4", frames_to_uint8(game.frames), fps=10)
+    (tmp_path / "g.jsonl").write_text('{"keyboard": {"keys": ["key.keyboard.w"]}}\n' * 5)
+    out = tmp_path / "cache"
+    assert main(["encode", "--reader", "realestate10k", str(txt), "--out", str(out / "re10k")]) == 0
+    assert main(["encode", "--reader", "game_log", str(tmp_path / "g.mp4"), "--out", str(out / "game")]) == 0
+    (cam,) = read_shard(next((out / "re10k").glob("shard-*.h5")))
+    (keys,) = read_shard(next((out / "game").glob("shard-*.h5")))
+    assert cam.embodiment == "realestate10k" and cam.latents.shape[1] == 5 and cam.actions["camera_se3"].shape == (5, 9)
+    assert keys.actions["discrete_cmd"][1:, 0].tolist() == [1.0] * 4  # W held from frame 1 on
