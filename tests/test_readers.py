@@ -323,3 +323,112 @@ def test_reader_episodes_encode_into_the_latent_cache(tmp_path):
     (keys,) = read_shard(next((out / "game").glob("shard-*.h5")))
     assert cam.embodiment == "realestate10k" and cam.latents.shape[1] == 5 and cam.actions["camera_se3"].shape == (5, 9)
     assert keys.actions["discrete_cmd"][1:, 0].tolist() == [1.0] * 4  # W held from frame 1 on
+
+
+def _write_nuscenes(root, frames=6):
+    """A one-scene nuScenes v1.0 layout: tables in root/v1.0-mini, CAM_FRONT images in samples/ and sweeps/."""
+    import json
+
+    car = get_registry().get("worlds", "car")
+    ep = car.episode(seed=5, num_frames=frames)
+    stream = ep.actions["vehicle_pose"]
+    tables = root / "v1.0-mini"
+    tables.mkdir(parents=True)
+    t = {name: [] for name in ("scene", "sample", "sample_data", "calibrated_sensor", "sensor", "ego_pose")}
+    t["sensor"] = [
+        {"token": "s-front", "channel": "CAM_FRONT", "modality": "camera"},
+        {"token": "s-lidar", "channel": "LIDAR_TOP", "modality": "lidar"},
+    ]
+    t["calibrated_sensor"] = [
+        {"token": "c-front", "sensor_token": "s-front", "translation": [1, 0, 1.5], "rotation": [1, 0, 0, 0]},
+        {"token": "c-lidar", "sensor_token": "s-lidar", "translation": [0, 0, 2], "rotation": [1, 0, 0, 0]},
+    ]
+    t["scene"] = [{"token": "scene-a", "name": "scene-0061", "first_sample_token": "k0"}]
+    t["sample"] = [{"token": f"k{i}", "scene_token": "scene-a", "timestamp": 1_000_000 + i * 500_000} for i in (0, 1)]
+    for i, frame in enumerate(frames_to_uint8(ep.frames)):
+        key = i % 3 == 0
+        stamp = 1_000_000 + i * 83_333  # 12 Hz camera
+        folder = "samples" if key else "sweeps"
+        name = f"{folder}/CAM_FRONT/n008__CAM_FRONT__{stamp}.jpg"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(root / name.replace(".jpg", ".png"), frame)  # lossless stand-in for the jpg
+        name = name.replace(".jpg", ".png")
+        t["ego_pose"].append(
+            {
+                "token": f"e{i}",
+                "timestamp": stamp,
+                "translation": stream["translation"][i].tolist(),
+                "rotation": stream["rotation"][i].tolist(),
+            }
+        )
+        common = {"ego_pose_token": f"e{i}", "timestamp": stamp, "is_key_frame": key, "filename": name}
+        t["sample_data"].append(
+            {"token": f"d{i}", "sample_token": f"k{i // 3}", "calibrated_sensor_token": "c-front"} | common
+        )
+        t["sample_data"].append(
+            {"token": f"l{i}", "sample_token": f"k{i // 3}", "calibrated_sensor_token": "c-lidar"} | common
+        )
+    t["sample_data"].reverse()  # the reader orders by timestamp, not by file order
+    for name, rows in t.items():
+        (tables / f"{name}.json").write_text(json.dumps(rows))
+    return tables, ep
+
+
+def test_nuscenes_joins_the_tables(tmp_path):
+    tables, ep = _write_nuscenes(tmp_path)
+    out = get_registry().get("readers", "nuscenes").read(f"{tables}:scene-0061")
+    stream = out.actions["vehicle_pose"]
+    np.testing.assert_allclose(stream["translation"], ep.actions["vehicle_pose"]["translation"])
+    np.testing.assert_allclose(np.abs(stream["rotation"]), np.abs(ep.actions["vehicle_pose"]["rotation"]), atol=1e-12)
+    assert out.frames.shape == (3, 6, 64, 64) and out.fps == pytest.approx(12.0, rel=1e-3)
+    np.testing.assert_allclose(out.frames.numpy(), ep.frames.numpy(), atol=1 / 127.5 + 1e-6)
+    assert out.meta["key_frame"] == [True, False, False, True, False, False]
+    get_registry().get("modalities", "vehicle_pose").align(stream, 1)
+
+
+def test_nuscenes_errors_name_table_and_token(tmp_path):
+    import json
+
+    reader = get_registry().get("readers", "nuscenes")
+    tables, _ = _write_nuscenes(tmp_path)
+    with pytest.raises(ReaderError, match="no scene named 'scene-9999'"):
+        reader.read(f"{tables}:scene-9999")
+    with pytest.raises(ReaderError, match="give the tables folder and a scene"):
+        reader.read(tables)
+    rows = json.loads((tables / "ego_pose.json").read_text())
+    (tables / "ego_pose.json").write_text(json.dumps(rows[1:]))
+    with pytest.raises(ReaderError, match="sample_data d0 points to ego_pose token 'e0', which does not exist"):
+        reader.read(f"{tables}:scene-0061")
+    (tables / "sensor.json").unlink()
+    with pytest.raises(ReaderError, match="missing table sensor.json"):
+        reader.read(f"{tables}:scene-0061")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["token", "sample_token", "calibrated_sensor_token", "ego_pose_token", "timestamp", "filename"]
+            ),
+            c,
+            max_size=4,
+        )
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=st.sampled_from(["sample_data", "ego_pose", "sensor", "scene", "sample"]), value=_json)
+def test_nuscenes_fuzz_only_raises_reader_errors(tmp_path_factory, table, value):
+    import json
+
+    root = tmp_path_factory.mktemp("nus")
+    tables, _ = _write_nuscenes(root, frames=3)
+    (tables / f"{table}.json").write_text(json.dumps(value))
+    try:
+        get_registry().get("readers", "nuscenes").read(f"{tables}:scene-0061")
+    except ReaderError:
+        pass  # a clear error; anything else fails the test
