@@ -432,3 +432,97 @@ def test_nuscenes_fuzz_only_raises_reader_errors(tmp_path_factory, table, value)
         get_registry().get("readers", "nuscenes").read(f"{tables}:scene-0061")
     except ReaderError:
         pass  # a clear error; anything else fails the test
+
+
+def _example(steps=5, seed=0, image_size=(24, 32)):
+    import io
+
+    from PIL import Image
+    from tfrecord import example_pb2
+
+    rng = np.random.default_rng(seed)
+    ex = example_pb2.Example()
+    f = ex.features.feature
+    world, rot = rng.uniform(-0.05, 0.05, (steps, 3)), rng.uniform(-0.1, 0.1, (steps, 3))
+    grip = np.array([0, 1, 0, -1, 0][:steps], dtype=float)
+    f["steps/action/world_vector"].float_list.value.extend(world.reshape(-1))
+    f["steps/action/rotation_delta"].float_list.value.extend(rot.reshape(-1))
+    f["steps/action/gripper_closedness_action"].float_list.value.extend(grip)
+    f["steps/is_first"].int64_list.value.extend([1] + [0] * (steps - 1))
+    for t in range(steps):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((*image_size, 3), 40 * t, dtype=np.uint8)).save(buf, format="JPEG")
+        f["steps/observation/image"].bytes_list.value.append(buf.getvalue())
+    return ex.SerializeToString(), world, rot
+
+
+def _frame(data: bytes) -> bytes:
+    import struct
+
+    from astra_embodiments.readers.rlds import _masked_crc
+
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data))
+
+
+def test_rt1_tfrecord_episodes(tmp_path):
+    reader = get_registry().get("readers", "rt1_tfrecord")
+    first, _, _ = _example(seed=0)
+    second, world, rot = _example(seed=1)
+    shard = tmp_path / "fractal20220817_data-train.tfrecord-00000-of-01024"
+    shard.write_bytes(_frame(first) + _frame(second))
+    ep = reader.read(f"{shard}:1")
+    raw = ep.actions["robot_ee"]
+    np.testing.assert_allclose(raw[1:, :3], world[:-1], rtol=1e-6)  # float32 on disk
+    np.testing.assert_allclose(raw[1:, 3:6], rot[:-1], rtol=1e-6)
+    assert raw[:, 6].tolist() == [0, 0, 1, 1, 0]  # commands 0, +1, 0, -1 -> the gripper's state, one step later
+    assert ep.frames.shape == (3, 5, 64, 64) and ep.frames[:, 4].mean() > ep.frames[:, 0].mean()
+    get_registry().get("modalities", "robot_ee").align(raw, 1)
+    assert reader.read(shard).source.endswith(":0")
+    with pytest.raises(ReaderError, match="no episode 5"):
+        reader.read(f"{shard}:5")
+
+
+def test_rt1_tfrecord_crc_and_truncation_are_reported(tmp_path):
+    reader = get_registry().get("readers", "rt1_tfrecord")
+    data, _, _ = _example()
+    good = _frame(data)
+    shard = tmp_path / "s.tfrecord"
+    corrupt = bytearray(good + good)
+    corrupt[len(good) + 40] ^= 0xFF  # a byte inside the second record's data
+    shard.write_bytes(bytes(corrupt))
+    reader.read(f"{shard}:0")  # the first record is intact
+    with pytest.raises(ReaderError, match=f"record 1 at byte {len(good)}: bad CRC of the data"):
+        reader.read(f"{shard}:1")
+    shard.write_bytes(good + good[: len(good) // 2])
+    with pytest.raises(ReaderError, match="record 1 at byte .*: truncated"):
+        reader.read(f"{shard}:1")
+    from tfrecord import example_pb2
+
+    ex = example_pb2.Example()
+    ex.ParseFromString(data)
+    del ex.features.feature["steps/observation/image"]
+    shard.write_bytes(_frame(ex.SerializeToString()))
+    with pytest.raises(ReaderError, match="missing keys \\['steps/observation/image'\\]"):
+        reader.read(shard)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200), framed=st.booleans())
+def test_rt1_tfrecord_fuzz_only_raises_reader_errors(tmp_path, raw, framed):
+    shard = tmp_path / "fuzz.tfrecord"
+    shard.write_bytes(_frame(raw) if framed else raw)
+    try:
+        get_registry().get("readers", "rt1_tfrecord").read(shard)
+    except ReaderError:
+        pass
+
+
+def test_rt1_without_the_extra_names_it(tmp_path, monkeypatch):
+    import sys
+
+    shard = tmp_path / "s.tfrecord"
+    shard.write_bytes(_frame(_example()[0]))
+    monkeypatch.setitem(sys.modules, "tfrecord", None)  # as if the rlds extra were not installed
+    with pytest.raises(ReaderError, match='needs the rlds extra: pip install "astra-world\\[rlds\\]"'):
+        get_registry().get("readers", "rt1_tfrecord").read(shard)
