@@ -160,6 +160,11 @@ class Trainer:
             for ep in episodes:
                 pools.setdefault(ep.embodiment, []).extend(ep.clips(self.clip_frames(), data.clip_stride))
             for name, clips in pools.items():
+                if len(clips) < 2:
+                    raise ConfigError(
+                        f"data.cache: embodiment {name!r} yields {len(clips)} clips of {self.clip_frames()} frames; "
+                        "need at least 2 (one is held out): add episodes or lower data.history_chunks"
+                    )
                 cut = max(1, len(clips) // 10)
                 held[name], pools[name] = clips[:cut], clips[cut:]
             return pools, held
