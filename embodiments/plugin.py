@@ -5,6 +5,7 @@ from astra_core.plugins import hookimpl
 
 from .readers.camera_pose import RealEstate10KReader, SpatialVIDReader
 from .readers.game import GameLogReader
+from .readers.lerobot import LeRobotReader
 from .readers.nuscenes import NuScenesReader
 from .readers.rlds import RT1TFRecordReader
 from .readers.robot import RobotHDF5Reader
@@ -18,11 +19,20 @@ EMBODIMENTS = (
     Embodiment("realestate10k", ("camera_se3",), reader="realestate10k", description="real-estate walkthrough videos"),
     Embodiment("nuscenes", ("vehicle_pose",), reader="nuscenes", description="nuScenes front camera and ego poses"),
     Embodiment("rt1_robot", ("robot_ee",), reader="rt1_tfrecord", description="RT-1 / Open X-Embodiment episodes"),
+    Embodiment("lerobot_arm", ("robot_ee",), reader="lerobot", description="LeRobot datasets (v2.x, v3.0)"),
     Embodiment("robot_arm", ("robot_ee",), reader="robot_hdf5", description="robomimic / LIBERO demonstrations"),
     Embodiment("game_player", ("discrete_cmd",), reader="game_log", description="keyboard and mouse game logs"),
     Embodiment("spatialvid", ("camera_se3",), reader="spatialvid", description="in-the-wild videos with camera poses"),
 )
-READERS = (RealEstate10KReader, SpatialVIDReader, NuScenesReader, RT1TFRecordReader, RobotHDF5Reader, GameLogReader)
+READERS = (
+    RealEstate10KReader,
+    SpatialVIDReader,
+    NuScenesReader,
+    RT1TFRecordReader,
+    LeRobotReader,
+    RobotHDF5Reader,
+    GameLogReader,
+)
 
 
 @hookimpl

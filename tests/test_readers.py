@@ -557,3 +557,110 @@ def test_example_real_data_config_trains_from_reader_shards(tmp_path):
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(tmp_path / "real.yaml")]) == 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def _write_lerobot(root, version="v2.1", episodes=2, frames=6):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    world = get_registry().get("worlds", "tabletop_arm")
+    eps = [world.episode(seed=20 + e, num_frames=frames) for e in range(episodes)]
+    info = {
+        "codebase_version": version,
+        "fps": 10,
+        "chunks_size": 1000,
+        "features": {
+            "observation.images.top": {"dtype": "video", "shape": [64, 64, 3]},
+            "action": {"dtype": "float32", "shape": [7]},
+        },
+    }
+    if version.startswith("v2"):
+        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+        for e, ep in enumerate(eps):
+            acts = ep.actions["robot_ee"]
+            table = pa.table(
+                {"action": acts.tolist(), "episode_index": [e] * frames, "frame_index": list(range(frames))}
+            )
+            path = root / f"data/chunk-000/episode_{e:06d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path)
+            write_mp4(
+                root / f"videos/chunk-000/observation.images.top/episode_{e:06d}.mp4", frames_to_uint8(ep.frames), 10
+            )
+    else:
+        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+        acts = np.concatenate([ep.actions["robot_ee"] for ep in eps])
+        index = [e for e in range(episodes) for _ in range(frames)]
+        (root / "data/chunk-000").mkdir(parents=True)
+        pq.write_table(
+            pa.table({"action": acts.tolist(), "episode_index": index}), root / "data/chunk-000/file-000.parquet"
+        )
+        video = np.concatenate([frames_to_uint8(ep.frames) for ep in eps])
+        write_mp4(root / "videos/observation.images.top/chunk-000/file-000.mp4", video, 10)
+        meta = {
+            "episode_index": list(range(episodes)),
+            "data/chunk_index": [0] * episodes,
+            "data/file_index": [0] * episodes,
+            "videos/observation.images.top/chunk_index": [0] * episodes,
+            "videos/observation.images.top/file_index": [0] * episodes,
+            "videos/observation.images.top/from_timestamp": [e * frames / 10 for e in range(episodes)],
+        }
+        (root / "meta/episodes/chunk-000").mkdir(parents=True)
+        pq.write_table(pa.table(meta), root / "meta/episodes/chunk-000/file-000.parquet")
+    (root / "meta").mkdir(exist_ok=True)
+    (root / "meta/info.json").write_text(json.dumps(info))
+    return eps
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_lerobot_layouts(tmp_path, version):
+    eps = _write_lerobot(tmp_path, version)
+    out = get_registry().get("readers", "lerobot").read(f"{tmp_path}:1")
+    truth = eps[1]
+    np.testing.assert_allclose(out.actions["robot_ee"][1:], truth.actions["robot_ee"][:-1], atol=1e-12)
+    assert out.frames.shape == (3, 6, 64, 64) and out.fps == 10.0
+    # The right episode's frames: closer to episode 1's truth than to episode 0's.
+    err_right = float((out.frames - truth.frames).abs().mean())
+    err_wrong = float((out.frames - eps[0].frames).abs().mean())
+    assert err_right < 0.05 and err_right < err_wrong
+
+
+def test_lerobot_errors(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    reader = get_registry().get("readers", "lerobot")
+    with pytest.raises(ReaderError, match="no meta/info.json"):
+        reader.read(f"{tmp_path}:0")
+    _write_lerobot(tmp_path, "v2.1", episodes=1)
+    with pytest.raises(ReaderError, match="give the dataset folder and an episode index"):
+        reader.read(tmp_path)
+    with pytest.raises(ReaderError, match="missing parquet file"):
+        reader.read(f"{tmp_path}:3")
+    info = json.loads((tmp_path / "meta/info.json").read_text())
+    (tmp_path / "meta/info.json").write_text(json.dumps(info | {"codebase_version": "v1.6"}))
+    with pytest.raises(ReaderError, match="'v1.6' is not v2.x or v3.0"):
+        reader.read(f"{tmp_path}:0")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ReaderError, match='needs the lerobot extra: pip install "astra-world\\[lerobot\\]"'):
+        reader.read(f"{tmp_path}:0")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(info=_json, version=st.sampled_from(["v2.1", "v3.0"]))
+def test_lerobot_fuzz_only_raises_reader_errors(tmp_path_factory, info, version):
+    import json
+
+    root = tmp_path_factory.mktemp("lr")
+    (root / "meta").mkdir()
+    if isinstance(info, dict):
+        info = info | {"codebase_version": version, "fps": 10}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    try:
+        get_registry().get("readers", "lerobot").read(f"{root}:0")
+    except ReaderError:
+        pass
