@@ -664,3 +664,30 @@ def test_lerobot_fuzz_only_raises_reader_errors(tmp_path_factory, info, version)
         get_registry().get("readers", "lerobot").read(f"{root}:0")
     except ReaderError:
         pass
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    actions_shape=st.lists(st.integers(0, 8), min_size=0, max_size=3),
+    image_shape=st.lists(st.integers(0, 6), min_size=0, max_size=5),
+    image_dtype=st.sampled_from(["uint8", "float32", "int64"]),
+    demo=st.sampled_from(["demo_0", "demo_x", "0"]),
+    nan=st.booleans(),
+)
+def test_robot_hdf5_fuzz_only_raises_reader_errors(
+    tmp_path_factory, actions_shape, image_shape, image_dtype, demo, nan
+):
+    import h5py
+
+    path = tmp_path_factory.mktemp("h5") / "f.hdf5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group(f"data/{demo}")
+        actions = np.zeros(actions_shape)
+        if nan and actions.size:
+            actions.flat[0] = np.nan
+        g.create_dataset("actions", data=actions)
+        g.create_dataset("obs/agentview_image", data=np.zeros(image_shape, dtype=image_dtype))
+    try:
+        get_registry().get("readers", "robot_hdf5").read(path)
+    except ReaderError:
+        pass
