@@ -188,7 +188,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"contact sheet: {result.contact_sheet}")
     print(
         f"generated {result.generated_frames} frames in {result.generation_seconds:.1f} s: "
-        f"{result.frames_per_second:.1f} frames/s (batched per embodiment); {result.total_seconds:.1f} s in all"
+        f"{result.frames_per_second:.1f} frames/s (all rollouts as one batch); videos written in "
+        f"{result.write_seconds:.1f} s; {result.total_seconds:.1f} s in all"
     )
     return 0
 

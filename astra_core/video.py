@@ -62,7 +62,16 @@ def _write(path: Path, video: np.ndarray, suffix: str, **kwargs) -> Path:
 def write_mp4(path: str | Path, video: np.ndarray, fps: float = 10.0) -> Path:
     """H.264 mp4 of uint8 frames [T, H, W, 3] (odd sides padded to even sizes for yuv420p)."""
     video = _pad_to(video, 2)
-    return _write(Path(path), video, ".mp4", plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=1)
+    return _write(
+        Path(path),
+        video,
+        ".mp4",
+        plugin="FFMPEG",
+        fps=fps,
+        codec="libx264",
+        macro_block_size=1,
+        ffmpeg_params=["-preset", "ultrafast"],  # tiny clips: encoding speed matters more than size
+    )
 
 
 def write_gif(path: str | Path, video: np.ndarray, fps: float = 10.0) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ShapeError
-from .modality import concat_raw, raw_length, raw_rows
+from .modality import concat_raw, num_latent_frames, raw_length, raw_rows
 from .model.actions import AstraNet
 from .rollout import LatentWorldModel
 
@@ -157,8 +157,8 @@ class WorldModel:
         if not isinstance(actions, list) or len(actions) != self._batch:
             raise ShapeError(f"actions: this session has {self._batch} samples; pass a list of {self._batch} streams")
         streams = [self._as_dict(a) for a in actions]
-        if any(set(s) != set(streams[0]) for s in streams):
-            raise ShapeError("actions: every sample of a batch must carry the same modalities")
+        if self.net.moae is None and any(set(s) != set(streams[0]) for s in streams):
+            raise ShapeError("actions: with one shared encoder every sample must carry the same modality")
         return streams
 
     def _for_net(self, vectors: dict, masks: dict):
@@ -169,16 +169,28 @@ class WorldModel:
         return vectors[name], masks[name]
 
     def align_streams(self, samples: list[dict[str, Any]], num_frames: int):
-        """Per-sample raw streams -> stacked aligned vectors {modality: [B, F, d]} and masks {modality: [B, F]}."""
+        """Per-sample raw streams -> stacked aligned vectors {modality: [B, F, d]} and masks {modality: [B, F]}.
+        Samples may carry different modalities (a batch mixing embodiments): a sample without a modality
+        gets zeros with mask 0 there."""
+        names = [n for n in self.modalities if any(n in s for s in samples)]
+        unknown = {n for s in samples for n in s} - set(self.modalities)
+        if unknown:
+            raise ShapeError(f"actions: unknown modality {sorted(unknown)}; this model has {sorted(self.modalities)}")
+        frames = num_latent_frames(num_frames, self.tokenizer.temporal_factor)
         vectors, masks = {}, {}
-        for name in samples[0]:
-            if name not in self.modalities:
-                raise ShapeError(f"actions: unknown modality {name!r}; this model has {sorted(self.modalities)}")
-            rows = []
-            for raw in (s[name] for s in samples):
-                if raw_length(raw) != num_frames:
-                    raise ShapeError(f"actions[{name!r}]: {raw_length(raw)} rows for {num_frames} frames")
-                rows.append(self.modalities[name].align(raw, self.tokenizer.temporal_factor))
-            vectors[name] = torch.from_numpy(np.stack([np.asarray(a.actions) for a in rows]))
-            masks[name] = torch.from_numpy(np.stack([np.asarray(a.mask) for a in rows]))
+        for name in names:
+            modality = self.modalities[name]
+            rows, row_masks = [], []
+            for s in samples:
+                if name not in s:
+                    rows.append(np.zeros((frames, modality.action_dim), dtype=np.float32))
+                    row_masks.append(np.zeros(frames, dtype=np.float32))
+                    continue
+                if raw_length(s[name]) != num_frames:
+                    raise ShapeError(f"actions[{name!r}]: {raw_length(s[name])} rows for {num_frames} frames")
+                aligned = modality.align(s[name], self.tokenizer.temporal_factor)
+                rows.append(np.asarray(aligned.actions))
+                row_masks.append(np.asarray(aligned.mask))
+            vectors[name] = torch.from_numpy(np.stack(rows))
+            masks[name] = torch.from_numpy(np.stack(row_masks))
         return vectors, masks
