@@ -148,7 +148,28 @@ def _resolve_modality(modality: Modality | str) -> Modality:
     return get_registry().get("modalities", modality)
 
 
-class MoAE(nn.Module):
+class _PerModalityActions(nn.Module):
+    """What MoAE and its shared-encoder ablation share: the modalities, a normaliser for each, checks."""
+
+    def __init__(self, modalities: Sequence[Modality | str], token_dim: int, out_dim: int | None, what: str):
+        super().__init__()
+        mods = [_resolve_modality(m) for m in modalities]
+        if not mods:
+            raise ShapeError(f"{what} needs at least one modality")
+        self.modalities = {m.name: m for m in mods}
+        self.names = list(self.modalities)
+        self.out_dim = out_dim or token_dim
+        self.normalizers = nn.ModuleDict({m.name: m.normalizer() for m in mods})
+
+    def fit_normalizers(self, actions: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+        for name, a in actions.items():
+            self.normalizers[name].fit(a, masks.get(name))
+
+    def _check(self, actions, masks) -> tuple[int, int]:
+        return check_action_dict(self.modalities, actions, masks)
+
+
+class MoAE(_PerModalityActions):
     """`MoAE(modalities=[...], router=TopKRouter(k=2), num_experts=4)`: modality encoders, a router
     and K routed experts. Modalities are `Modality` objects or names of registered ones."""
 
@@ -161,15 +182,8 @@ class MoAE(nn.Module):
         out_dim: int | None = None,
         expert_hidden: int = 128,
     ):
-        super().__init__()
-        mods = [_resolve_modality(m) for m in modalities]
-        if not mods:
-            raise ShapeError("MoAE needs at least one modality")
-        self.modalities = {m.name: m for m in mods}
-        self.names = list(self.modalities)
-        self.out_dim = out_dim or token_dim
-        self.encoders = nn.ModuleDict({m.name: m.encoder(token_dim) for m in mods})
-        self.normalizers = nn.ModuleDict({m.name: m.normalizer() for m in mods})
+        super().__init__(modalities, token_dim, out_dim, "MoAE")
+        self.encoders = nn.ModuleDict({m.name: m.encoder(token_dim) for m in self.modalities.values()})
         self.router = router if router is not None else TopKRouter(k=min(2, num_experts))
         self.router.setup(token_dim, num_experts, self.names)
         self.num_experts = num_experts
@@ -233,15 +247,8 @@ class MoAE(nn.Module):
             usage[name] = (per_expert / per_expert.sum()).tolist()
         return usage
 
-    def _check(self, actions, masks) -> tuple[int, int]:
-        return check_action_dict(self.modalities, actions, masks)
 
-    def fit_normalizers(self, actions: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
-        for name, a in actions.items():
-            self.normalizers[name].fit(a, masks.get(name))
-
-
-class SharedActionEncoder(nn.Module):
+class SharedActionEncoder(_PerModalityActions):
     """The MoAE ablation of the paper: each modality's vector is normalised on its own, zero-padded to
     the widest modality and sent through one shared encoder (no per-modality experts, no routing).
     Same call and output as `MoAE`; the output layer is zero-initialised."""
@@ -253,22 +260,15 @@ class SharedActionEncoder(nn.Module):
         out_dim: int | None = None,
         expert_hidden: int = 128,
     ):
-        super().__init__()
-        mods = [_resolve_modality(m) for m in modalities]
-        if not mods:
-            raise ShapeError("SharedActionEncoder needs at least one modality")
-        self.modalities = {m.name: m for m in mods}
-        self.names = list(self.modalities)
-        self.out_dim = out_dim or token_dim
-        self.width = max(m.action_dim for m in mods)
-        self.normalizers = nn.ModuleDict({m.name: m.normalizer() for m in mods})
+        super().__init__(modalities, token_dim, out_dim, "SharedActionEncoder")
+        self.width = max(m.action_dim for m in self.modalities.values())
         self.encoder = nn.Sequential(nn.Linear(self.width + 1, expert_hidden), nn.SiLU())
         self.head = Mlp(expert_hidden, expert_hidden, self.out_dim)
         nn.init.zeros_(self.head.fc2.weight)
         nn.init.zeros_(self.head.fc2.bias)
 
     def forward(self, actions, masks=None, normalize: bool = True) -> MoAEOutput:
-        b, f = check_action_dict(self.modalities, actions, masks)
+        b, f = self._check(actions, masks)
         device = next(iter(actions.values())).device
         features = torch.zeros(b, f, self.out_dim, device=device)
         for name in self.names:
@@ -282,10 +282,6 @@ class SharedActionEncoder(nn.Module):
                 features + self.head(self.encoder(torch.cat([x * m[..., None], m[..., None]], -1))) * m[..., None]
             )
         return MoAEOutput(features, features.new_zeros(()), {})
-
-    def fit_normalizers(self, actions: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
-        for name, a in actions.items():
-            self.normalizers[name].fit(a, masks.get(name))
 
 
 def check_action_dict(modalities: Mapping[str, Modality], actions, masks) -> tuple[int, int]:
