@@ -36,10 +36,15 @@ def read_video(path: Path, size: tuple[int, int] = DEFAULT_SIZE) -> tuple[torch.
 
 
 def read_frame_folder(folder: Path, size: tuple[int, int] = DEFAULT_SIZE) -> tuple[torch.Tensor, list[Path]]:
-    """Images in a folder, sorted by name -> (frames [3, T, H, W], their paths)."""
+    """Images in a folder, in order (numeric when every name is a number, else by name) -> (frames
+    [3, T, H, W], their paths)."""
     import imageio.v3 as iio
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    if files and all(p.stem.isdigit() for p in files):  # named by frame number or timestamp: numeric order
+        files.sort(key=lambda p: int(p.stem))
+    else:
+        files.sort()
     if not files:
         raise ReaderError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     frames = []
