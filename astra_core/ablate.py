@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import write_text_atomically
 from .config import TrainConfig
 from .errors import ConfigError
 
@@ -111,7 +112,7 @@ def run_ablation(
             trainer.train()
             if trainer.step < cfg.steps:
                 raise ConfigError(f"ablation {name}: training stopped at step {trainer.step}; run again to resume")
-            done.write_text(json.dumps({"steps": trainer.step, "train_seconds": trainer.elapsed()}))
+            write_text_atomically(done, json.dumps({"steps": trainer.step, "train_seconds": trainer.elapsed()}))
         train_seconds = json.loads(done.read_text())["train_seconds"]
         start = time.time()
         settings = EvalSettings(episodes=eval_episodes, horizons=tuple(horizons))
@@ -126,8 +127,8 @@ def run_ablation(
     results["eval"] = {"episodes": eval_episodes, "horizons": list(horizons)}
     results["machine"] = machine()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.json").write_text(json.dumps(results, indent=2))
-    (out / "ablation.md").write_text(ablation_table(results) + "\n")
+    write_text_atomically(out / "ablation.json", json.dumps(results, indent=2))
+    write_text_atomically(out / "ablation.md", ablation_table(results) + "\n")
     return results
 
 
@@ -193,7 +194,4 @@ def write_results_section(path: str | Path, results: dict, command: str) -> Path
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n## Ablations at toy scale (`astra ablate`)\n\n" + section + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_text_atomically(path, text)

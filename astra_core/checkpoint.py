@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,9 +25,10 @@ FORMAT = "astra-world"
 FORMAT_VERSION = 1
 
 
-def temporary_beside(path: Path) -> str:
-    """A new empty file next to `path`: on the same file system, so `publish` can rename it atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def temporary_beside(path: Path, suffix: str = "") -> str:
+    """A new empty file next to `path`: on the same file system, so `publish` can rename it atomically.
+    `suffix` ends its name, for writers that pick the format from the file name."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     return tmp
 
@@ -38,18 +41,32 @@ def publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """safetensors `save_file`, through a temporary file in the same folder and an atomic rename."""
+@contextmanager
+def written_atomically(path: str | Path, suffix: str = "") -> Iterator[str]:
+    """`with written_atomically(path) as tmp:` write to `tmp`; on success it replaces `path` in one
+    rename, on an error it is removed, so `path` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path)
+    tmp = temporary_beside(path, suffix)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        yield tmp
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    with written_atomically(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """safetensors `save_file`, through a temporary file in the same folder and an atomic rename."""
+    with written_atomically(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+    return Path(path)
 
 
 TOKENIZER_PREFIX = "tokenizer."

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .checkpoint import write_text_atomically, written_atomically
 from .errors import AstraError
-from .modality import raw_rows
+from .modality import raw_length, raw_rows
 from .video import frames_to_uint8, side_by_side, write_gif, write_mp4
 from .world import WorldModel
 
@@ -89,7 +90,7 @@ def run_demo(
         first = world.render_states(seed, [state]).permute(1, 0, 2, 3)  # [3, 1, H, W]
         for name in world.presets():
             stream = world.preset_actions(name, state)
-            if _length(stream) < num_frames + 1:
+            if raw_length(stream) < num_frames + 1:
                 raise AstraError(f"{world.name}: preset {name!r} is shorter than the {num_frames} frames asked for")
             jobs.append((world, state, first, name, stream))
     context = torch.stack([first for _, _, first, _, _ in jobs])
@@ -136,12 +137,6 @@ def model_fps(worlds, name: str) -> float:
     return float(next(w.fps for w in worlds if w.name == name))
 
 
-def _length(stream) -> int:
-    from .modality import raw_length
-
-    return raw_length(stream)
-
-
 def write_contact_sheet(path: Path, rollouts: list[DemoRollout], columns: int = SHEET_COLUMNS) -> Path:
     """One PNG: per rollout, a row of ground-truth frames above a row of predicted frames, at evenly
     spaced times (the first column is the shared start frame), with a label strip on the left."""
@@ -163,10 +158,8 @@ def write_contact_sheet(path: Path, rollouts: list[DemoRollout], columns: int = 
             draw.text((4, top + row * h + h // 2 - 12), f"{r.world}\n{r.preset} ({tag})", fill=(0, 0, 0))
     for c, frame in enumerate(times):
         draw.text((label_w + c * w + 2, 2), f"t={frame}", fill=(255, 255, 255))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
+    with written_atomically(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path
 
 
@@ -187,7 +180,6 @@ def run_rollout(
     import json
 
     from .action_files import load_action_file, stream_rows_to_json
-    from .modality import raw_length
     from .plugins import get_registry
     from .video import read_context
 
@@ -248,9 +240,5 @@ def run_rollout(
         "latent_actions": aligned.actions.tolist(),
         "latent_mask": aligned.mask.tolist(),
     }
-    trace_path = out / "actions.json"
-    tmp = trace_path.with_name(trace_path.name + ".tmp")
-    tmp.write_text(json.dumps(trace, indent=1))
-    tmp.replace(trace_path)
-    files.append(trace_path)
+    files.append(write_text_atomically(out / "actions.json", json.dumps(trace, indent=1)))
     return {"files": files, "frames": num_frames, "seconds": seconds}

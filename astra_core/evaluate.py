@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .checkpoint import write_text_atomically, written_atomically
 from .errors import AstraError
-from .modality import raw_rows
+from .modality import raw_length, raw_rows
 from .world import WorldModel
 
 EVAL_SEED = 2_000_000
@@ -135,15 +136,9 @@ def router_usage(wm: WorldModel, streams: list, modality: str) -> list[float] | 
     moae = wm.net.moae
     if moae is None or not hasattr(moae, "router") or modality not in moae.names:
         return None
-    vectors, masks = wm.align_streams([{modality: s} for s in streams], _length(streams[0]))
+    vectors, masks = wm.align_streams([{modality: s} for s in streams], raw_length(streams[0]))
     stats = moae(vectors, masks).stats
     return [float(x) for x in stats["usage"][modality]]
-
-
-def _length(stream) -> int:
-    from .modality import raw_length
-
-    return raw_length(stream)
 
 
 def _splice(stream, other, context: int):
@@ -247,8 +242,8 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
 
 def write_report(results: dict, out: Path, horizons=(16, 48)) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
-    (out / "eval.md").write_text(markdown_table(results, horizons) + "\n")
+    write_text_atomically(out / "eval.json", json.dumps(results, indent=2))
+    write_text_atomically(out / "eval.md", markdown_table(results, horizons) + "\n")
 
 
 def write_plots(results: dict, out: Path, horizons=(16, 48, 96)) -> list[Path]:
@@ -308,7 +303,6 @@ def write_plots(results: dict, out: Path, horizons=(16, 48, 96)) -> list[Path]:
 
 
 def _save_figure(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with written_atomically(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     return path

@@ -4,14 +4,13 @@ resized to the model's resolution."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import publish, temporary_beside
+from .checkpoint import written_atomically
 from .errors import AstraError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -44,19 +43,9 @@ def side_by_side(left: torch.Tensor, right: torch.Tensor, scale: int = 1, gap: i
 def _write(path: Path, video: np.ndarray, suffix: str, **kwargs) -> Path:
     import imageio.v3 as iio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_beside(path)
-    os.replace(tmp, tmp + suffix)  # encoders pick the container from the file name
-    tmp += suffix
-    try:
+    with written_atomically(path, suffix) as tmp:  # encoders pick the container from the file name
         iio.imwrite(tmp, video, extension=suffix, **kwargs)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def write_mp4(path: str | Path, video: np.ndarray, fps: float = 10.0) -> Path:
