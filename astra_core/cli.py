@@ -250,6 +250,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         eval_episodes=args.eval_episodes,
         horizons=tuple(args.horizons),
         progress=not args.quiet,
+        jobs=args.jobs,
     )
     from .ablate import ablation_table
 
@@ -358,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--horizons", type=int, nargs="+", default=[16, 48])
     ab.add_argument("--results", help="also write the table into this markdown file (e.g. docs/results.md)")
     ab.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ab.add_argument(
+        "--jobs", type=int, default=1, help="variants trained at once in worker processes, sharing the threads"
+    )
     ab.add_argument("--quiet", action="store_true", help="no progress bars")
     ab.set_defaults(func=_cmd_ablate)
     presets = sub.add_parser("presets", help="list the DiT presets and their sizes")

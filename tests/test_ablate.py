@@ -68,7 +68,8 @@ def test_ablation_runs_every_variant_and_writes_the_table(tmp_path, capsys):
     results_md.write_text("# Results\n\nearlier text\n")
     out = tmp_path / "ablate"
     args = ["ablate", str(config), "--out", str(out), "--eval-episodes", "1", "--horizons", "16"]
-    assert main(args + ["--results", str(results_md), "--quiet"]) == 0
+    # Two variants at a time in worker processes, as on the 2-core machine.
+    assert main(args + ["--results", str(results_md), "--quiet", "--jobs", "2"]) == 0
     table = capsys.readouterr().out
     for name in VARIANTS:
         assert f"| {name} |" in table
@@ -83,11 +84,17 @@ def test_ablation_runs_every_variant_and_writes_the_table(tmp_path, capsys):
     assert isinstance(shared.moae, SharedActionEncoder) and isinstance(fixed.moae.router, FixedRouter)
     text = results_md.read_text()
     assert "earlier text" in text and text.count(MARK_START) == 1 and "| no_afg |" in text
-    # A second run reuses the finished trainings (same weights) and replaces the section in place.
+    assert data["jobs"] == 2 and data["threads_per_job"] >= 1
+    # A second run reuses the finished trainings (same weights) and their evaluations, and replaces
+    # the section in place.
     before = load_checkpoint(out / "full" / "model.safetensors").state_dict()
+    evaluated = (out / "full" / "ablate_eval.json").stat().st_mtime_ns
     assert main(args + ["--variants", "full", "--results", str(results_md), "--quiet"]) == 0
     after = load_checkpoint(out / "full" / "model.safetensors").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (out / "full" / "ablate_eval.json").stat().st_mtime_ns == evaluated
+    again = json.loads((out / "ablation.json").read_text())
+    assert again["variants"]["full"] == data["variants"]["full"]
     text = results_md.read_text()
     assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| no_afg |" not in text
 
