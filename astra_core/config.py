@@ -36,6 +36,10 @@ class DiTConfig(_Config):
     rope_theta: float = 10000.0
     # Astra's additions
     use_projector: bool = True  # ACT-Adapter projector Linear(dim, dim) after self-attention, identity-initialised
+    # Also add each frame's action feature, through a zero-initialised Linear(dim, dim), to that frame's
+    # time embedding, so the action drives the AdaLN shift/scale/gate of every block and of the head
+    # (multiplicative conditioning, beside the paper's additive self-attention input).
+    action_modulation: bool = False
     attention: Literal["block_causal", "full"] = "block_causal"
 
     @model_validator(mode="after")

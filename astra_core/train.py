@@ -386,6 +386,7 @@ def _load_backbone(net: AstraNet, path: str) -> None:
     from safetensors.torch import load_file
 
     from .checkpoint import read_checkpoint
+    from .model.dit import is_astra_addition
     from .model.wan_io import load_wan_state_dict
 
     try:
@@ -395,7 +396,7 @@ def _load_backbone(net: AstraNet, path: str) -> None:
         raise
     except Exception:  # noqa: BLE001 - not an Astra checkpoint: try a plain Wan state dict
         tensors = load_file(path)
-    backbone = {k: v for k, v in tensors.items() if ".projector." not in k}
+    backbone = {k: v for k, v in tensors.items() if not is_astra_addition(k)}
     load_wan_state_dict(net.dit, backbone)
 
 

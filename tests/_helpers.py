@@ -45,6 +45,8 @@ def make_net(seed: int = 0, live_actions: bool = True, **kw) -> AstraNet:
     if live_actions:
         torch.nn.init.normal_(net.action_encoder.net[-1].weight, std=0.2)
         torch.nn.init.normal_(net.action_encoder.net[-1].bias, std=0.2)
+        if net.dit.action_modulation is not None:
+            torch.nn.init.normal_(net.dit.action_modulation.weight, std=0.2)
     return net.eval()
 
 

@@ -58,6 +58,30 @@ def test_zero_action_feature_equals_plain_backbone_exactly():
         assert not torch.equal(adapted(x, t, torch.randn(2, 3, 64)), plain(x, t))
 
 
+def test_action_modulation_starts_neutral_then_conditions_each_frame_alone():
+    plain = _small_dit()
+    modulated = _small_dit(action_modulation=True)
+    missing = modulated.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["action_modulation.bias", "action_modulation.weight"]
+    assert "action_modulation.weight" not in modulated.backbone_state_dict()
+    assert "action_modulation.weight" in modulated.adapter_parameter_names()
+    x, t = torch.randn(1, 8, 4, 8, 8), torch.rand(1, 4) * 1000
+    chunks = sequence_chunk_ids(4, 1, 1, x.device)  # every frame its own chunk
+    features = torch.randn(1, 4, 64)
+    with torch.no_grad():
+        # Zero-initialised: adding the modulation to a trained model changes nothing.
+        assert torch.equal(modulated(x, t, features, chunk_ids=chunks), plain(x, t, features, chunk_ids=chunks))
+        torch.nn.init.normal_(modulated.action_modulation.weight, std=0.5)
+        base = modulated(x, t, features, chunk_ids=chunks)
+        assert not torch.allclose(base, plain(x, t, features, chunk_ids=chunks))
+        # Frame 2's action modulates frame 2 (and, through attention, later frames), never earlier ones.
+        changed = features.clone()
+        changed[:, 2] += 1.0
+        out = modulated(x, t, changed, chunk_ids=chunks)
+    assert torch.equal(out[:, :, :2], base[:, :, :2])
+    assert not torch.allclose(out[:, :, 2], base[:, :, 2])
+
+
 def test_block_causal_attention_never_looks_ahead():
     model = _small_dit()
     ids = sequence_chunk_ids(5, context_frames=1, chunk_size=2)

@@ -17,9 +17,9 @@ def _rollout(net, steps, use_kv_cache=True, guidance=2.0, seed=1, num_steps=3):
     return wm, [wm.step(a) for a in _actions(steps, chunk=net.config.history.chunk_size)]
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_cached_and_recomputed_rollouts_agree_before_the_window_slides(guidance):
-    net = make_net(window=8)  # sink + 8 frames: 4 chunks of 2 fit
+@pytest.mark.parametrize("guidance,modulation", [(1.0, False), (2.0, False), (2.0, True)])
+def test_cached_and_recomputed_rollouts_agree_before_the_window_slides(guidance, modulation):
+    net = make_net(window=8, action_modulation=modulation)  # sink + 8 frames: 4 chunks of 2 fit
     _, cached = _rollout(net, 4, True, guidance)
     _, recomputed = _rollout(net, 4, False, guidance)
     for a, b in zip(cached, recomputed):

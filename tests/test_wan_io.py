@@ -53,6 +53,12 @@ def test_wan_1_3b_loads_from_the_fixture_layout_on_meta():
     assert report.layout == "wan" and len(report.loaded) == 825
     assert len(report.newly_initialised) == 60  # 30 projectors: weight + bias
     assert all(".projector." in k for k in report.newly_initialised)
+    # With the action modulation, the same Wan weights load; the modulation is one more addition.
+    with torch.device("meta"):
+        modulated = AstraDiT.from_preset("wan2.1-1.3b", action_modulation=True)
+    report = load_wan_state_dict(modulated, state)
+    assert len(report.loaded) == 825 and len(report.newly_initialised) == 62
+    assert {"action_modulation.weight", "action_modulation.bias"} <= set(report.newly_initialised)
 
 
 def test_parameter_count_equals_diffusers_wan_transformer():

@@ -14,6 +14,9 @@ Astra (Zhu et al., 2025) changes:
   the history so that a denoising step only computes the new chunk;
 - ACT-Adapter: an action feature per latent frame is added to the self-attention input of every
   block, and a `projector` Linear(dim, dim), initialised to the identity, follows self-attention.
+
+Optional (`action_modulation`): the action feature also enters each frame's time embedding through a
+zero-initialised Linear, so it modulates the AdaLN shift/scale/gate the way the timestep does.
 """
 
 from __future__ import annotations
@@ -253,6 +256,7 @@ class AstraDiT(nn.Module):
             )
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.action_modulation = nn.Linear(dim, dim) if cfg.action_modulation else None
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
         self.gradient_checkpointing = False  # recompute block activations in backward (saves memory)
@@ -265,11 +269,15 @@ class AstraDiT(nn.Module):
 
     @torch.no_grad()
     def reset_adapter(self) -> None:
-        """Projectors to the identity, so the adapted model starts equal to its backbone."""
+        """Projectors to the identity and the action modulation to zero, so the adapted model starts
+        equal to its backbone."""
         for block in self.blocks:
             if block.projector is not None and block.projector.weight.device.type != "meta":
                 block.projector.weight.copy_(torch.eye(self.config.dim))
                 block.projector.bias.zero_()
+        if self.action_modulation is not None and self.action_modulation.weight.device.type != "meta":
+            nn.init.zeros_(self.action_modulation.weight)
+            nn.init.zeros_(self.action_modulation.bias)
 
     def forward(
         self,
@@ -301,6 +309,8 @@ class AstraDiT(nn.Module):
         tokens = rearrange(self.patch_embedding(x), "b d f h w -> b (f h w) d").contiguous()
         t_emb = sinusoidal_embedding(timesteps, cfg.freq_dim).to(self.time_embedding[0].weight.dtype)
         e = self.time_embedding(t_emb)  # [B, F, D]
+        if self.action_modulation is not None and action_features is not None:
+            e = e + self.action_modulation(action_features.to(e.dtype))
         e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, D]
         ctx = self.text_embedding(context) if context is not None else None
 
@@ -374,12 +384,17 @@ class AstraDiT(nn.Module):
     # ---- parameter groups -------------------------------------------------------------------
 
     def adapter_parameter_names(self) -> list[str]:
-        """Names trained by ACT-Adapter fine-tuning: self-attention and projectors."""
-        return [n for n, _ in self.named_parameters() if ".self_attn." in n or ".projector." in n]
+        """Names trained by ACT-Adapter fine-tuning: self-attention, projectors, the action modulation."""
+        return [n for n, _ in self.named_parameters() if ".self_attn." in n or is_astra_addition(n)]
 
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict without Astra's additions: exactly Wan2.1's original key layout."""
-        return {k: v for k, v in self.state_dict().items() if ".projector." not in k}
+        return {k: v for k, v in self.state_dict().items() if not is_astra_addition(k)}
 
     def count_parameters(self, backbone_only: bool = False) -> int:
-        return sum(p.numel() for n, p in self.named_parameters() if not (backbone_only and ".projector." in n))
+        return sum(p.numel() for n, p in self.named_parameters() if not (backbone_only and is_astra_addition(n)))
+
+
+def is_astra_addition(key: str) -> bool:
+    """Whether a state-dict key belongs to Astra's additions rather than to the Wan2.1 backbone."""
+    return ".projector." in key or key.startswith("action_modulation.")

@@ -100,8 +100,8 @@ def load_wan_state_dict(model: AstraDiT, state_dict: dict[str, torch.Tensor], st
     """Load a Wan2.1 backbone (original or diffusers layout) into `model`.
 
     Every backbone key must be present with its shape; missing, unexpected and mis-shaped keys are
-    reported together in one `WeightLoadError`. Astra's additions (projectors) keep their
-    initialisation (identity) and are listed in `LoadReport.newly_initialised`.
+    reported together in one `WeightLoadError`. Astra's additions (projectors, the action modulation) keep
+    their initialisation (identity, zero) and are listed in `LoadReport.newly_initialised`.
     """
     layout = detect_layout(state_dict)
     incoming = to_wan_layout(state_dict)
