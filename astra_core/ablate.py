@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +83,26 @@ def variant_config(base: TrainConfig, variant: Variant, out_dir: Path, steps: in
     return TrainConfig.model_validate(data)
 
 
-def _variant_worker(cfg_json: str, name: str, settings: dict, threads: int, progress: bool) -> dict:
+def stop_when_orphaned(parent: int, interval: float = 1.0) -> threading.Thread:
+    """Watch, from a worker process, for the death of `parent`; then send this process SIGTERM, on
+    which a running trainer saves its state and stops (a resumable run, not a stray process)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="astra-orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _variant_worker(
+    cfg_json: str, name: str, settings: dict, threads: int, progress: bool, parent: int | None = None
+) -> dict:
     """Train one variant (or reuse / resume its run) and evaluate it (or reuse its evaluation).
 
-    Runs in the calling process or in a worker process of `--jobs`; returns
+    Runs in the calling process or, with `parent` set, in a worker process of `--jobs`; returns
     {"bench": {...}, "train": seconds, "eval": seconds}.
     """
     import torch
@@ -92,6 +110,8 @@ def _variant_worker(cfg_json: str, name: str, settings: dict, threads: int, prog
     from .evaluate import EvalSettings, run_benchmark
     from .train import Trainer
 
+    if parent is not None:
+        stop_when_orphaned(parent)
     if threads > 0:
         torch.set_num_threads(threads)
     cfg = TrainConfig.model_validate_json(cfg_json)
@@ -166,7 +186,7 @@ def run_ablation(
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {
-                pool.submit(_variant_worker, configs[n].model_dump_json(), n, settings, threads, False): n
+                pool.submit(_variant_worker, configs[n].model_dump_json(), n, settings, threads, False, os.getpid()): n
                 for n in names
             }
             for future in as_completed(futures):

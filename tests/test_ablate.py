@@ -106,3 +106,33 @@ def test_unknown_variant(tmp_path):
         from astra_core.ablate import run_ablation
 
         run_ablation(config, tmp_path, variants=["no_moae"])
+
+
+def test_a_worker_whose_parent_dies_gets_sigterm(tmp_path):
+    """`--jobs` workers stop (and their trainers checkpoint) when the ablation process is killed."""
+    import subprocess
+    import sys
+    import time
+
+    flag = tmp_path / "stopped"
+    grandchild = (
+        "import signal, sys, time\n"
+        "from astra_core.ablate import stop_when_orphaned\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(flag)!r}, 'w').close(), sys.exit(0)))\n"
+        "stop_when_orphaned(int(sys.argv[1]), interval=0.05)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = (
+        "import os, subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {grandchild!r}, str(os.getpid())], stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()\n"
+        "print(child.pid, flush=True)\n"
+        "os._exit(0)\n"  # the parent dies without stopping its child
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip().isdigit()
+    deadline = time.time() + 20
+    while not flag.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert flag.exists()
