@@ -27,11 +27,13 @@ class WorldModelObjective:
         generator: torch.Generator | None = None,
         rows: slice | None = None,
         total_batch: int | None = None,
+        drop_actions: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """latents [B, C, F, H, W]: `num_history` history frames, then one target chunk;
         actions [B, F, A] (the action of frame i leads from frame i−1 into it) and mask [B, F], or
         dicts of those keyed by modality for an MoAE model. With `rows` and `total_batch`, this batch
-        is the slice `rows` of a larger one (data parallelism) and draws its random numbers as such."""
+        is the slice `rows` of a larger one (data parallelism) and draws its random numbers as such.
+        `drop_actions=False` turns off the action dropout of guidance training (for evaluation)."""
         cfg = self.net.config
         b, _, f = latents.shape[:3]
         check_training_layout(f, num_history, cfg.history)
@@ -46,7 +48,7 @@ class WorldModelObjective:
         target_t = self.flow.timesteps(sigma)[:, None].expand(b, f - num_history)
         timesteps = torch.cat([history_t, target_t], dim=1)
 
-        drop = (draws.rand(b) < cfg.guidance.action_dropout).to(device)
+        drop = (draws.rand(b) < (cfg.guidance.action_dropout if drop_actions else 0.0)).to(device)
         features, aux_loss, routing = self.net.encode_actions(actions, action_mask, drop=drop)
         chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, device)
 

@@ -32,7 +32,7 @@ from .checkpoint import publish, save_checkpoint, temporary_beside
 from .config import TrainConfig
 from .data import Batch, ClipSampler, collate
 from .errors import ConfigError
-from .model.actions import AstraNet
+from .model.actions import AstraNet, map_actions
 from .objective import WorldModelObjective
 
 
@@ -270,10 +270,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean held-out loss of the EMA model with fixed noise (comparable across steps)."""
+        """Held-out figures of the EMA model with fixed noise and no action dropout (comparable across
+        steps): the mean loss, and the action gain, the loss with actions shuffled across clips over
+        the loss with their own actions (same noise). A gain near 1: the model ignores its actions."""
         objective = WorldModelObjective(self.ema)
-        generator = torch.Generator().manual_seed(1234)
-        losses = {}
+        losses, gains = {}, {}
         for name, clips in self.held_out.items():
             batch = collate(clips[:16])
             full = self.cfg.data.history_chunks
@@ -281,9 +282,25 @@ class Trainer:
             actions, masks = batch.actions, batch.masks
             if self.ema.moae is None:
                 actions, masks = _pad_to_one_vector(batch, self.ema.config.action.action_dim)
-            loss, _ = objective.loss(batch.latents, actions, masks, num_history, positions, generator)
+            seed = 1234
+            loss, _ = objective.loss(
+                batch.latents, actions, masks, num_history, positions, torch.Generator().manual_seed(seed),
+                drop_actions=False,
+            )
             losses[name] = float(loss)
-        return {"eval_loss": sum(losses.values()) / max(1, len(losses)), "eval_loss_per_embodiment": losses}
+            if batch.latents.shape[0] > 1 and self.ema.config.action.use_actions:
+                shuffled = map_actions(actions, lambda a: a.roll(1, dims=0))
+                shuffled_masks = map_actions(masks, lambda m: m.roll(1, dims=0)) if masks is not None else None
+                wrong, _ = objective.loss(
+                    batch.latents, shuffled, shuffled_masks, num_history, positions,
+                    torch.Generator().manual_seed(seed), drop_actions=False,
+                )
+                gains[name] = float(wrong) / max(float(loss), 1e-12)
+        out = {"eval_loss": sum(losses.values()) / max(1, len(losses)), "eval_loss_per_embodiment": losses}
+        if gains:
+            out["eval_action_gain"] = sum(gains.values()) / len(gains)
+            out["eval_action_gain_per_embodiment"] = gains
+        return out
 
     # ---- loop, checkpoints --------------------------------------------------------------------
 

@@ -79,8 +79,23 @@ def test_resume_continues_exactly(tmp_path):
     assert [x["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "split" / "model.safetensors").is_file()
     assert {"loss", "aux_loss", "router_usage", "tokens_per_s", "lr"} <= set(lines[0])
-    assert "eval_loss" in lines[2]
+    assert "eval_loss" in lines[2] and "eval_action_gain" in lines[2]
     assert lines[0]["lr"] < lines[1]["lr"]  # warmup
+
+
+def test_held_out_action_gain_tells_whether_actions_matter(tmp_path):
+    data = {**BASE["data"], "held_out_per_world": 2}
+    trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, "gain", data=data)), progress=False)
+    fresh = trainer.evaluate()
+    # The experts' output layers start at zero: shuffled actions cannot change the loss yet.
+    assert fresh["eval_action_gain_per_embodiment"] == {"free_camera": 1.0, "tabletop_arm": 1.0}
+    assert trainer.evaluate() == fresh  # fixed noise: comparable across steps
+    torch.manual_seed(0)
+    for expert in trainer.ema.moae.experts:
+        torch.nn.init.normal_(expert.fc2.weight, std=0.5)
+    live = trainer.evaluate()
+    assert all(gain != 1.0 for gain in live["eval_action_gain_per_embodiment"].values())
+    assert live["eval_loss"] != fresh["eval_loss"]
 
 
 def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
