@@ -53,6 +53,12 @@ VARIANTS = {
             "MoAE with the fixed modality -> expert table instead of the learned router",
             {"model.action.router": "fixed", "model.action.router_options": {}},
         ),
+        # Beyond the paper: the action also modulates AdaLN (see DiTConfig.action_modulation).
+        Variant(
+            "action_modulation",
+            "full, plus the action feature added to each frame's AdaLN time embedding",
+            {"model.dit.action_modulation": True},
+        ),
     )
 }
 

@@ -269,6 +269,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ablate import VARIANTS
+
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -353,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="the paper's ablations at toy scale: train and evaluate each variant")
     ab.add_argument("config", nargs="?", default="examples/configs/ablate.yaml", help="base training config")
     ab.add_argument("--out", default="runs/ablate", help="one folder per variant inside (finished runs are reused)")
-    ab.add_argument("--variants", nargs="+", help="default: full no_afg no_noise_history shared_encoder fixed_router")
+    ab.add_argument("--variants", nargs="+", help="default: all of " + " ".join(VARIANTS))
     ab.add_argument("--steps", type=int, help="training steps per variant (default: the config's)")
     ab.add_argument("--eval-episodes", type=int, default=10, help="held-out episodes per embodiment")
     ab.add_argument("--horizons", type=int, nargs="+", default=[16, 48])

@@ -53,8 +53,9 @@ def test_variant_configs_change_only_their_fields(tmp_path):
     for name, variant in VARIANTS.items():
         cfg = variant_config(base, variant, tmp_path / name, steps=7)
         assert cfg.steps == 7 and cfg.out_dir == str(tmp_path / name)
-        diff = {k for k in ("guidance", "history", "action") if getattr(cfg.model, k) != getattr(base.model, k)}
-        expected = {"full": set(), "no_afg": {"guidance"}, "no_noise_history": {"history"}}
+        fields = ("guidance", "history", "action", "dit")
+        diff = {k for k in fields if getattr(cfg.model, k) != getattr(base.model, k)}
+        expected = {"full": set(), "no_afg": {"guidance"}, "no_noise_history": {"history"}, "action_modulation": {"dit"}}
         assert diff == expected.get(name, {"action"}), name
     no_afg = variant_config(base, VARIANTS["no_afg"], tmp_path, None).model.guidance
     assert no_afg.action_dropout == 0 and no_afg.scale == 1.0
