@@ -343,15 +343,26 @@ class Trainer:
                 if isinstance(value, (int, float)):
                     writer.add_scalar(key, value, self.step)
 
+    def _optimizer_state(self) -> dict:
+        """The optimiser state; under FSDP gathered into one full state keyed by parameter name."""
+        if not self.sharded:
+            return self.opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.loss_module, self.opt, options=options)
+
     def save_state(self) -> None:
-        model = self.full_state_dict()  # a collective under FSDP: every rank takes part
+        model = self.full_state_dict()  # collectives under FSDP: every rank takes part
+        optimizer = self._optimizer_state()
         if self.rank != 0:
             return
         state = {
             "step": self.step,
             "model": model,
             "ema": self.ema.state_dict(),
-            "optimizer": None if self.sharded else self.opt.state_dict(),
+            "optimizer": optimizer,
+            "sharded": self.sharded,
             "scheduler": self.sched.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -376,11 +387,29 @@ class Trainer:
         if not path.is_file():
             raise ConfigError(f"--resume: no training state at {path}")
         state = torch.load(path, weights_only=False)
-        if self.sharded:
-            raise ConfigError("--resume with parallel 'fsdp' is not supported yet; resume with 'ddp'")
-        self.net.load_state_dict(state["model"])
+        if state.get("optimizer") is None:  # FSDP states of earlier versions kept no optimiser state
+            raise ConfigError(f"--resume: {path} holds no optimiser state, so it cannot be resumed exactly")
+        if bool(state.get("sharded", False)) != self.sharded:
+            kinds = {True: "parallel 'fsdp'", False: "one process or DDP"}
+            raise ConfigError(
+                f"--resume: {path} was saved with {kinds[bool(state.get('sharded'))]}; resume it the same way, "
+                f"not with {kinds[self.sharded]}"
+            )
+        if self.sharded:  # every rank reads the full state and keeps its own shards of it
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True)
+            model = {"net." + k: v for k, v in state["model"].items()}
+            set_model_state_dict(self.loss_module, model, options=options)
+            set_optimizer_state_dict(self.loss_module, self.opt, state["optimizer"], options=options)
+        else:
+            self.net.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
         self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
