@@ -195,12 +195,16 @@ def run_ablation(
                 pool.submit(_variant_worker, configs[n].model_dump_json(), n, settings, threads, False, os.getpid()): n
                 for n in names
             }
-            for future in as_completed(futures):
-                name = futures[future]
-                outcomes[name] = future.result()
-                if progress:
-                    took = (outcomes[name]["train"] + outcomes[name]["eval"]) / 60
-                    print(f"ablation: {name} finished ({took:.1f} min of training and evaluation)", flush=True)
+            try:
+                for future in as_completed(futures):
+                    name = futures[future]
+                    outcomes[name] = future.result()
+                    if progress:
+                        took = (outcomes[name]["train"] + outcomes[name]["eval"]) / 60
+                        print(f"ablation: {name} finished ({took:.1f} min of training and evaluation)", flush=True)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # variants not started yet are dropped
+                raise
     results: dict[str, Any] = {"config": str(config), "variants": {}, "per_embodiment": {}, "seconds": {}}
     for name in names:  # the table keeps the order of `names`, whatever order the workers finished in
         bench = outcomes[name]["bench"]
