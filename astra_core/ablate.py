@@ -213,6 +213,8 @@ def run_ablation(
         }
         results["variants"][name] = summarize(bench, name)
         results["seconds"][name] = {"train": outcomes[name]["train"], "eval": outcomes[name]["eval"]}
+    # The same held-out episodes for every variant, so one copy-last-frame row serves as the reference.
+    results["baseline"] = summarize(outcomes[names[0]]["bench"], "copy_last")
     results["steps"] = steps or base.steps
     results["eval"] = {"episodes": eval_episodes, "horizons": list(horizons)}
     results["jobs"] = jobs
@@ -247,6 +249,10 @@ def ablation_table(results: dict) -> str:
             cells.append("–" if value is None else (f"{value:.3f}" if key == "action_following" else f"{value:.2f}"))
         minutes = results["seconds"][name]["train"] / 60
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.1f} | {VARIANTS[name].description} |")
+    baseline = results.get("baseline")
+    if baseline:
+        cells = ["–" if baseline.get(key) is None else f"{baseline[key]:.2f}" for key, _ in SUMMARY]
+        lines.append("| copy last frame | " + " | ".join(cells) + " | – | baseline: the last context frame repeated |")
     return "\n".join(lines)
 
 

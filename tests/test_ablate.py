@@ -79,6 +79,9 @@ def test_ablation_runs_every_variant_and_writes_the_table(tmp_path, capsys):
     assert set(data["per_embodiment"]["full"]) == {"free_camera", "tabletop_arm"}
     for summary in data["variants"].values():
         assert summary["psnr@16"] > 0 and summary["action_following"] > 0
+    # Copy-last-frame is scored on the same episodes as the variants: one reference row.
+    assert data["baseline"]["psnr@16"] > 0 and "action_following" not in data["baseline"]
+    assert "| copy last frame |" in table
     # The variants really are different models.
     shared = load_checkpoint(out / "shared_encoder" / "model.safetensors")
     fixed = load_checkpoint(out / "fixed_router" / "model.safetensors")
