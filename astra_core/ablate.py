@@ -140,7 +140,7 @@ def _variant_worker(
             return {"bench": previous["bench"], "train": train_seconds, "eval": previous["eval_seconds"]}
     start = time.time()
     eval_settings = EvalSettings(episodes=settings["episodes"], horizons=tuple(settings["horizons"]))
-    bench = run_benchmark({name: str(model)}, eval_settings)
+    bench = run_benchmark({name: str(model)}, eval_settings, progress=progress)
     eval_seconds = time.time() - start
     write_text_atomically(cached, json.dumps({"key": key, "bench": bench, "eval_seconds": eval_seconds}))
     return {"bench": bench, "train": train_seconds, "eval": eval_seconds}

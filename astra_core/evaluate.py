@@ -84,7 +84,9 @@ def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str
 
 
 @torch.no_grad()
-def evaluate_embodiment(world, models: dict[str, WorldModel], settings: EvalSettings) -> dict[str, float]:
+def evaluate_embodiment(
+    world, models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+) -> dict[str, float]:
     """Mean metrics over held-out episodes for each model and for copy-last-frame; the episodes of an
     embodiment are rolled out together as one batch."""
     horizon, context = max(settings.horizons), settings.context_frames
@@ -102,7 +104,9 @@ def evaluate_embodiment(world, models: dict[str, WorldModel], settings: EvalSett
         _metrics(last[i][:, None].expand_as(truth[i]), truth[i], last[i], settings, "copy_last/")
         for i in range(len(episodes))
     ]
-    for name, wm in tqdm(models.items(), desc=f"eval {world.name}", unit="model", leave=False):
+    for name, wm in tqdm(
+        models.items(), desc=f"eval {world.name}", unit="model", leave=False, disable=not progress
+    ):
         pred = _rollout(wm, frames, streams, world.modality, context, horizon)
         wrong = _rollout(wm, frames, spliced, world.modality, context, horizon)
         responsive = _responsiveness(wm, world, episodes, others, context, settings)
@@ -197,7 +201,11 @@ def _responsiveness(wm, world, episodes, others, context, settings) -> list[floa
 
 
 def run_benchmark(
-    checkpoints: dict[str, str], settings: EvalSettings, guidance: float | None = None, num_steps: int | None = None
+    checkpoints: dict[str, str],
+    settings: EvalSettings,
+    guidance: float | None = None,
+    num_steps: int | None = None,
+    progress: bool = True,
 ) -> dict:
     """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
     first model's modalities cover."""
@@ -210,7 +218,7 @@ def run_benchmark(
     results = {}
     for world in registry.worlds.values():
         if world.modality in first.modalities:
-            results[world.name] = evaluate_embodiment(world, models, settings)
+            results[world.name] = evaluate_embodiment(world, models, settings, progress)
     return results
 
 
