@@ -204,7 +204,7 @@ def _raw_keys():
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     try:
-        tty.setcbreak(fd)
+        tty.setcbreak(fd, termios.TCSANOW)  # not TCSAFLUSH: keys typed ahead are kept
         while True:
             ch = sys.stdin.read(1)
             if ch in ("q", "\x04", ""):
