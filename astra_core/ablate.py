@@ -242,17 +242,22 @@ def ablation_table(results: dict) -> str:
         "| variant | " + " | ".join(title for _, title in SUMMARY) + " | train min | what changes |",
         "|" + "---|" * (len(SUMMARY) + 3),
     ]
+
+    def cells(summary: dict) -> str:
+        return " | ".join(
+            "–"
+            if summary.get(key) is None
+            else (f"{summary[key]:.3f}" if key == "action_following" else f"{summary[key]:.2f}")
+            for key, _ in SUMMARY
+        )
+
     for name, summary in results["variants"].items():
-        cells = []
-        for key, _ in SUMMARY:
-            value = summary.get(key)
-            cells.append("–" if value is None else (f"{value:.3f}" if key == "action_following" else f"{value:.2f}"))
         minutes = results["seconds"][name]["train"] / 60
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {minutes:.1f} | {VARIANTS[name].description} |")
-    baseline = results.get("baseline")
-    if baseline:
-        cells = ["–" if baseline.get(key) is None else f"{baseline[key]:.2f}" for key, _ in SUMMARY]
-        lines.append("| copy last frame | " + " | ".join(cells) + " | – | baseline: the last context frame repeated |")
+        lines.append(f"| {name} | {cells(summary)} | {minutes:.1f} | {VARIANTS[name].description} |")
+    if results.get("baseline"):
+        lines.append(
+            f"| copy last frame | {cells(results['baseline'])} | – | baseline: the last context frame repeated |"
+        )
     return "\n".join(lines)
 
 

@@ -104,9 +104,7 @@ def evaluate_embodiment(
         _metrics(last[i][:, None].expand_as(truth[i]), truth[i], last[i], settings, "copy_last/")
         for i in range(len(episodes))
     ]
-    for name, wm in tqdm(
-        models.items(), desc=f"eval {world.name}", unit="model", leave=False, disable=not progress
-    ):
+    for name, wm in tqdm(models.items(), desc=f"eval {world.name}", unit="model", leave=False, disable=not progress):
         pred = _rollout(wm, frames, streams, world.modality, context, horizon)
         wrong = _rollout(wm, frames, spliced, world.modality, context, horizon)
         responsive = _responsiveness(wm, world, episodes, others, context, settings)

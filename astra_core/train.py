@@ -274,6 +274,12 @@ class Trainer:
         steps): the mean loss, and the action gain, the loss with actions shuffled across clips over
         the loss with their own actions (same noise). A gain near 1: the model ignores its actions."""
         objective = WorldModelObjective(self.ema)
+
+        def held_out_loss(batch, actions, masks, num_history, positions) -> float:  # the same noise each call
+            generator = torch.Generator().manual_seed(1234)
+            args = (batch.latents, actions, masks, num_history, positions, generator)
+            return float(objective.loss(*args, drop_actions=False)[0])
+
         losses, gains = {}, {}
         for name, clips in self.held_out.items():
             batch = collate(clips[:16])
@@ -282,20 +288,12 @@ class Trainer:
             actions, masks = batch.actions, batch.masks
             if self.ema.moae is None:
                 actions, masks = _pad_to_one_vector(batch, self.ema.config.action.action_dim)
-            seed = 1234
-            loss, _ = objective.loss(
-                batch.latents, actions, masks, num_history, positions, torch.Generator().manual_seed(seed),
-                drop_actions=False,
-            )
-            losses[name] = float(loss)
+            losses[name] = held_out_loss(batch, actions, masks, num_history, positions)
             if batch.latents.shape[0] > 1 and self.ema.config.action.use_actions:
                 shuffled = map_actions(actions, lambda a: a.roll(1, dims=0))
                 shuffled_masks = map_actions(masks, lambda m: m.roll(1, dims=0)) if masks is not None else None
-                wrong, _ = objective.loss(
-                    batch.latents, shuffled, shuffled_masks, num_history, positions,
-                    torch.Generator().manual_seed(seed), drop_actions=False,
-                )
-                gains[name] = float(wrong) / max(float(loss), 1e-12)
+                wrong = held_out_loss(batch, shuffled, shuffled_masks, num_history, positions)
+                gains[name] = wrong / max(losses[name], 1e-12)
         out = {"eval_loss": sum(losses.values()) / max(1, len(losses)), "eval_loss_per_embodiment": losses}
         if gains:
             out["eval_action_gain"] = sum(gains.values()) / len(gains)

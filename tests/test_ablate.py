@@ -55,7 +55,12 @@ def test_variant_configs_change_only_their_fields(tmp_path):
         assert cfg.steps == 7 and cfg.out_dir == str(tmp_path / name)
         fields = ("guidance", "history", "action", "dit")
         diff = {k for k in fields if getattr(cfg.model, k) != getattr(base.model, k)}
-        expected = {"full": set(), "no_afg": {"guidance"}, "no_noise_history": {"history"}, "action_modulation": {"dit"}}
+        expected = {
+            "full": set(),
+            "no_afg": {"guidance"},
+            "no_noise_history": {"history"},
+            "action_modulation": {"dit"},
+        }
         assert diff == expected.get(name, {"action"}), name
     no_afg = variant_config(base, VARIANTS["no_afg"], tmp_path, None).model.guidance
     assert no_afg.action_dropout == 0 and no_afg.scale == 1.0

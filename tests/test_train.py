@@ -188,7 +188,9 @@ def test_fsdp2_resume_continues_exactly(tmp_path):
     _torchrun(29525, "-m", "astra_core.cli", "train", str(split), "--resume")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert a.keys() == b.keys()
-    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-6
+    diff = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+    worst = sorted(diff.items(), key=lambda kv: -kv[1])[:3]
+    assert worst[0][1] < 1e-6, worst
     # A sharded state is resumed sharded: one process refuses it, naming the file.
     with pytest.raises(ConfigError, match="was saved with parallel 'fsdp'"):
         Trainer(TrainConfig.from_yaml(split), resume=True, progress=False)
