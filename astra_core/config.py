@@ -120,6 +120,19 @@ class FlowConfig(_Config):
     loss_weighting: Literal["uniform", "gaussian"] = "uniform"
     weighting_center: float = 0.5  # gaussian bump centre, as σ
     weighting_width: float = 0.25
+    # "frames": the flow models the target chunk itself. "residual": it models the chunk minus the last
+    # history frame, times `residual_scale`, so repeating the last frame is the zero prediction and the
+    # model's capacity goes to what moves. History stays in frames either way.
+    target: Literal["frames", "residual"] = "frames"
+    residual_scale: float = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> FlowConfig:
+        if self.shift <= 0:
+            raise ValueError(f"shift={self.shift} must be positive")
+        if self.residual_scale <= 0:
+            raise ValueError(f"residual_scale={self.residual_scale} must be positive")
+        return self
 
 
 class HistoryConfig(_Config):

@@ -52,6 +52,18 @@ class RectifiedFlow:
         bump = torch.exp(-0.5 * ((sigma - c) / w) ** 2)
         return bump / (w * math.sqrt(2 * math.pi))
 
+    def to_target(self, chunk: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
+        """What the flow models for a chunk [B, C, f, H, W] that follows `last_frame` [B, C, 1, H, W]."""
+        if self.config.target == "frames":
+            return chunk
+        return (chunk - last_frame) * self.config.residual_scale
+
+    def from_target(self, sample: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_target`: a sampled target back to latent frames."""
+        if self.config.target == "frames":
+            return sample
+        return last_frame + sample / self.config.residual_scale
+
     def inference_sigmas(self, num_steps: int, device=None) -> torch.Tensor:
         """[num_steps + 1] noise levels from 1 down to 0, shifted like the training levels."""
         return self.shift(torch.linspace(1.0, 0.0, num_steps + 1, device=device))

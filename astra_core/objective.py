@@ -38,7 +38,8 @@ class WorldModelObjective:
         b, _, f = latents.shape[:3]
         check_training_layout(f, num_history, cfg.history)
         device = latents.device
-        history, target = latents[:, :, :num_history], latents[:, :, num_history:]
+        history = latents[:, :, :num_history]
+        target = self.flow.to_target(latents[:, :, num_history:], history[:, :, -1:])
 
         draws = BatchDraws(generator, total_batch, rows)
         sigma = self.flow.sample_sigma(b, draws, device)

@@ -131,7 +131,7 @@ class LatentWorldModel:
         def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return self._velocity(x, sigma, features, positions)
 
-        latents = self.sampler(velocity, noise, sigmas)
+        latents = self.flow.from_target(self.sampler(velocity, noise, sigmas), self._last_frame)
         self._commit(latents, features, sink=False)
         return latents
 
@@ -198,6 +198,7 @@ class LatentWorldModel:
         f = latents.shape[2]
         positions = torch.arange(self._next_position, self._next_position + f, device=self.device)
         self._next_position += f
+        self._last_frame = latents[:, :, -1:].float()
         window = self.history_cfg.window
         if self._cache is not None:
             xin = self._branches(latents)

@@ -90,3 +90,20 @@ def test_sampler_calls_follow_the_step_count(steps):
     assert calls["euler"] == steps
     assert calls["heun"] == 2 * steps - 1
     assert math.isfinite(steps)
+
+
+def test_residual_target_round_trips_and_scales():
+    flow = RectifiedFlow(FlowConfig(target="residual", residual_scale=4.0))
+    g = torch.Generator().manual_seed(0)
+    last, chunk = torch.randn(2, 3, 1, 4, 4, generator=g), torch.randn(2, 3, 2, 4, 4, generator=g)
+    target = flow.to_target(chunk, last)
+    assert torch.allclose(target, 4.0 * (chunk - last))
+    assert torch.allclose(flow.from_target(target, last), chunk, atol=1e-6)
+    plain = RectifiedFlow(FlowConfig())
+    assert plain.to_target(chunk, last) is chunk and plain.from_target(chunk, last) is chunk
+
+
+@pytest.mark.parametrize("field,value", [("residual_scale", 0.0), ("shift", -1.0), ("target", "delta")])
+def test_flow_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        FlowConfig(**{field: value})

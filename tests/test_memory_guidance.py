@@ -2,7 +2,7 @@ import pytest
 import torch
 from _helpers import make_config, make_net
 
-from astra_core.config import HistoryConfig
+from astra_core.config import FlowConfig, HistoryConfig
 from astra_core.errors import ConfigError, ShapeError
 from astra_core.memory import augment_history, segments_to_evict, sequence_chunk_ids
 from astra_core.objective import WorldModelObjective
@@ -155,3 +155,25 @@ def test_the_no_action_baseline_ignores_actions():
     assert torch.equal(blind.action_features(a)[0, 0], blind.null_action)
     assert not torch.equal(net.action_features(a), net.action_features(b))
     assert ActionConfig().use_actions
+
+
+def test_residual_objective_targets_the_change_from_the_last_history_frame():
+    """With a network that predicts zero velocity, the loss is mean((ε − x₀)²) of what the flow models:
+    for the residual target that is residual_scale × (chunk − last history frame), whatever the history."""
+    net = make_net(live_actions=False)
+    net.forward = lambda x, *args, **kwargs: torch.zeros_like(x)
+    g = torch.Generator().manual_seed(1)
+    history = torch.randn(2, 8, 3, 4, 4, generator=g)
+    change = torch.randn(2, 8, 1, 4, 4, generator=g)
+    chunk = history[:, :, -1:] + change.expand(-1, -1, 2, -1, -1)
+    actions = torch.randn(2, 5, 3)
+
+    def loss(config, latents):
+        net.config = net.config.model_copy(update={"flow": config})
+        gen = torch.Generator().manual_seed(7)
+        return WorldModelObjective(net).loss(latents, actions, None, num_history=3, generator=gen)[1]["flow_loss"]
+
+    residual = loss(FlowConfig(target="residual", residual_scale=3.0), torch.cat([history, chunk], dim=2))
+    direct = loss(FlowConfig(), torch.cat([history, 3.0 * change.expand(-1, -1, 2, -1, -1)], dim=2))
+    assert residual == pytest.approx(direct, rel=1e-6)
+    assert residual != pytest.approx(loss(FlowConfig(), torch.cat([history, chunk], dim=2)), rel=1e-3)

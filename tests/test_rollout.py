@@ -2,6 +2,7 @@ import pytest
 import torch
 from _helpers import make_net
 
+from astra_core.config import FlowConfig
 from astra_core.errors import ShapeError
 from astra_core.rollout import LatentWorldModel
 
@@ -116,3 +117,19 @@ def test_bfloat16_rollout_tracks_float32():
     for a, b in zip(ref, low):
         assert b.dtype == torch.float32 and bool(torch.isfinite(b).all())
         assert (a - b).norm() / a.norm() < 0.1
+
+
+@pytest.mark.parametrize("target", ["frames", "residual"])
+def test_residual_target_makes_the_zero_sample_repeat_the_last_frame(target):
+    """A velocity that drives every sample to zero: with the residual target each generated frame is the
+    last context frame again (over several chunks); with the frames target it is the zero latent."""
+    net = make_net(window=8)
+    net.config = net.config.model_copy(update={"flow": FlowConfig(target=target, residual_scale=3.0)})
+    wm = LatentWorldModel(net, num_steps=4, seed=0)
+    wm._velocity = lambda x, sigma, features, positions: x / sigma
+    ctx = torch.randn(2, 8, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    wm.reset(ctx)
+    for a in _actions(3):
+        out = wm.step(a.expand(2, -1, -1))
+        expected = ctx.expand_as(out) if target == "residual" else torch.zeros_like(out)
+        assert torch.allclose(out, expected, atol=1e-6)
