@@ -61,6 +61,7 @@ class LatentWorldModel:
         self._chunks: list[_Chunk] = []
         self._next_position = 0
         self._latent_shape: tuple[int, ...] | None = None
+        self._last_frame: torch.Tensor | None = None  # [B, C, 1, H, W]: the base of a residual target
 
     @property
     def guided(self) -> bool:
