@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -125,6 +125,12 @@ class FlowConfig(_Config):
     # model's capacity goes to what moves. History stays in frames either way.
     target: Literal["frames", "residual"] = "frames"
     residual_scale: float = 1.0
+    # What the network outputs. "velocity": v = ε − x₀ directly. "data": the clean sample x₀, turned into
+    # v = (x_σ − x₀)/max(σ, sigma_floor) for the same velocity loss and the same samplers. Predicting data
+    # suits tokens as wide as the network (a 2×2 patch of 4×4-pixel tokens is 192 values, the tiny
+    # preset's width), where passing the noise through to a velocity is the hard part.
+    prediction: Literal["velocity", "data"] = "velocity"
+    sigma_floor: float = 0.05
 
     @model_validator(mode="after")
     def _check(self) -> FlowConfig:
@@ -132,6 +138,8 @@ class FlowConfig(_Config):
             raise ValueError(f"shift={self.shift} must be positive")
         if self.residual_scale <= 0:
             raise ValueError(f"residual_scale={self.residual_scale} must be positive")
+        if not 0 < self.sigma_floor < 1:
+            raise ValueError(f"sigma_floor={self.sigma_floor} must lie in (0, 1)")
         return self
 
 
@@ -244,6 +252,10 @@ class DataConfig(_Config):
     held_out_per_world: int = 4
     episode_frames: int = 33
     history_chunks: int = 2  # history chunks per training clip besides the context frames
+    # Each step keeps 0..history_chunks of them. When it keeps fewer, the chance that the clip is cut from
+    # its start (history right after the context, as in a rollout's first chunks) rather than its end
+    # (the context, a gap, then the last chunks, as later in a rollout).
+    opening_prob: float = Field(0.5, ge=0.0, le=1.0)
     clip_stride: int = 2
     tokenizer: str = "pixel"  # "pixel" or a tokenizer checkpoint
     pixel_patch: int = 4

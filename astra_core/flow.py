@@ -1,7 +1,8 @@
 """Rectified flow matching, the objective of Wan2.1 and Astra.
 
 x_σ = (1 − σ)·x₀ + σ·ε with ε ~ N(0, I); the network predicts v = ε − x₀; σ = 1 is pure noise and
-σ = 0 clean data. The DiT sees t = σ·T with T = `num_train_timesteps`.
+σ = 0 clean data. The DiT sees t = σ·T with T = `num_train_timesteps`. The network outputs v itself or,
+with `prediction: data`, the clean sample, from which `velocity` derives v.
 """
 
 from __future__ import annotations
@@ -40,9 +41,24 @@ class RectifiedFlow:
         sigma = sigma.reshape(sigma.shape + (1,) * (x0.ndim - sigma.ndim)).to(x0.dtype)
         return (1 - sigma) * x0 + sigma * noise
 
-    @staticmethod
-    def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return noise - x0
+    def velocity_target(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """ε − x₀; when the network predicts data, (x_σ − x₀)/max(σ, floor) = (ε − x₀)·σ/max(σ, floor), the
+        same floor as in `velocity`, so the loss is |x̂₀ − x₀|² / max(σ, floor)²."""
+        v = noise - x0
+        if self.config.prediction == "velocity" or sigma is None:
+            return v
+        sigma = sigma.float()
+        ratio = sigma / sigma.clamp(min=self.config.sigma_floor)
+        return v * ratio.reshape(ratio.shape + (1,) * (v.ndim - ratio.ndim)).to(v.dtype)
+
+    def velocity(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/max(σ, floor) when
+        the network predicts data. sigma: a 0-d tensor or one level per sample [B]."""
+        if self.config.prediction == "velocity":
+            return output
+        sigma = sigma.float().clamp(min=self.config.sigma_floor)
+        sigma = sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim)) if sigma.ndim else sigma
+        return (x.float() - output.float()) / sigma
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Per-sample loss weight: 1, or a Gaussian bump in σ (mean 1 over uniform σ, roughly)."""

@@ -55,8 +55,9 @@ class WorldModelObjective:
 
         x = torch.cat([noisy_history, noisy_target], dim=2)
         pred = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
-        pred = pred[:, :, num_history:]
-        per_sample = (pred.float() - self.flow.velocity_target(target, noise).float()).pow(2).mean(dim=(1, 2, 3, 4))
+        pred = self.flow.velocity(pred[:, :, num_history:], noisy_target, sigma)
+        velocity_target = self.flow.velocity_target(target, noise, sigma)
+        per_sample = (pred.float() - velocity_target.float()).pow(2).mean(dim=(1, 2, 3, 4))
         flow_loss = (per_sample * self.flow.loss_weight(sigma)).mean()
         loss = flow_loss + cfg.action.aux_loss_weight * aux_loss
         logs = {

@@ -172,7 +172,7 @@ class LatentWorldModel:
             v = self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)
         else:
             v = self._velocity_recompute(xin, t, features, positions)
-        v = v.float()  # the sampler integrates in float32 whatever the model's dtype
+        v = self.flow.velocity(v, xin, sigma).float()  # the sampler integrates in float32 whatever the model's dtype
         if not self.guided:
             return v
         v_cond, v_free = v.chunk(2, dim=0)

@@ -206,11 +206,18 @@ class Trainer:
 
     # ---- one step -----------------------------------------------------------------------------
 
-    def _crop(self, batch: Batch, chunks: int) -> tuple[Batch, int, torch.Tensor]:
-        """Context frames + the last `chunks` history chunks + the target chunk; positions kept."""
+    def _crop(self, batch: Batch, chunks: int, opening: bool = False) -> tuple[Batch, int, torch.Tensor]:
+        """Context frames + `chunks` history chunks + the target chunk; positions kept.
+
+        Two layouts, as a rollout meets them: `opening` keeps the clip's first frames, so the history
+        follows the context directly (the first chunks of a rollout); otherwise the last chunks are kept
+        after a gap (later in a rollout, the sink far behind the window)."""
         h = self.cfg.model.history
         f = batch.latents.shape[2]
-        keep = list(range(h.context_frames)) + list(range(f - (chunks + 1) * h.chunk_size, f))
+        if opening:
+            keep = list(range(h.context_frames + (chunks + 1) * h.chunk_size))
+        else:
+            keep = list(range(h.context_frames)) + list(range(f - (chunks + 1) * h.chunk_size, f))
         idx = torch.tensor(keep)
         cropped = Batch(
             batch.latents[:, :, idx],
@@ -218,7 +225,7 @@ class Trainer:
             {k: v[:, idx].clone() for k, v in batch.masks.items()},
             batch.embodiments,
         )
-        if chunks < self.cfg.data.history_chunks:  # the frame after the context lost its predecessor
+        if chunks < self.cfg.data.history_chunks and not opening:  # the frame after the context lost its predecessor
             for m in cropped.masks.values():
                 m[:, h.context_frames] = 0.0
         return cropped, len(keep) - h.chunk_size, idx
@@ -229,7 +236,9 @@ class Trainer:
         total = cfg.batch_size * self.world_size
         batch = collate(self.sampler.sample(total))
         chunks = int(torch.randint(cfg.data.history_chunks + 1, (1,), generator=self.generator))
-        batch, num_history, positions = self._crop(batch, chunks)
+        draw = float(torch.rand(1, generator=self.generator))
+        opening = chunks < cfg.data.history_chunks and draw < cfg.data.opening_prob
+        batch, num_history, positions = self._crop(batch, chunks, opening)
         rows = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
         local = Batch(
             batch.latents[rows],
@@ -255,7 +264,12 @@ class Trainer:
         _, ph, pw = self.cfg.model.dit.patch_size
         tokens = local.latents[:, 0].numel() / (ph * pw) * self.world_size  # DiT tokens in the combined batch
         logs.update(
-            step=self.step, lr=lr, grad_norm=float(grad_norm), tokens_per_s=tokens / seconds, history_chunks=chunks
+            step=self.step,
+            lr=lr,
+            grad_norm=float(grad_norm),
+            tokens_per_s=tokens / seconds,
+            history_chunks=chunks,
+            opening=opening,
         )
         return logs
 

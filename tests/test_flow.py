@@ -107,3 +107,31 @@ def test_residual_target_round_trips_and_scales():
 def test_flow_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         FlowConfig(**{field: value})
+
+
+def test_data_prediction_turns_the_clean_sample_into_the_velocity():
+    flow = RectifiedFlow(FlowConfig(prediction="data", sigma_floor=0.05))
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 3, 2, 5, 5, generator=gen), torch.randn(4, 3, 2, 5, 5, generator=gen)
+    sigma = torch.tensor([0.01, 0.05, 0.4, 0.95])
+    xs = flow.add_noise(x0, eps, sigma)
+    # the true clean sample stands for the true velocity (scaled by σ/floor below the floor)
+    v = flow.velocity(x0, xs, sigma)
+    target = flow.velocity_target(x0, eps, sigma)
+    assert torch.allclose(v, target, atol=1e-5)
+    assert torch.allclose(target[1:], (eps - x0)[1:], atol=1e-6)
+    assert torch.allclose(target[0], (eps - x0)[0] * 0.2, atol=1e-6)
+    # an error δ in x̂₀ is an error δ / max(σ, floor) in velocity
+    delta = torch.full_like(x0, 0.1)
+    err = (flow.velocity(x0 + delta, xs, sigma) - target).abs().flatten(1).mean(1)
+    assert torch.allclose(err, 0.1 / sigma.clamp(min=0.05), rtol=1e-4)
+    # one Euler step from any σ ≥ floor to 0 lands on the predicted sample; velocity prediction is unchanged
+    assert torch.allclose(xs[2] - 0.4 * v[2], x0[2], atol=1e-5)
+    plain = RectifiedFlow()
+    assert torch.equal(plain.velocity(v, xs, sigma), v) and torch.equal(plain.velocity_target(x0, eps, sigma), eps - x0)
+
+
+@pytest.mark.parametrize("floor", [0.0, 1.0, -0.1])
+def test_flow_config_rejects_a_sigma_floor_outside_0_1(floor):
+    with pytest.raises(ValueError, match="sigma_floor"):
+        FlowConfig(sigma_floor=floor)

@@ -133,3 +133,21 @@ def test_residual_target_makes_the_zero_sample_repeat_the_last_frame(target):
         out = wm.step(a.expand(2, -1, -1))
         expected = ctx.expand_as(out) if target == "residual" else torch.zeros_like(out)
         assert torch.allclose(out, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_data_prediction_rollout_ends_on_the_predicted_sample(cached):
+    """A network whose output is always the same latent: predicting data, every generated chunk is that
+    latent (the last Euler step lands on x̂₀); read as a velocity, the same output gives something else."""
+    net = make_net(window=8)
+    target = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    net.forward = lambda x, *args, **kwargs: target.expand(x.shape[0], -1, x.shape[2], -1, -1)
+    ctx = torch.randn(2, 8, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    for prediction in ("data", "velocity"):
+        net.config = net.config.model_copy(update={"flow": FlowConfig(prediction=prediction)})
+        wm = LatentWorldModel(net, num_steps=6, seed=0, use_kv_cache=cached)
+        wm.reset(ctx)
+        for a in _actions(3):
+            out = wm.step(a.expand(2, -1, -1))
+            expected = target.expand_as(out)
+            assert torch.allclose(out, expected, atol=1e-5) == (prediction == "data")

@@ -239,3 +239,38 @@ def test_two_processes_match_one_process_with_the_combined_batch(tmp_path):
 
 def test_fsdp2_with_activation_checkpointing_matches_one_process(tmp_path):
     assert _single_vs_torchrun(tmp_path, "fsdp", 29519, parallel="fsdp", activation_checkpointing=True) < 1e-5
+
+
+def test_short_history_clips_come_in_both_rollout_layouts(tmp_path):
+    data = {**BASE["data"], "history_chunks": 2}
+    trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, "layouts", data=data)), progress=False)
+    batch = trainer.sampler.sample(2)
+    from astra_core.data import collate
+
+    full = collate(batch)
+    assert full.latents.shape[2] == 7  # context + 2 history chunks + the target chunk
+    opening, num_history, positions = trainer._crop(full, 1, opening=True)
+    assert positions.tolist() == [0, 1, 2, 3, 4] and num_history == 3
+    assert torch.equal(opening.latents, full.latents[:, :, :5])
+    assert all(torch.equal(opening.masks[k], full.masks[k][:, :5]) for k in full.masks)  # every action kept
+    gap, num_history, positions = trainer._crop(full, 1, opening=False)
+    assert positions.tolist() == [0, 3, 4, 5, 6] and num_history == 3
+    assert torch.equal(gap.latents[:, :, 1:], full.latents[:, :, 3:])
+    for k in full.masks:  # the frame after the gap lost its predecessor: its action is masked
+        assert gap.masks[k][:, 1].eq(0).all() and torch.equal(gap.masks[k][:, 2:], full.masks[k][:, 4:])
+
+
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_opening_prob_picks_the_layout_of_short_clips(tmp_path, prob):
+    data = {**BASE["data"], "history_chunks": 2, "opening_prob": prob}
+    trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, f"p{prob}", data=data)), progress=False)
+    logs = [trainer.train_step() for _ in range(12)]
+    short = [x["opening"] for x in logs if x["history_chunks"] < 2]
+    assert short and all(o == (prob == 1.0) for o in short)
+    assert not any(x["opening"] for x in logs if x["history_chunks"] == 2)
+
+
+def test_opening_prob_outside_0_1_fails_naming_the_field(tmp_path):
+    data = {**BASE["data"], "opening_prob": 1.5}
+    with pytest.raises(ConfigError, match="data.opening_prob"):
+        TrainConfig.from_yaml(_config(tmp_path, "bad", data=data))
