@@ -255,7 +255,7 @@ class DataConfig(_Config):
     # Each step keeps 0..history_chunks of them. When it keeps fewer, the chance that the clip is cut from
     # its start (history right after the context, as in a rollout's first chunks) rather than its end
     # (the context, a gap, then the last chunks, as later in a rollout).
-    opening_prob: float = Field(0.5, ge=0.0, le=1.0)
+    opening_prob: float = Field(0.0, ge=0.0, le=1.0)
     clip_stride: int = 2
     tokenizer: str = "pixel"  # "pixel" or a tokenizer checkpoint
     pixel_patch: int = 4

@@ -42,21 +42,28 @@ class RectifiedFlow:
         return (1 - sigma) * x0 + sigma * noise
 
     def velocity_target(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """ε − x₀; when the network predicts data, (x_σ − x₀)/max(σ, floor) = (ε − x₀)·σ/max(σ, floor), the
-        same floor as in `velocity`, so the loss is |x̂₀ − x₀|² / max(σ, floor)²."""
+        """ε − x₀. When the network predicts data, training floors σ in `velocity`, and the target takes the
+        same floor: (x_σ − x₀)/max(σ, floor) = (ε − x₀)·σ/max(σ, floor), so the loss is
+        |x̂₀ − x₀|² / max(σ, floor)²; it needs `sigma` [B] then."""
         v = noise - x0
-        if self.config.prediction == "velocity" or sigma is None:
+        if self.config.prediction == "velocity":
             return v
+        if sigma is None:
+            raise ValueError("velocity_target: prediction 'data' needs the noise levels sigma")
         sigma = sigma.float()
         ratio = sigma / sigma.clamp(min=self.config.sigma_floor)
         return v * ratio.reshape(ratio.shape + (1,) * (v.ndim - ratio.ndim)).to(v.dtype)
 
-    def velocity(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/max(σ, floor) when
-        the network predicts data. sigma: a 0-d tensor or one level per sample [B]."""
+    def velocity(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, floor: bool = True) -> torch.Tensor:
+        """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/σ when the network
+        predicts data. `floor` (training) divides by max(σ, sigma_floor) instead, which bounds the loss
+        weight at small σ; sampling passes False and the exact σ, which the samplers never evaluate at 0.
+        sigma: a 0-d tensor or one level per sample [B]."""
         if self.config.prediction == "velocity":
             return output
-        sigma = sigma.float().clamp(min=self.config.sigma_floor)
+        sigma = sigma.float()
+        if floor:
+            sigma = sigma.clamp(min=self.config.sigma_floor)
         sigma = sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim)) if sigma.ndim else sigma
         return (x.float() - output.float()) / sigma
 

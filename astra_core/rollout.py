@@ -172,7 +172,10 @@ class LatentWorldModel:
             v = self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)
         else:
             v = self._velocity_recompute(xin, t, features, positions)
-        v = self.flow.velocity(v, xin, sigma).float()  # the sampler integrates in float32 whatever the model's dtype
+        # in float32 whatever the model's dtype: the sampler integrates in float32, and a data prediction
+        # becomes a velocity against the float32 sample
+        xf = torch.cat([x, x], dim=0) if self.guided else x
+        v = self.flow.velocity(v, xf.float(), sigma, floor=False).float()
         if not self.guided:
             return v
         v_cond, v_free = v.chunk(2, dim=0)

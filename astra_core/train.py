@@ -236,8 +236,10 @@ class Trainer:
         total = cfg.batch_size * self.world_size
         batch = collate(self.sampler.sample(total))
         chunks = int(torch.randint(cfg.data.history_chunks + 1, (1,), generator=self.generator))
-        draw = float(torch.rand(1, generator=self.generator))
-        opening = chunks < cfg.data.history_chunks and draw < cfg.data.opening_prob
+        opening = False
+        if cfg.data.opening_prob > 0:  # no draw at 0, so runs without the opening layout keep their random stream
+            draw = float(torch.rand(1, generator=self.generator))
+            opening = chunks < cfg.data.history_chunks and draw < cfg.data.opening_prob
         batch, num_history, positions = self._crop(batch, chunks, opening)
         rows = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
         local = Batch(

@@ -127,6 +127,10 @@ def test_data_prediction_turns_the_clean_sample_into_the_velocity():
     assert torch.allclose(err, 0.1 / sigma.clamp(min=0.05), rtol=1e-4)
     # one Euler step from any σ ≥ floor to 0 lands on the predicted sample; velocity prediction is unchanged
     assert torch.allclose(xs[2] - 0.4 * v[2], x0[2], atol=1e-5)
+    # sampling uses the exact σ: one Euler step from below the floor still lands on x̂₀
+    assert torch.allclose(xs[0] - 0.01 * flow.velocity(x0, xs, sigma, floor=False)[0], x0[0], atol=1e-4)
+    with pytest.raises(ValueError, match="sigma"):
+        flow.velocity_target(x0, eps)
     plain = RectifiedFlow()
     assert torch.equal(plain.velocity(v, xs, sigma), v) and torch.equal(plain.velocity_target(x0, eps, sigma), eps - x0)
 

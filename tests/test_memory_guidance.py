@@ -4,7 +4,8 @@ from _helpers import make_config, make_net
 
 from astra_core.config import FlowConfig, HistoryConfig
 from astra_core.errors import ConfigError, ShapeError
-from astra_core.memory import augment_history, segments_to_evict, sequence_chunk_ids
+from astra_core.flow import RectifiedFlow
+from astra_core.memory import BatchDraws, augment_history, segments_to_evict, sequence_chunk_ids
 from astra_core.objective import WorldModelObjective
 from astra_core.sampling import action_free_guidance
 
@@ -177,3 +178,27 @@ def test_residual_objective_targets_the_change_from_the_last_history_frame():
     direct = loss(FlowConfig(), torch.cat([history, 3.0 * change.expand(-1, -1, 2, -1, -1)], dim=2))
     assert residual == pytest.approx(direct, rel=1e-6)
     assert residual != pytest.approx(loss(FlowConfig(), torch.cat([history, chunk], dim=2)), rel=1e-3)
+
+
+def test_data_prediction_objective_scores_the_clean_chunk():
+    """A network that outputs the clean chunk (history frames included) has zero loss when it predicts
+    data; the same output read as a velocity has a large one. An output off by δ everywhere costs
+    δ² / max(σ, floor)², averaged over the batch's noise levels."""
+    net = make_net(live_actions=False)
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(4, 8, 5, 4, 4, generator=g)
+    actions = torch.randn(4, 5, 3)
+    offset = {"value": 0.0}
+    net.forward = lambda x, *args, **kwargs: latents + offset["value"]
+
+    def loss(prediction):
+        net.config = net.config.model_copy(update={"flow": FlowConfig(prediction=prediction, sigma_floor=0.05)})
+        gen = torch.Generator().manual_seed(7)
+        return WorldModelObjective(net).loss(latents, actions, None, num_history=3, generator=gen)[1]
+
+    assert loss("data")["flow_loss"] == pytest.approx(0.0, abs=1e-10)
+    assert loss("velocity")["flow_loss"] > 0.5
+    offset["value"] = 0.1
+    sigma = RectifiedFlow(FlowConfig()).sample_sigma(4, BatchDraws(torch.Generator().manual_seed(7)))
+    expected = float((0.1 / sigma.clamp(min=0.05)).pow(2).mean())
+    assert loss("data")["flow_loss"] == pytest.approx(expected, rel=1e-4)

@@ -264,9 +264,19 @@ def test_short_history_clips_come_in_both_rollout_layouts(tmp_path):
 def test_opening_prob_picks_the_layout_of_short_clips(tmp_path, prob):
     data = {**BASE["data"], "history_chunks": 2, "opening_prob": prob}
     trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, f"p{prob}", data=data)), progress=False)
+    seen = []
+    loss_module = trainer.loss_module
+
+    def recording(batch, num_history, positions, *args):
+        seen.append(positions.tolist())
+        return loss_module(batch, num_history, positions, *args)
+
+    trainer.loss_module = recording
     logs = [trainer.train_step() for _ in range(12)]
-    short = [x["opening"] for x in logs if x["history_chunks"] < 2]
-    assert short and all(o == (prob == 1.0) for o in short)
+    short = [(x["opening"], pos) for x, pos in zip(logs, seen) if x["history_chunks"] < 2]
+    assert short and all(o == (prob == 1.0) for o, _ in short)
+    for opening, pos in short:  # what the model saw: contiguous from the start, or the context then a gap
+        assert (pos == list(range(len(pos)))) == opening
     assert not any(x["opening"] for x in logs if x["history_chunks"] == 2)
 
 
