@@ -126,9 +126,9 @@ class FlowConfig(_Config):
     target: Literal["frames", "residual"] = "frames"
     residual_scale: float = 1.0
     # What the network outputs. "velocity": v = ε − x₀ directly. "data": the clean sample x₀, turned into
-    # v = (x_σ − x₀)/max(σ, sigma_floor) for the same velocity loss and the same samplers. Predicting data
-    # suits tokens as wide as the network (a 2×2 patch of 4×4-pixel tokens is 192 values, the tiny
-    # preset's width), where passing the noise through to a velocity is the hard part.
+    # v = (x_σ − x₀)/σ for the same velocity loss (σ floored at sigma_floor in training) and the same
+    # samplers. Predicting data suits tokens as wide as the network (a 2×2 patch of 4×4-pixel tokens is
+    # 192 values, the tiny preset's width), where passing the noise through to a velocity is the hard part.
     prediction: Literal["velocity", "data"] = "velocity"
     sigma_floor: float = 0.05
 
