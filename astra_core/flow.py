@@ -15,6 +15,11 @@ from .config import FlowConfig
 from .memory import BatchDraws
 
 
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Noise levels (0-d or [B]) shaped to broadcast against `like` [B, ...]."""
+    return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+
 class RectifiedFlow:
     def __init__(self, config: FlowConfig | None = None):
         self.config = config or FlowConfig()
@@ -38,7 +43,7 @@ class RectifiedFlow:
     @staticmethod
     def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x0, noise [B, ...]; sigma [B] (or broadcastable) -> x_σ."""
-        sigma = sigma.reshape(sigma.shape + (1,) * (x0.ndim - sigma.ndim)).to(x0.dtype)
+        sigma = _per_sample(sigma, x0).to(x0.dtype)
         return (1 - sigma) * x0 + sigma * noise
 
     def velocity_target(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,7 +57,7 @@ class RectifiedFlow:
             raise ValueError("velocity_target: prediction 'data' needs the noise levels sigma")
         sigma = sigma.float()
         ratio = sigma / sigma.clamp(min=self.config.sigma_floor)
-        return v * ratio.reshape(ratio.shape + (1,) * (v.ndim - ratio.ndim)).to(v.dtype)
+        return v * _per_sample(ratio, v).to(v.dtype)
 
     def velocity(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, floor: bool = True) -> torch.Tensor:
         """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/σ when the network
@@ -64,8 +69,7 @@ class RectifiedFlow:
         sigma = sigma.float()
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
-        sigma = sigma.reshape(sigma.shape + (1,) * (x.ndim - sigma.ndim)) if sigma.ndim else sigma
-        return (x.float() - output.float()) / sigma
+        return (x.float() - output.float()) / _per_sample(sigma, x)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Per-sample loss weight: 1, or a Gaussian bump in σ (mean 1 over uniform σ, roughly)."""

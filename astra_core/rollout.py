@@ -172,14 +172,10 @@ class LatentWorldModel:
             v = self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)
         else:
             v = self._velocity_recompute(xin, t, features, positions)
-        # in float32 whatever the model's dtype: the sampler integrates in float32, and a data prediction
-        # becomes a velocity against the float32 sample
-        xf = torch.cat([x, x], dim=0) if self.guided else x
-        v = self.flow.velocity(v, xf.float(), sigma, floor=False).float()
-        if not self.guided:
-            return v
-        v_cond, v_free = v.chunk(2, dim=0)
-        return action_free_guidance(v_cond, v_free, self.guidance_scale)
+        out = v.float()  # the sampler integrates in float32 whatever the model's dtype
+        if self.guided:  # guidance weights sum to 1, so it commutes with turning a data prediction into v
+            out = action_free_guidance(*out.chunk(2, dim=0), self.guidance_scale)
+        return self.flow.velocity(out, x.float(), sigma, floor=False)
 
     def _velocity_recompute(self, xin, t, features, positions) -> torch.Tensor:
         """Uncached: run history + new chunk through block-causal attention every step."""
