@@ -15,6 +15,7 @@ import yaml
 from astra_core.checkpoint import save_checkpoint
 from astra_core.cli import main
 from astra_core.config import TrainConfig
+from astra_core.data import collate
 from astra_core.errors import ConfigError
 from astra_core.model.actions import AstraNet
 from astra_core.train import Trainer
@@ -244,10 +245,7 @@ def test_fsdp2_with_activation_checkpointing_matches_one_process(tmp_path):
 def test_short_history_clips_come_in_both_rollout_layouts(tmp_path):
     data = {**BASE["data"], "history_chunks": 2}
     trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, "layouts", data=data)), progress=False)
-    batch = trainer.sampler.sample(2)
-    from astra_core.data import collate
-
-    full = collate(batch)
+    full = collate(trainer.sampler.sample(2))
     assert full.latents.shape[2] == 7  # context + 2 history chunks + the target chunk
     opening, num_history, positions = trainer._crop(full, 1, opening=True)
     assert positions.tolist() == [0, 1, 2, 3, 4] and num_history == 3
