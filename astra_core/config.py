@@ -102,6 +102,10 @@ class ActionConfig(_Config):
     token_dim: int = 128
     expert_hidden: int = 256
     aux_loss_weight: float = 0.01
+    # The encoder's output layer starts at zero, so attaching the action path to a trained backbone leaves
+    # its output unchanged (ACT-Adapter fine-tuning). False: the default init, so the actions reach the
+    # attention input from the first step of a model trained from scratch.
+    zero_init: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> ActionConfig:

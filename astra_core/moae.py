@@ -181,6 +181,7 @@ class MoAE(_PerModalityActions):
         token_dim: int = 64,
         out_dim: int | None = None,
         expert_hidden: int = 128,
+        zero_init: bool = True,
     ):
         super().__init__(modalities, token_dim, out_dim, "MoAE")
         self.encoders = nn.ModuleDict({m.name: m.encoder(token_dim) for m in self.modalities.values()})
@@ -188,9 +189,10 @@ class MoAE(_PerModalityActions):
         self.router.setup(token_dim, num_experts, self.names)
         self.num_experts = num_experts
         self.experts = nn.ModuleList(Mlp(token_dim, expert_hidden, self.out_dim) for _ in range(num_experts))
-        for expert in self.experts:
-            nn.init.zeros_(expert.fc2.weight)
-            nn.init.zeros_(expert.fc2.bias)
+        if zero_init:  # the experts' output layers start at zero: a new action path changes nothing yet
+            for expert in self.experts:
+                nn.init.zeros_(expert.fc2.weight)
+                nn.init.zeros_(expert.fc2.bias)
 
     def forward(
         self,
@@ -251,7 +253,7 @@ class MoAE(_PerModalityActions):
 class SharedActionEncoder(_PerModalityActions):
     """The MoAE ablation of the paper: each modality's vector is normalised on its own, zero-padded to
     the widest modality and sent through one shared encoder (no per-modality experts, no routing).
-    Same call and output as `MoAE`; the output layer is zero-initialised."""
+    Same call and output as `MoAE`; the output layer is zero-initialised unless `zero_init` is False."""
 
     def __init__(
         self,
@@ -259,13 +261,15 @@ class SharedActionEncoder(_PerModalityActions):
         token_dim: int = 64,
         out_dim: int | None = None,
         expert_hidden: int = 128,
+        zero_init: bool = True,
     ):
         super().__init__(modalities, token_dim, out_dim, "SharedActionEncoder")
         self.width = max(m.action_dim for m in self.modalities.values())
         self.encoder = nn.Sequential(nn.Linear(self.width + 1, expert_hidden), nn.SiLU())
         self.head = Mlp(expert_hidden, expert_hidden, self.out_dim)
-        nn.init.zeros_(self.head.fc2.weight)
-        nn.init.zeros_(self.head.fc2.bias)
+        if zero_init:
+            nn.init.zeros_(self.head.fc2.weight)
+            nn.init.zeros_(self.head.fc2.bias)
 
     def forward(self, actions, masks=None, normalize: bool = True) -> MoAEOutput:
         b, f = self._check(actions, masks)

@@ -288,7 +288,9 @@ class Trainer:
     def evaluate(self) -> dict:
         """Held-out figures of the EMA model with fixed noise and no action dropout (comparable across
         steps): the mean loss, and the action gain, the loss with actions shuffled across clips over
-        the loss with their own actions (same noise). A gain near 1: the model ignores its actions."""
+        the loss with their own actions (same noise). A gain near 1: the model ignores its actions.
+        The gain is measured on full-history clips and, as `eval_action_gain_opening`, on the first
+        chunk after the context frames, where no history can stand in for the actions."""
         objective = WorldModelObjective(self.ema)
 
         def held_out_loss(batch, actions, masks, num_history, positions) -> float:  # the same noise each call
@@ -296,24 +298,30 @@ class Trainer:
             args = (batch.latents, actions, masks, num_history, positions, generator)
             return float(objective.loss(*args, drop_actions=False)[0])
 
-        losses, gains = {}, {}
-        for name, clips in self.held_out.items():
-            batch = collate(clips[:16])
-            full = self.cfg.data.history_chunks
-            batch, num_history, positions = self._crop(batch, full)
+        def loss_and_gain(batch, num_history, positions) -> tuple[float, float | None]:
             actions, masks = batch.actions, batch.masks
             if self.ema.moae is None:
                 actions, masks = _pad_to_one_vector(batch, self.ema.config.action.action_dim)
-            losses[name] = held_out_loss(batch, actions, masks, num_history, positions)
-            if batch.latents.shape[0] > 1 and self.ema.config.action.use_actions:
-                shuffled = map_actions(actions, lambda a: a.roll(1, dims=0))
-                shuffled_masks = map_actions(masks, lambda m: m.roll(1, dims=0)) if masks is not None else None
-                wrong = held_out_loss(batch, shuffled, shuffled_masks, num_history, positions)
-                gains[name] = wrong / max(losses[name], 1e-12)
+            loss = held_out_loss(batch, actions, masks, num_history, positions)
+            if batch.latents.shape[0] < 2 or not self.ema.config.action.use_actions:
+                return loss, None
+            shuffled = map_actions(actions, lambda a: a.roll(1, dims=0))
+            shuffled_masks = map_actions(masks, lambda m: m.roll(1, dims=0)) if masks is not None else None
+            return loss, held_out_loss(batch, shuffled, shuffled_masks, num_history, positions) / max(loss, 1e-12)
+
+        losses, gains, opening_gains = {}, {}, {}
+        for name, clips in self.held_out.items():
+            batch = collate(clips[:16])
+            losses[name], gain = loss_and_gain(*self._crop(batch, self.cfg.data.history_chunks))
+            _, opening_gain = loss_and_gain(*self._crop(batch, 0, opening=True))
+            if gain is not None:
+                gains[name], opening_gains[name] = gain, opening_gain
         out = {"eval_loss": sum(losses.values()) / max(1, len(losses)), "eval_loss_per_embodiment": losses}
         if gains:
             out["eval_action_gain"] = sum(gains.values()) / len(gains)
             out["eval_action_gain_per_embodiment"] = gains
+            out["eval_action_gain_opening"] = sum(opening_gains.values()) / len(opening_gains)
+            out["eval_action_gain_opening_per_embodiment"] = opening_gains
         return out
 
     # ---- loop, checkpoints --------------------------------------------------------------------

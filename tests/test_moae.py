@@ -93,11 +93,11 @@ def test_moae_input_errors():
         moae({"camera_se3": torch.full((1, 2, 9), float("nan"))})
 
 
-def _moae_net():
+def _moae_net(encoder: str = "moae", **action):
     cfg = make_config().model_copy(
         update={
             "action": ActionConfig(
-                encoder="moae", modalities=("camera_se3", "discrete_cmd"), token_dim=16, expert_hidden=32
+                encoder=encoder, modalities=("camera_se3", "discrete_cmd"), token_dim=16, expert_hidden=32, **action
             )
         }
     )
@@ -112,6 +112,24 @@ def test_adding_moae_leaves_the_backbone_output_unchanged():
     assert bool((feats == 0).all())
     with torch.no_grad():
         assert torch.equal(net(x, t, feats), net.dit(x, t, None))
+
+
+@pytest.mark.parametrize("encoder", ["moae", "shared", "mlp"])
+def test_zero_init_false_lets_actions_reach_the_backbone_from_the_start(encoder):
+    """`action.zero_init: false` (training from scratch): at init the features already depend on the actions."""
+    net = _moae_net(encoder, zero_init=False)
+    if encoder == "mlp":
+        first, second = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    else:
+        first = {"camera_se3": torch.randn(2, 3, 9), "discrete_cmd": torch.rand(2, 3, 12)}
+        second = {"camera_se3": torch.randn(2, 3, 9), "discrete_cmd": torch.rand(2, 3, 12)}
+    a, b = net.action_features(first), net.action_features(second)
+    assert float(a.abs().mean()) > 1e-3 and float((a - b).abs().mean()) > 1e-3
+    x, t = torch.randn(2, 8, 3, 4, 4), torch.rand(2, 3) * 1000
+    with torch.no_grad():
+        assert not torch.allclose(net(x, t, a), net(x, t, b))
+    zeroed = _moae_net(encoder)  # the default: the adapter starts silent
+    assert bool((zeroed.action_features(first) == 0).all())
 
 
 def test_moae_world_model_trains_and_rolls_out():

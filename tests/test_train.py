@@ -90,12 +90,15 @@ def test_held_out_action_gain_tells_whether_actions_matter(tmp_path):
     fresh = trainer.evaluate()
     # The experts' output layers start at zero: shuffled actions cannot change the loss yet.
     assert fresh["eval_action_gain_per_embodiment"] == {"free_camera": 1.0, "tabletop_arm": 1.0}
+    assert fresh["eval_action_gain_opening_per_embodiment"] == {"free_camera": 1.0, "tabletop_arm": 1.0}
     assert trainer.evaluate() == fresh  # fixed noise: comparable across steps
     torch.manual_seed(0)
     for expert in trainer.ema.moae.experts:
         torch.nn.init.normal_(expert.fc2.weight, std=0.5)
     live = trainer.evaluate()
     assert all(gain != 1.0 for gain in live["eval_action_gain_per_embodiment"].values())
+    assert all(gain != 1.0 for gain in live["eval_action_gain_opening_per_embodiment"].values())
+    assert live["eval_action_gain_opening"] != live["eval_action_gain"]  # another layout, other clips' frames
     assert live["eval_loss"] != fresh["eval_loss"]
 
 

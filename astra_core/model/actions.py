@@ -1,8 +1,8 @@
 """The action path of the ACT-Adapter: per-latent-frame action vectors -> action features [B, F, dim].
 
 `AstraNet` bundles the backbone with an action encoder and the learned null action feature used by
-action-free guidance. The encoder's output layer is zero-initialised, so attaching it to a trained
-backbone leaves the backbone's output unchanged.
+action-free guidance. The encoder's output layer is zero-initialised (`action.zero_init`, the default),
+so attaching it to a trained backbone leaves the backbone's output unchanged.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from .dit import AstraDiT
 class MLPActionEncoder(nn.Module):
     """Normalised actions [B, F, A] and their mask [B, F] -> features [B, F, dim]."""
 
-    def __init__(self, action_dim: int, dim: int, hidden_dim: int):
+    def __init__(self, action_dim: int, dim: int, hidden_dim: int, zero_init: bool = True):
         super().__init__()
         self.action_dim = action_dim
         self.net = nn.Sequential(nn.Linear(action_dim + 1, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, dim))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        if zero_init:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.to(actions.dtype)[..., None]
@@ -45,7 +46,11 @@ def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
     cfg = config.action
     if cfg.encoder == "shared":
         return SharedActionEncoder(
-            list(cfg.modalities), token_dim=cfg.token_dim, out_dim=config.dit.dim, expert_hidden=cfg.expert_hidden
+            list(cfg.modalities),
+            token_dim=cfg.token_dim,
+            out_dim=config.dit.dim,
+            expert_hidden=cfg.expert_hidden,
+            zero_init=cfg.zero_init,
         )
     router_cls = get_registry().get("routers", cfg.router)
     try:
@@ -61,6 +66,7 @@ def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
         token_dim=cfg.token_dim,
         out_dim=config.dit.dim,
         expert_hidden=cfg.expert_hidden,
+        zero_init=cfg.zero_init,
     )
 
 
@@ -88,7 +94,9 @@ class AstraNet(nn.Module):
             self.action_encoder = None
         else:
             self.moae = None
-            self.action_encoder = MLPActionEncoder(config.action.action_dim, config.dit.dim, config.action.hidden_dim)
+            self.action_encoder = MLPActionEncoder(
+                config.action.action_dim, config.dit.dim, config.action.hidden_dim, zero_init=config.action.zero_init
+            )
         # Action-free guidance replaces dropped actions by this learned feature (Astra §3).
         self.null_action = nn.Parameter(torch.randn(config.dit.dim) * 0.02)
 
