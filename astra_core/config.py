@@ -261,8 +261,20 @@ class DataConfig(_Config):
     # (the context, a gap, then the last chunks, as later in a rollout).
     opening_prob: float = Field(0.0, ge=0.0, le=1.0)
     clip_stride: int = 2
+    # Toy worlds: each training episode also yields clips of every k-th frame for each k here besides 1,
+    # with the actions aligned over k frames, i.e. the same world under k-times faster motion. Larger
+    # motions per frame make the actions matter more than the frames' fine detail. Held-out clips keep 1.
+    time_strides: tuple[int, ...] = (1,)
     tokenizer: str = "pixel"  # "pixel" or a tokenizer checkpoint
     pixel_patch: int = 4
+
+    @model_validator(mode="after")
+    def _check_strides(self) -> DataConfig:
+        if not self.time_strides or any(k < 1 for k in self.time_strides):
+            raise ValueError(f"time_strides={list(self.time_strides)} must list positive frame strides")
+        if self.source != "worlds" and set(self.time_strides) != {1}:
+            raise ValueError("time_strides applies to source 'worlds' only (cached shards hold encoded frames)")
+        return self
 
 
 class OptimConfig(_Config):

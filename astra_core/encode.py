@@ -15,13 +15,19 @@ from .modality import raw_length, raw_rows
 
 
 @torch.no_grad()
-def encode_episode(episode: Episode, tokenizer, modalities: dict) -> dict:
-    """Tokenize an episode's frames and align its actions to the latent frames."""
+def encode_episode(episode: Episode, tokenizer, modalities: dict, time_stride: int = 1) -> dict:
+    """Tokenize an episode's frames and align its actions to the latent frames. With `time_stride` k,
+    only every k-th frame is kept and each action vector covers the k raw rows between kept frames: the
+    episode as a k-times faster motion."""
     if episode.frames is None:
         raise ShapeError(f"{episode.source or 'episode'}: has no frames to encode")
-    factor = tokenizer.temporal_factor
+    if time_stride < 1:
+        raise ShapeError(f"time_stride must be >= 1, got {time_stride}")
+    factor = tokenizer.temporal_factor * time_stride  # raw frames per latent frame
     usable = 1 + (episode.frames.shape[1] - 1) // factor * factor
-    frames = episode.frames[:, :usable]
+    if usable == 1 and episode.frames.shape[1] > 1:
+        raise ShapeError(f"{episode.source or 'episode'}: too short for time stride {time_stride}")
+    frames = episode.frames[:, :usable:time_stride]
     latents = tokenizer.encode(frames[None].float())[0]
     actions, masks, raw = {}, {}, {}
     for name, stream in episode.actions.items():
@@ -38,8 +44,8 @@ def encode_episode(episode: Episode, tokenizer, modalities: dict) -> dict:
         "masks": masks,
         "raw": raw,
         "embodiment": episode.embodiment,
-        "fps": episode.fps,
-        "source": episode.source,
+        "fps": episode.fps / time_stride,
+        "source": episode.source if time_stride == 1 else f"{episode.source}@stride{time_stride}",
     }
 
 

@@ -168,22 +168,29 @@ class Trainer:
                 cut = max(1, len(clips) // 10)
                 held[name], pools[name] = clips[:cut], clips[cut:]
             return pools, held
-        return self._world_clips(0, data.episodes_per_world), self._world_clips(10**6, data.held_out_per_world)
+        train = self._world_clips(0, data.episodes_per_world, data.time_strides)
+        return train, self._world_clips(10**6, data.held_out_per_world, (1,))
 
-    def _world_clips(self, seed0: int, count: int) -> dict[str, list]:
+    def _world_clips(self, seed0: int, count: int, strides: tuple[int, ...]) -> dict[str, list]:
         from .encode import encode_episode
         from .plugins import get_registry
 
         registry = get_registry()
         pools = {}
+        needed = self.clip_frames()
         for name in self.cfg.data.weights:
             world = registry.get("worlds", registry.get("embodiments", name).world or name)
             clips = []
             for i in range(count):
-                encoded = encode_episode(
-                    world.episode(seed0 + i, self.cfg.data.episode_frames), self.tokenizer, registry.modalities
-                )
-                clips.extend(CachedEpisode.from_encoded(encoded).clips(self.clip_frames(), self.cfg.data.clip_stride))
+                episode = world.episode(seed0 + i, self.cfg.data.episode_frames)
+                for k in sorted(set(strides)):
+                    if 1 + (self.cfg.data.episode_frames - 1) // (k * self.tokenizer.temporal_factor) < needed:
+                        raise ConfigError(
+                            f"data.time_strides: stride {k} leaves fewer than {needed} frames of an "
+                            f"episode of data.episode_frames={self.cfg.data.episode_frames}"
+                        )
+                    encoded = encode_episode(episode, self.tokenizer, registry.modalities, time_stride=k)
+                    clips.extend(CachedEpisode.from_encoded(encoded).clips(needed, self.cfg.data.clip_stride))
             pools[name] = clips
         return pools
 

@@ -285,3 +285,46 @@ def test_opening_prob_outside_0_1_fails_naming_the_field(tmp_path):
     data = {**BASE["data"], "opening_prob": 1.5}
     with pytest.raises(ConfigError, match="data.opening_prob"):
         TrainConfig.from_yaml(_config(tmp_path, "bad", data=data))
+
+
+def test_time_strides_add_faster_clips_of_the_same_episodes(tmp_path):
+    from astra_core.encode import encode_episode
+    from astra_core.plugins import get_registry
+
+    data = {**BASE["data"], "episode_frames": 13}
+    plain = Trainer(TrainConfig.from_yaml(_config(tmp_path, "plain", data=data)), progress=False)
+    strided = Trainer(
+        TrainConfig.from_yaml(_config(tmp_path, "strided", data={**data, "time_strides": [1, 2]})), progress=False
+    )
+    for name in plain.pools:
+        assert len(strided.pools[name]) > len(plain.pools[name])
+        assert len(strided.held_out[name]) == len(plain.held_out[name])  # held out: the benchmark's frame rate
+
+    registry = get_registry()
+    for world_name, modality in (("free_camera", "camera_se3"), ("tabletop_arm", "robot_ee")):
+        episode = registry.worlds[world_name].episode(3, 13)
+        fast = encode_episode(episode, plain.tokenizer, registry.modalities, time_stride=2)
+        expected = plain.tokenizer.encode(episode.frames[None, :, ::2].float())[0]
+        assert torch.equal(torch.as_tensor(fast["latents"]), expected)
+        # the vector of kept frame i covers raw rows 2i−1 and 2i: what alignment over 2 frames gives
+        aligned = registry.modalities[modality].align(episode.actions[modality], 2)
+        assert fast["actions"][modality].shape == (7, aligned.actions.shape[1])
+        assert torch.allclose(torch.as_tensor(fast["actions"][modality]), torch.as_tensor(aligned.actions))
+        slow = encode_episode(episode, plain.tokenizer, registry.modalities)
+        assert not torch.allclose(
+            torch.as_tensor(fast["actions"][modality][1:3]), torch.as_tensor(slow["actions"][modality][1:3])
+        )
+    # camera poses are absolute: every other pose, aligned frame to frame, is the same motion
+    episode = registry.worlds["free_camera"].episode(3, 13)
+    fast = encode_episode(episode, plain.tokenizer, registry.modalities, time_stride=2)
+    every_other = registry.modalities["camera_se3"].align(episode.actions["camera_se3"][::2], 1)
+    assert torch.allclose(
+        torch.as_tensor(fast["actions"]["camera_se3"]), torch.as_tensor(every_other.actions), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(("strides", "field"), [([1, 3], "stride 3"), ([0], "time_strides")])
+def test_time_strides_that_do_not_fit_fail_naming_the_field(tmp_path, strides, field):
+    data = {**BASE["data"], "episode_frames": 13, "time_strides": strides}
+    with pytest.raises(ConfigError, match=field):
+        Trainer(TrainConfig.from_yaml(_config(tmp_path, "bad", data=data)), progress=False)
