@@ -133,8 +133,13 @@ class FlowConfig(_Config):
     # v = (x_σ − x₀)/σ for the same velocity loss (σ floored at sigma_floor in training) and the same
     # samplers. Predicting data suits tokens as wide as the network (a 2×2 patch of 4×4-pixel tokens is
     # 192 values, the tiny preset's width), where passing the noise through to a velocity is the hard part.
-    prediction: Literal["velocity", "data"] = "velocity"
+    # "edm": the clean sample with a skip connection, x̂₀ = c_skip(σ)·x_σ + c_out(σ)·F (Karras et al. 2022,
+    # in rectified-flow form, data spread `sigma_data`): near σ = 0 the input passes through and the network
+    # only corrects it; near σ = 1 the network predicts the data. A network without the skip ("data") has
+    # to rebuild its input exactly at small σ, and does not learn to copy content from the history.
+    prediction: Literal["velocity", "data", "edm"] = "velocity"
     sigma_floor: float = 0.05
+    sigma_data: float = 0.5
 
     @model_validator(mode="after")
     def _check(self) -> FlowConfig:
@@ -144,6 +149,8 @@ class FlowConfig(_Config):
             raise ValueError(f"residual_scale={self.residual_scale} must be positive")
         if not 0 < self.sigma_floor < 1:
             raise ValueError(f"sigma_floor={self.sigma_floor} must lie in (0, 1)")
+        if self.sigma_data <= 0:
+            raise ValueError(f"sigma_data={self.sigma_data} must be positive")
         return self
 
 

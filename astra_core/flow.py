@@ -1,8 +1,9 @@
 """Rectified flow matching, the objective of Wan2.1 and Astra.
 
 x_σ = (1 − σ)·x₀ + σ·ε with ε ~ N(0, I); the network predicts v = ε − x₀; σ = 1 is pure noise and
-σ = 0 clean data. The DiT sees t = σ·T with T = `num_train_timesteps`. The network outputs v itself or,
-with `prediction: data`, the clean sample, from which `velocity` derives v.
+σ = 0 clean data. The DiT sees t = σ·T with T = `num_train_timesteps`. The network outputs v itself;
+with `prediction: data`, the clean sample; with `prediction: edm`, the clean sample through a σ-dependent
+skip from its input (`preconditioned`). `velocity` derives v from either.
 """
 
 from __future__ import annotations
@@ -67,9 +68,18 @@ class RectifiedFlow:
         if self.config.prediction == "velocity":
             return output
         sigma = sigma.float()
+        x0 = output.float() if self.config.prediction == "data" else self.preconditioned(output, x, sigma)
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
-        return (x.float() - output.float()) / _per_sample(sigma, x)
+        return (x.float() - x0) / _per_sample(sigma, x)
+
+    def preconditioned(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x̂₀ = c_skip·x_σ + c_out·F for `prediction: edm`. With x_σ = (1−σ)x₀ + σε and data spread s:
+        c_skip = s²(1−σ)/D², c_out = σs/D, D² = σ² + s²(1−σ)²; c_skip → 1 and c_out → 0 as σ → 0."""
+        s = self.config.sigma_data
+        sigma = _per_sample(sigma.float(), x)
+        d2 = sigma**2 + s**2 * (1 - sigma) ** 2
+        return s**2 * (1 - sigma) / d2 * x.float() + sigma * s / d2.sqrt() * output.float()
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """Per-sample loss weight: 1, or a Gaussian bump in σ (mean 1 over uniform σ, roughly)."""

@@ -139,3 +139,78 @@ def test_data_prediction_turns_the_clean_sample_into_the_velocity():
 def test_flow_config_rejects_a_sigma_floor_outside_0_1(floor):
     with pytest.raises(ValueError, match="sigma_floor"):
         FlowConfig(sigma_floor=floor)
+
+
+def test_edm_prediction_passes_the_input_through_at_small_noise():
+    flow = RectifiedFlow(FlowConfig(prediction="edm", sigma_data=0.5))
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 3, 2, 5, 5, generator=gen), torch.randn(4, 3, 2, 5, 5, generator=gen)
+    sigma = torch.tensor([1e-4, 0.2, 0.6, 1.0])
+    xs = flow.add_noise(x0, eps, sigma)
+    zero = torch.zeros_like(x0)
+    # F = 0: near σ = 0 the estimate is the input itself, at σ = 1 it is 0 (no skip left)
+    passed = flow.preconditioned(zero, xs, sigma)
+    assert torch.allclose(passed[0], xs[0], atol=1e-3)
+    assert torch.equal(passed[3], zero[3])
+    # the skip and output scales of the formula, checked at σ = 0.6 with s = 0.5
+    s, sg = 0.5, 0.6
+    d = math.sqrt(sg**2 + s**2 * (1 - sg) ** 2)
+    ones = torch.ones_like(x0)
+    assert torch.allclose(flow.preconditioned(ones, zero, sigma)[2], ones[2] * sg * s / d, atol=1e-6)
+    assert torch.allclose(flow.preconditioned(zero, ones, sigma)[2], ones[2] * s**2 * (1 - sg) / d**2, atol=1e-6)
+    # the network output that stands for the true x₀ gives the true velocity, and the loss target agrees
+    c_skip = s**2 * (1 - sigma) / (sigma**2 + s**2 * (1 - sigma) ** 2)
+    c_out = sigma * s / (sigma**2 + s**2 * (1 - sigma) ** 2).sqrt()
+    ideal = (x0 - c_skip.view(-1, 1, 1, 1, 1) * xs) / c_out.view(-1, 1, 1, 1, 1)
+    v = flow.velocity(ideal, xs, sigma, floor=False)
+    assert torch.allclose(v[1:], (eps - x0)[1:], atol=1e-4)
+    assert torch.allclose(flow.velocity(ideal, xs, sigma)[1:], flow.velocity_target(x0, eps, sigma)[1:], atol=1e-4)
+    with pytest.raises(ValueError, match="sigma_data"):
+        FlowConfig(sigma_data=0.0)
+
+
+def test_the_network_learns_to_move_the_context_as_its_action_says():
+    """A small world model learns a task only the action explains: the target chunk is the context frame
+    shifted one token left or right, as the action's sign says. Flipping the actions must then cost a lot.
+    (A network that predicts the clean sample without a skip, `prediction: data`, does not learn even to
+    copy the context at this length: the reason for `edm`.)"""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+    from astra_core.objective import WorldModelObjective
+
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=8, out_dim=8),
+        action=ActionConfig(action_dim=1, hidden_dim=32),
+        history=HistoryConfig(chunk_size=2, window=4, noise_prob=0.0),
+        flow=FlowConfig(prediction="edm"),
+    )
+    torch.manual_seed(0)
+    net = AstraNet(cfg)
+    objective = WorldModelObjective(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+
+    def batch(n, g):
+        context = torch.randn(n, 8, 1, 8, 8, generator=g)
+        sign = torch.randint(0, 2, (n,), generator=g) * 2 - 1
+        target = torch.stack([torch.roll(c, shifts=2 * int(a), dims=-1) for c, a in zip(context, sign)])
+        actions = torch.zeros(n, 3, 1)
+        actions[:, 1:, 0] = sign[:, None].float()
+        mask = torch.ones(n, 3)
+        mask[:, 0] = 0
+        return torch.cat([context, target.expand(-1, -1, 2, -1, -1)], dim=2), actions, mask
+
+    for _ in range(400):
+        loss, _ = objective.loss(*batch(16, gen), 1, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    latents, actions, mask = batch(64, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        own, flipped = (
+            float(
+                objective.loss(latents, a, mask, 1, generator=torch.Generator().manual_seed(2), drop_actions=False)[0]
+            )
+            for a in (actions, -actions)
+        )
+    assert flipped > 3 * own

@@ -289,7 +289,7 @@ class AstraDiT(nn.Module):
         chunk_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Predict the flow velocity, or the clean latents when the flow config says `prediction: data`.
+        """Predict the flow velocity, or what stands for the clean latents (`prediction: data` or `edm`).
 
         x: latents [B, in_dim, F, H, W]; timesteps: [B] or [B, F] in [0, num_train_timesteps];
         action_features: [B, F, dim] or None; context: text [B, L, text_dim] (text models only);
