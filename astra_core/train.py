@@ -66,6 +66,20 @@ class _LossModule(nn.Module):
         return loss, logs
 
 
+def held_out_picks(count: int, size: int = 16) -> list[int]:
+    """The clips of a held-out pool of `count` that the evaluation batches: up to `size`, spread evenly.
+    A pool lists each episode's clips one after another, so its first clips would mostly share one
+    episode (and one scene)."""
+    return list(range(count)) if count <= size else [i * count // size for i in range(size)]
+
+
+def held_out_partners(size: int) -> torch.Tensor:
+    """For each clip of a held-out batch, the clip whose actions it gets for the action gain: the one
+    half the batch away. Neighbouring clips of one episode overlap and carry nearly the same actions
+    (controls hold for many frames), so swapping with a neighbour would measure almost nothing."""
+    return (torch.arange(size) - max(1, size // 2)) % size
+
+
 def _pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One shared encoder: every modality's vector padded to `width` and summed over modalities."""
     b, f = batch.latents.shape[0], batch.latents.shape[2]
@@ -294,8 +308,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Held-out figures of the EMA model with fixed noise and no action dropout (comparable across
-        steps): the mean loss, and the action gain, the loss with actions shuffled across clips over
-        the loss with their own actions (same noise). A gain near 1: the model ignores its actions.
+        steps): the mean loss, and the action gain, the loss with each clip given another episode's
+        actions over the loss with its own (same noise). A gain near 1: the model ignores its actions.
         The gain is measured on full-history clips and, as `eval_action_gain_opening`, on the first
         chunk after the context frames, where no history can stand in for the actions."""
         objective = WorldModelObjective(self.ema)
@@ -312,13 +326,14 @@ class Trainer:
             loss = held_out_loss(batch, actions, masks, num_history, positions)
             if batch.latents.shape[0] < 2 or not self.ema.config.action.use_actions:
                 return loss, None
-            shuffled = map_actions(actions, lambda a: a.roll(1, dims=0))
-            shuffled_masks = map_actions(masks, lambda m: m.roll(1, dims=0)) if masks is not None else None
+            partner = held_out_partners(batch.latents.shape[0])
+            shuffled = map_actions(actions, lambda a: a[partner])
+            shuffled_masks = map_actions(masks, lambda m: m[partner]) if masks is not None else None
             return loss, held_out_loss(batch, shuffled, shuffled_masks, num_history, positions) / max(loss, 1e-12)
 
         losses, gains, opening_gains = {}, {}, {}
         for name, clips in self.held_out.items():
-            batch = collate(clips[:16])
+            batch = collate([clips[i] for i in held_out_picks(len(clips))])
             losses[name], gain = loss_and_gain(*self._crop(batch, self.cfg.data.history_chunks))
             _, opening_gain = loss_and_gain(*self._crop(batch, 0, opening=True))
             if gain is not None:

@@ -18,7 +18,7 @@ from astra_core.config import TrainConfig
 from astra_core.data import collate
 from astra_core.errors import ConfigError
 from astra_core.model.actions import AstraNet
-from astra_core.train import Trainer
+from astra_core.train import Trainer, held_out_partners, held_out_picks
 
 BASE = {
     "model": {
@@ -100,6 +100,19 @@ def test_held_out_action_gain_tells_whether_actions_matter(tmp_path):
     assert all(gain != 1.0 for gain in live["eval_action_gain_opening_per_embodiment"].values())
     assert live["eval_action_gain_opening"] != live["eval_action_gain"]  # another layout, other clips' frames
     assert live["eval_loss"] != fresh["eval_loss"]
+
+
+def test_the_held_out_gain_gives_each_clip_another_episodes_actions():
+    # The toy recipe's held-out pool: 4 episodes of 13 overlapping clips, listed episode by episode.
+    # Neighbouring clips of an episode carry nearly the same actions, so pairing neighbours measured ~1.
+    per_episode, episodes = 13, 4
+    picks = held_out_picks(per_episode * episodes)
+    partner = held_out_partners(len(picks))
+    episode = [p // per_episode for p in picks]
+    assert len(picks) == 16 and len(set(episode)) == episodes
+    assert sorted(partner.tolist()) == list(range(16))  # every clip's actions are used once
+    assert all(episode[i] != episode[j] for i, j in enumerate(partner.tolist()))
+    assert held_out_picks(5) == [0, 1, 2, 3, 4] and held_out_partners(2).tolist() == [1, 0]
 
 
 def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
