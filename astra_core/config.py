@@ -135,8 +135,11 @@ class FlowConfig(_Config):
     # 192 values, the tiny preset's width), where passing the noise through to a velocity is the hard part.
     # "edm": the clean sample with a skip connection, x̂₀ = c_skip(σ)·x_σ + c_out(σ)·F (Karras et al. 2022,
     # in rectified-flow form, data spread `sigma_data`): near σ = 0 the input passes through and the network
-    # only corrects it; near σ = 1 the network predicts the data. A network without the skip ("data") has
-    # to rebuild its input exactly at small σ, and does not learn to copy content from the history.
+    # only corrects it; near σ = 1 the network predicts the data.
+    # With "data" the loss is |x̂₀ − x₀|²/max(σ, sigma_floor)². A low floor (0.05) weighs the small-σ
+    # samples, where the task is to hand the input back, up to 400× more than σ = 1, where history and
+    # actions decide the picture; the toy network then learned to ignore its actions. A floor of 0.9 (the
+    # toy recipe's) weighs the x̂₀ error about evenly over σ (docs/results.md measures both).
     prediction: Literal["velocity", "data", "edm"] = "velocity"
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
