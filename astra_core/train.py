@@ -18,6 +18,7 @@ import glob
 import json
 import math
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from .cache import CachedEpisode, read_shard
 from .checkpoint import publish, save_checkpoint, temporary_beside
 from .config import TrainConfig
 from .data import Batch, ClipSampler, collate
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .model.actions import AstraNet, map_actions
 from .objective import WorldModelObjective
 
@@ -430,7 +431,7 @@ class Trainer:
         path = self.out / "state.pt"
         if not path.is_file():
             raise ConfigError(f"--resume: no training state at {path}")
-        state = torch.load(path, weights_only=False)
+        state = read_training_state(path)
         if state.get("optimizer") is None:  # FSDP states of earlier versions kept no optimiser state
             raise ConfigError(f"--resume: {path} holds no optimiser state, so it cannot be resumed exactly")
         if bool(state.get("sharded", False)) != self.sharded:
@@ -460,6 +461,27 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
         self._elapsed_before = state.get("elapsed_s", 0.0)
+
+
+def read_training_state(path: str | Path) -> dict:
+    """A training state written by `Trainer.save_state`, read without running code from the file.
+
+    The state holds only tensors, numbers, strings and containers of them, so it is unpickled with
+    `weights_only=True`: a file that asks for any other object (a crafted pickle that would call a
+    function while loading) is refused before anything in it runs."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"--resume: {path} is not a training state this project wrote; it asks to load code or objects "
+            f"other than tensors and plain values, so it was refused unread ({reason})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"--resume: {path} cannot be read as a training state (truncated or corrupt?): {err}") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise CheckpointError(f"--resume: {path} is not a training state (no 'step' and 'model' entries)")
+    return state
 
 
 def _build_tokenizer(cfg: TrainConfig):

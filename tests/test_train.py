@@ -16,9 +16,9 @@ from astra_core.checkpoint import save_checkpoint
 from astra_core.cli import main
 from astra_core.config import TrainConfig
 from astra_core.data import collate
-from astra_core.errors import ConfigError
+from astra_core.errors import CheckpointError, ConfigError
 from astra_core.model.actions import AstraNet
-from astra_core.train import Trainer, held_out_partners, held_out_picks
+from astra_core.train import Trainer, held_out_partners, held_out_picks, read_training_state
 
 BASE = {
     "model": {
@@ -59,7 +59,7 @@ def _config(tmp_path: Path, name: str, **overrides) -> Path:
 
 
 def _weights(run: Path) -> dict:
-    return torch.load(run / "state.pt", weights_only=False)["model"]
+    return read_training_state(run / "state.pt")["model"]
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -115,6 +115,32 @@ def test_the_held_out_gain_gives_each_clip_another_episodes_actions():
     assert held_out_picks(5) == [0, 1, 2, 3, 4] and held_out_partners(2).tolist() == [1, 0]
 
 
+class _RunsOnLoad:
+    """A pickle payload that would create a file if it were unpickled with code execution allowed."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_training_state_that_would_run_code(tmp_path):
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "crafted", steps=2))
+    Trainer(cfg, progress=False).train()
+    state_path = tmp_path / "crafted" / "state.pt"
+    marker = tmp_path / "code-ran"
+    state = read_training_state(state_path)
+    state["sampler"] = _RunsOnLoad(marker)
+    torch.save(state, state_path)
+    with pytest.raises(CheckpointError, match=r"state\.pt.*refused unread"):
+        Trainer(cfg, resume=True, progress=False)
+    assert not marker.exists()
+    state_path.write_bytes(state_path.read_bytes()[:100])  # truncated: one clear error too
+    with pytest.raises(CheckpointError, match="cannot be read as a training state"):
+        Trainer(cfg, resume=True, progress=False)
+
+
 def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     cfg = _config(tmp_path, "interrupted", steps=100, checkpoint_every=0, eval_every=0)
     env = dict(os.environ)
@@ -132,7 +158,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 0
-    stopped_at = torch.load(tmp_path / "interrupted" / "state.pt", weights_only=False)["step"]
+    stopped_at = read_training_state(tmp_path / "interrupted" / "state.pt")["step"]
     assert 3 <= stopped_at < 100
     assert main(["train", str(cfg), "--resume"]) == 0
     straight = _config(tmp_path, "straight", steps=100, checkpoint_every=0, eval_every=0)
@@ -201,7 +227,7 @@ def test_fsdp2_resume_continues_exactly(tmp_path):
         "dist.destroy_process_group()\n"
     )
     _torchrun(29523, str(stop_early), str(split))
-    assert torch.load(tmp_path / "split" / "state.pt", weights_only=False)["step"] == 2
+    assert read_training_state(tmp_path / "split" / "state.pt")["step"] == 2
     _torchrun(29525, "-m", "astra_core.cli", "train", str(split), "--resume")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert a.keys() == b.keys()
