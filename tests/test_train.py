@@ -115,6 +115,39 @@ def test_the_held_out_gain_gives_each_clip_another_episodes_actions():
     assert held_out_picks(5) == [0, 1, 2, 3, 4] and held_out_partners(2).tolist() == [1, 0]
 
 
+@pytest.mark.parametrize(
+    "action",
+    [
+        {"router": "topk"},
+        {"router": "soft", "router_options": {}},
+        {"router": "fixed", "router_options": {}},
+        {"router": "shared", "router_options": {}},
+        {"encoder": "shared"},
+        {"encoder": "mlp", "modalities": [], "action_dim": 12},
+    ],
+    ids=["moae-topk", "moae-soft", "moae-fixed", "moae-shared", "shared-encoder", "mlp"],
+)
+def test_bf16_training_steps_keep_fp32_master_weights(tmp_path, action):
+    """bf16 autocast trains every action path the config can describe: finite losses, the weights and
+    the optimiser state stay float32, and the weights move."""
+    data = json.loads(json.dumps(BASE))
+    data["model"]["action"].update(action)
+    data.update(precision="bf16", steps=2, eval_every=0, checkpoint_every=0, out_dir=str(tmp_path / "bf16"))
+    path = tmp_path / "bf16.yaml"
+    path.write_text(yaml.safe_dump(data))
+    trainer = Trainer(TrainConfig.from_yaml(path), progress=False)
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    losses = [trainer.train_step()["loss"] for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in trainer.net.parameters())
+    moments = [t for st in trainer.opt.state.values() for t in st.values() if t.ndim > 0]
+    assert moments and all(t.dtype == torch.float32 for t in moments)
+    after = trainer.net.state_dict()
+    assert not torch.equal(before["dit.blocks.0.self_attn.q.weight"], after["dit.blocks.0.self_attn.q.weight"])
+    action_keys = [k for k in after if k.startswith(("moae.", "action_encoder.")) and after[k].dtype.is_floating_point]
+    assert any(not torch.equal(before[k], after[k]) for k in action_keys)
+
+
 class _RunsOnLoad:
     """A pickle payload that would create a file if it were unpickled with code execution allowed."""
 

@@ -104,15 +104,20 @@ class AstraNet(nn.Module):
         self, actions: Actions, mask: Masks = None, drop: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """-> (features [B, F, dim], auxiliary router loss, routing stats). With MoAE, `actions` and
-        `mask` are dicts keyed by modality holding raw aligned vectors (normalised inside)."""
-        if self.moae is not None:
-            if not isinstance(actions, Mapping):
-                raise ShapeError(f"actions: this model uses MoAE; pass a dict keyed by modality {self.moae.names}")
-            out = self.moae(actions, mask)
-            features, aux, stats = out.features, out.aux_loss, out.stats
-        else:
-            features = self._mlp_features(actions, mask)
-            aux, stats = features.new_zeros(()), {}
+        `mask` are dicts keyed by modality holding raw aligned vectors (normalised inside).
+
+        The action path runs outside autocast, in the parameters' own precision: it is a few small
+        MLPs, and the normalisers, the router's softmax and the expert dispatch stay in float32 when
+        the DiT trains in bf16."""
+        if self.moae is not None and not isinstance(actions, Mapping):
+            raise ShapeError(f"actions: this model uses MoAE; pass a dict keyed by modality {self.moae.names}")
+        with torch.autocast(self.null_action.device.type, enabled=False):
+            if self.moae is not None:
+                out = self.moae(actions, mask)
+                features, aux, stats = out.features, out.aux_loss, out.stats
+            else:
+                features = self._mlp_features(actions, mask)
+                aux, stats = features.new_zeros(()), {}
         if not self.config.action.use_actions:
             drop = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
         if drop is not None:
