@@ -141,7 +141,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     checkpoints = {"astra": args.checkpoint}
     if args.no_action:
         checkpoints["no_action"] = args.no_action
-    settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons))
+    settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons), first_seed=args.first_seed)
     results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
     shown = tuple(args.horizons)[:3]
     write_report(results, Path(args.out), shown)
@@ -293,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
+    ev.add_argument(
+        "--first-seed",
+        type=int,
+        default=2_000_000,
+        help="seed of the first episode (default: the benchmark's held-out episodes; tune on other seeds)",
+    )
     ev.add_argument("--out", default="eval")
     ev.add_argument("--plots", action="store_true", help="also write PNG figures (needs the plots extra)")
     ev.set_defaults(func=_cmd_eval)

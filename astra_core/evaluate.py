@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,20 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(s.mean())
 
 
+def gradient_energy(frames: torch.Tensor) -> torch.Tensor:
+    """Mean squared spatial gradient of frames [..., H, W]: horizontal plus vertical finite differences."""
+    dx = frames[..., :, 1:] - frames[..., :, :-1]
+    dy = frames[..., 1:, :] - frames[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def sharpness(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """How much spatial detail a prediction carries against the truth: the mean squared spatial gradient
+    of `pred` over that of `target` (same shape, [..., H, W]). 1 is as detailed as the truth; a blurred
+    mean scores far below 1, noise far above. Blur plus noise can score 1, so read it beside a PSNR."""
+    return float(gradient_energy(pred.float()) / gradient_energy(target.float()).clamp(min=1e-12))
+
+
 @dataclass
 class EvalSettings:
     episodes: int = 20
@@ -63,6 +78,10 @@ class EvalSettings:
     context_frames: int = 1
     change_threshold: float = 0.1  # per-pixel |GT − last context|, summed over channels, in [-1, 1] units
     switch_frames: int = 8
+    # Teacher-forced next step: ground-truth context of 1, 1 + n, ..., 1 + (k − 1)·n frames (n frames per
+    # step) and the true actions -> the next step's frames, against copy-last-frame on the same frames.
+    teacher_forced_contexts: int = 4
+    first_seed: int = 2_000_000  # episodes first_seed, first_seed + 1, ...: the benchmark's held-out seeds
 
 
 def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list, modality: str, context: int, horizon: int):
@@ -80,6 +99,62 @@ def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str
         out[f"{prefix}psnr@{h}"] = psnr(p, t)
         out[f"{prefix}psnr_changed@{h}"] = psnr(p, t, changed[:h])
         out[f"{prefix}ssim@{h}"] = ssim(p, t)
+        out[f"{prefix}sharpness@{h}"] = sharpness(p, t)
+    return out
+
+
+@torch.no_grad()
+def teacher_forced(wm: WorldModel, frames: torch.Tensor, streams: list, contexts: int) -> list[dict[str, object]]:
+    """The next step from ground truth, per episode: for k = 0 .. contexts − 1, the true context of
+    1 + k·n frames (the context frame, then k true chunks observed as history, with their actions) and
+    the true actions of the next step -> its n frames. frames [B, 3, T, H, W] hold whole episodes and
+    `streams` their raw actions ({modality: stream} per sample, T rows).
+
+    Returns per episode: `tf_psnr` (mean over the context lengths), `tf_psnr_by_context` (the list),
+    the same for copy-last-frame (`tf_copy_last_psnr`, ...), `tf_margin` (model − copy-last, dB) and
+    `tf_sharpness` (all predicted frames against the truth)."""
+    latent, tokenizer = wm.latent, wm.tokenizer
+    chunk, n = latent.history_cfg.chunk_size, wm.frames_per_step
+    if 1 + contexts * n > frames.shape[2]:
+        raise AstraError(f"teacher forcing over {contexts} context lengths needs {1 + contexts * n} frames")
+    latents = tokenizer.encode(frames.float().to(latent.device))
+    vectors, masks = wm.align_streams(streams, frames.shape[2])
+
+    def actions(a: int, b: int):
+        return wm._for_net({k: v[:, a:b] for k, v in vectors.items()}, {k: m[:, a:b] for k, m in masks.items()})
+
+    model_psnr, copy_psnr, energy_pred, energy_true = [], [], [], []
+    for k in range(contexts):
+        latent.reset(latents[:, :, :1], *actions(0, 1))
+        for j in range(k):
+            a = 1 + j * chunk
+            latent.observe(latents[:, :, a : a + chunk], *actions(a, a + chunk))
+        a = 1 + k * chunk
+        predicted = latent.step(*actions(a, a + chunk))
+        decoded = tokenizer.decode(torch.cat([latents[:, :, a - 1 : a], predicted.to(latents.dtype)], dim=2))
+        pred = decoded[:, :, 1:].clamp(-1, 1).float().cpu()
+        start = 1 + k * n
+        truth, last = frames[:, :, start : start + n].float(), frames[:, :, start - 1 : start].float()
+        model_psnr.append([psnr(pred[i], truth[i]) for i in range(len(pred))])
+        copy_psnr.append([psnr(last[i].expand_as(truth[i]), truth[i]) for i in range(len(pred))])
+        energy_pred.append([float(gradient_energy(pred[i])) for i in range(len(pred))])
+        energy_true.append([float(gradient_energy(truth[i])) for i in range(len(pred))])
+    out = []
+    for i in range(frames.shape[0]):
+        by_context = [row[i] for row in model_psnr]
+        copy_by_context = [row[i] for row in copy_psnr]
+        mean, copy_mean = sum(by_context) / contexts, sum(copy_by_context) / contexts
+        detail = sum(row[i] for row in energy_pred) / max(sum(row[i] for row in energy_true), 1e-12)
+        out.append(
+            {
+                "tf_psnr": mean,
+                "tf_psnr_by_context": by_context,
+                "tf_copy_last_psnr": copy_mean,
+                "tf_copy_last_psnr_by_context": copy_by_context,
+                "tf_margin": mean - copy_mean,
+                "tf_sharpness": detail,
+            }
+        )
     return out
 
 
@@ -91,10 +166,11 @@ def evaluate_embodiment(
     embodiment are rolled out together as one batch."""
     horizon, context = max(settings.horizons), settings.context_frames
     step = next(iter(models.values())).frames_per_step
-    needed = max(horizon, step + max(settings.switch_frames, step))
+    needed = max(horizon, step + max(settings.switch_frames, step), settings.teacher_forced_contexts * step)
     total = context + math.ceil(needed / step) * step
-    episodes = [world.episode(EVAL_SEED + i, total) for i in range(settings.episodes)]
-    others = [world.episode(EVAL_SEED + 10_000 + i, total) for i in range(settings.episodes)]
+    seed = settings.first_seed
+    episodes = [world.episode(seed + i, total) for i in range(settings.episodes)]
+    others = [world.episode(seed + 10_000 + i, total) for i in range(settings.episodes)]
     frames = torch.stack([ep.frames for ep in episodes])
     streams = [ep.actions[world.modality] for ep in episodes]
     spliced = [_splice(s, o.actions[world.modality], context) for s, o in zip(streams, others)]
@@ -108,12 +184,20 @@ def evaluate_embodiment(
         pred = _rollout(wm, frames, streams, world.modality, context, horizon)
         wrong = _rollout(wm, frames, spliced, world.modality, context, horizon)
         responsive = _responsiveness(wm, world, episodes, others, context, settings)
+        forced = teacher_forced(wm, frames, [{world.modality: s} for s in streams], settings.teacher_forced_contexts)
         for i, results in enumerate(per_episode):
             results.update(_metrics(pred[i], truth[i], last[i], settings, f"{name}/"))
-            err_true = float((pred[i] - truth[i]).pow(2).mean())
-            err_shuffled = float((wrong[i] - truth[i]).pow(2).mean())
-            results[f"{name}/action_following"] = err_shuffled / max(err_true, 1e-10)
+            for h in settings.horizons:
+                err_true = float((pred[i][:, :h] - truth[i][:, :h]).pow(2).mean())
+                err_shuffled = float((wrong[i][:, :h] - truth[i][:, :h]).pow(2).mean())
+                results[f"{name}/action_following@{h}"] = err_shuffled / max(err_true, 1e-10)
+            results[f"{name}/action_following"] = results[f"{name}/action_following@{horizon}"]
             results[f"{name}/responsiveness_psnr"] = responsive[i]
+            for key, value in forced[i].items():
+                if key.startswith("tf_copy_last"):
+                    results[f"copy_last/{key.replace('_copy_last', '')}"] = value
+                else:
+                    results[f"{name}/{key}"] = value
     sums: dict[str, list] = {}
     for results in per_episode:
         for key, value in results.items():
@@ -125,6 +209,7 @@ def evaluate_embodiment(
             out[key] = [sum(col) / len(col) for col in zip(*values)]
         else:
             out[key] = sum(values) / len(values)
+            out[f"{key}/std"] = statistics.pstdev(values)  # the spread over episodes
     for name, wm in models.items():
         usage = router_usage(wm, streams, world.modality)
         if usage is not None:
@@ -217,10 +302,60 @@ def run_benchmark(
     for world in registry.worlds.values():
         if world.modality in first.modalities:
             results[world.name] = evaluate_embodiment(world, models, settings, progress)
+            for label, wm in models.items():  # the settings every figure was taken at
+                results[world.name][f"{label}/sampling_steps"] = wm.latent.num_steps
+                results[world.name][f"{label}/guidance"] = wm.latent.guidance_scale
+                results[world.name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
     return results
 
 
+def _settings_line(results: dict, labels: list[str]) -> str:
+    first = next(iter(results.values()), {})
+    parts = []
+    for label in labels:
+        if f"{label}/sampling_steps" in first:
+            precision = "bf16" if first.get(f"{label}/bf16") else "fp32"
+            parts.append(
+                f"{label}: {first[f'{label}/sampling_steps']} sampling steps, guidance "
+                f"{first[f'{label}/guidance']:g}, {precision}"
+            )
+    return "Settings: " + "; ".join(parts) if parts else ""
+
+
+def next_step_table(results: dict, horizons=(16, 48)) -> str:
+    """The teacher-forced next step, sharpness and action following: the figures that blur cannot pass."""
+    labels = sorted({k.split("/")[0] for r in results.values() for k in r if k.endswith("/tf_psnr")})
+    short, long = horizons[0], max(horizons)
+    header = (
+        "| embodiment | model | next step PSNR | copy-last PSNR | margin dB | sharpness (next step) | "
+        f"sharpness@{short} | action following@{short} | action following@{long} |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+
+    def cell(r, key, digits=2):
+        value = r.get(key)
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    for emb, r in results.items():
+        for label in labels:
+            std = r.get(f"{label}/tf_margin/std")
+            margin = cell(r, f"{label}/tf_margin") + (f" ± {std:.2f}" if std is not None else "")
+            cells = [
+                cell(r, f"{label}/tf_psnr"),
+                cell(r, "copy_last/tf_psnr"),
+                margin,
+                cell(r, f"{label}/tf_sharpness"),
+                cell(r, f"{label}/sharpness@{short}"),
+                cell(r, f"{label}/action_following@{short}"),
+                cell(r, f"{label}/action_following@{long}"),
+            ]
+            lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict, horizons=(16, 48)) -> str:
+    """The rollout table (PSNR, changed-pixel PSNR and SSIM at horizons, action following over the
+    longest, responsiveness), then the next-step table and the settings the figures were taken at."""
     labels = sorted({k.split("/")[0] for r in results.values() for k in r})
     lines = []
     header = (
@@ -243,7 +378,11 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
             rp = r.get(f"{label}/responsiveness_psnr")
             cells += [f"{af:.2f}" if af is not None else "–", f"{rp:.2f}" if rp is not None else "–"]
             lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    if any(k.endswith("/tf_psnr") for r in results.values() for k in r):
+        text += "\n\n" + next_step_table(results, horizons)
+    settings = _settings_line(results, [x for x in labels if x != "copy_last"])
+    return text + ("\n\n" + settings if settings else "")
 
 
 def write_report(results: dict, out: Path, horizons=(16, 48)) -> None:
@@ -289,6 +428,11 @@ def write_plots(results: dict, out: Path, horizons=(16, 48, 96)) -> list[Path]:
     paths = [_save_figure(fig, out / "psnr_vs_horizon.png")]
     plt.close(fig)
 
+    next_step = _next_step_figure(results, plt, min(horizons))
+    if next_step is not None:
+        paths.append(_save_figure(next_step, out / "next_step_and_sharpness.png"))
+        plt.close(next_step)
+
     usage = {w: r[k] for w in worlds for k in r if k.endswith("/router_usage") and k.startswith("astra/")}
     if usage:
         fig, ax = plt.subplots(figsize=(1.6 * len(usage) + 2.5, 3.6))
@@ -306,6 +450,39 @@ def write_plots(results: dict, out: Path, horizons=(16, 48, 96)) -> list[Path]:
         paths.append(_save_figure(fig, out / "router_usage.png"))
         plt.close(fig)
     return paths
+
+
+def _next_step_figure(results: dict, plt, horizon: int):
+    """Bars per embodiment: the teacher-forced margin over copy-last (with its spread over episodes), and
+    sharpness teacher-forced and at rollout@horizon against the band where detail matches the truth."""
+    worlds = list(results)
+    labels = sorted({k.split("/")[0] for r in results.values() for k in r if k.endswith("/tf_margin")})
+    if not labels:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / len(labels)
+    for j, label in enumerate(labels):
+        xs = [i + j * width for i in range(len(worlds))]
+        margins = [results[w].get(f"{label}/tf_margin", float("nan")) for w in worlds]
+        spread = [results[w].get(f"{label}/tf_margin/std", 0.0) for w in worlds]
+        left.bar(xs, margins, width, yerr=spread, capsize=3, label=label.replace("_", " "))
+        forced = [results[w].get(f"{label}/tf_sharpness", float("nan")) for w in worlds]
+        rolled = [results[w].get(f"{label}/sharpness@{horizon}", float("nan")) for w in worlds]
+        right.bar([x - width / 4 for x in xs], forced, width / 2, label=f"{label.replace('_', ' ')}, next step")
+        right.bar([x + width / 4 for x in xs], rolled, width / 2, label=f"{label.replace('_', ' ')}, rollout@{horizon}")
+    for ax in (left, right):
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(worlds))], worlds, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    left.axhline(0, color="0.3", lw=0.8)
+    left.set_ylabel("next step PSNR − copy-last (dB)")
+    left.set_title("teacher-forced next step")
+    right.axhspan(0.7, 1.3, color="C2", alpha=0.12, zorder=0)
+    right.axhline(1, color="0.3", lw=0.8)
+    right.set_ylabel("sharpness (1 = the truth's detail)")
+    right.set_title("sharpness")
+    fig.tight_layout()
+    return fig
 
 
 def _save_figure(fig, path: Path) -> Path:

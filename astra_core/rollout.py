@@ -136,6 +136,25 @@ class LatentWorldModel:
         self._commit(latents, features, sink=False)
         return latents
 
+    @torch.no_grad()
+    def observe(self, latents: torch.Tensor, actions: Actions, action_mask: Masks = None) -> None:
+        """Append a known chunk [B, C, chunk_size, H, W] to the history, with the actions that led into
+        it, instead of generating one: teacher forcing, or frames that arrived from the real world."""
+        if self._latent_shape is None:
+            raise RuntimeError("call reset(context) before observe(latents, actions)")
+        b, c, h, w = self._latent_shape
+        f = self.history_cfg.chunk_size
+        if latents.ndim != 5 or (latents.shape[0], latents.shape[1], latents.shape[3], latents.shape[4]) != (b, c, h, w):
+            raise ShapeError(f"latents: expected [{b}, {c}, {f}, {h}, {w}], got {tuple(latents.shape)}")
+        if latents.shape[2] != f or action_shape(actions) != (b, f):
+            raise ShapeError(
+                f"observe: a chunk is {f} latent frames with one action each; got latents of "
+                f"{latents.shape[2]} frames and actions {action_shape(actions)}"
+            )
+        if not bool(torch.isfinite(latents).all()):
+            raise ShapeError("latents: contains NaN or Inf")
+        self._commit(latents.to(self.device), self._features(actions, action_mask, f), sink=False)
+
     def fork(self) -> LatentWorldModel:
         """An independent copy of this session (history, cache, random state) sharing the network:
         try other actions from the same state without disturbing this one."""

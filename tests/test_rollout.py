@@ -151,3 +151,20 @@ def test_data_prediction_rollout_ends_on_the_predicted_sample(cached):
             out = wm.step(a.expand(2, -1, -1))
             expected = target.expand_as(out)
             assert torch.allclose(out, expected, atol=1e-5) == (prediction == "data")
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_observed_chunks_become_history_like_generated_ones(use_kv_cache):
+    """Observing the chunks a rollout generated leaves the session where the rollout was: the next
+    step is the same, with the cache and without."""
+    net = make_net(window=8)
+    generated_session, generated = _rollout(net, 2, use_kv_cache, guidance=2.0)
+    observer = LatentWorldModel(net, guidance_scale=2.0, num_steps=3, use_kv_cache=use_kv_cache, seed=1)
+    observer.reset(torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(9)))
+    actions = _actions(3)
+    for chunk, a in zip(generated, actions):
+        observer.observe(chunk, a)
+    observer._generator.set_state(generated_session._generator.get_state())  # the same noise for the next step
+    assert (observer.step(actions[2]) - generated_session.step(actions[2])).abs().max() <= 1e-5
+    with pytest.raises(ShapeError, match="a chunk is 2 latent frames"):
+        observer.observe(generated[0][:, :, :1], actions[0][:, :1])
