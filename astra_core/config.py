@@ -140,7 +140,10 @@ class FlowConfig(_Config):
     # samples, where the task is to hand the input back, up to 400× more than σ = 1, where history and
     # actions decide the picture; the toy network then learned to ignore its actions. A floor of 0.9 (the
     # toy recipe's) weighs the x̂₀ error about evenly over σ (docs/results.md measures both).
-    prediction: Literal["velocity", "data", "edm"] = "velocity"
+    # "delta": the clean sample as a change from the last history frame, x̂₀ = x_last + F: a network whose
+    # output head starts near zero begins by repeating the last frame, keeps still pixels exactly, and spends
+    # its capacity on what moves. Loss and samplers as for "data".
+    prediction: Literal["velocity", "data", "edm", "delta"] = "velocity"
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
 
@@ -154,6 +157,8 @@ class FlowConfig(_Config):
             raise ValueError(f"sigma_floor={self.sigma_floor} must lie in (0, 1)")
         if self.sigma_data <= 0:
             raise ValueError(f"sigma_data={self.sigma_data} must be positive")
+        if self.prediction == "delta" and self.target == "residual":
+            raise ValueError("prediction 'delta' already predicts the change from the last frame; use target 'frames'")
         return self
 
 
@@ -168,6 +173,13 @@ class HistoryConfig(_Config):
     noise_sigma_max: float = 0.7
     noise_frames: Literal["recent", "all"] = "recent"  # "recent": every history frame but the sink
     tell_model_sigma: bool = False  # give noised history the timestep σ_h·T instead of 0
+    # Spatially aligned conditioning: every frame of the generated chunk also gets the latents of the last
+    # history frame (noise-augmented with the history) on extra input channels, so each token sees the
+    # pixels it continues at its own position, besides attending to the history (DIAMOND stacks its
+    # conditioning frames on channels; Wan2.1's image-to-video model concatenates its conditioning latents).
+    # History frames get zeros there, so their keys and values stay cacheable. The DiT's in_dim is then
+    # twice its out_dim (the latent channels).
+    last_frame_channels: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> HistoryConfig:
@@ -215,6 +227,22 @@ class AstraConfig(_Config):
     history: HistoryConfig = HistoryConfig()
     guidance: GuidanceConfig = GuidanceConfig()
     sampler: SamplerConfig = SamplerConfig()
+
+    @model_validator(mode="after")
+    def _check_channels(self) -> AstraConfig:
+        want = 2 * self.dit.out_dim if self.history.last_frame_channels else self.dit.out_dim
+        if self.dit.in_dim != want:
+            why = "history.last_frame_channels adds" if self.history.last_frame_channels else "without"
+            raise ValueError(
+                f"dit.in_dim={self.dit.in_dim} must be {want}: {why} the last frame's {self.dit.out_dim} latent "
+                f"channels beside the {self.dit.out_dim} of the noisy chunk (dit.out_dim)"
+            )
+        return self
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latents the model generates (the DiT's out_dim)."""
+        return self.dit.out_dim
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AstraConfig:

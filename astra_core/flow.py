@@ -3,7 +3,8 @@
 x_σ = (1 − σ)·x₀ + σ·ε with ε ~ N(0, I); the network predicts v = ε − x₀; σ = 1 is pure noise and
 σ = 0 clean data. The DiT sees t = σ·T with T = `num_train_timesteps`. The network outputs v itself;
 with `prediction: data`, the clean sample; with `prediction: edm`, the clean sample through a σ-dependent
-skip from its input (`preconditioned`). `velocity` derives v from either.
+skip from its input (`preconditioned`); with `prediction: delta`, the clean sample's change from the last
+history frame. `velocity` derives v from any of them.
 """
 
 from __future__ import annotations
@@ -60,15 +61,31 @@ class RectifiedFlow:
         ratio = sigma / sigma.clamp(min=self.config.sigma_floor)
         return v * _per_sample(ratio, v).to(v.dtype)
 
-    def velocity(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, floor: bool = True) -> torch.Tensor:
+    def velocity(
+        self,
+        output: torch.Tensor,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        floor: bool = True,
+        last_frame: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/σ when the network
         predicts data. `floor` (training) divides by max(σ, sigma_floor) instead, which bounds the loss
         weight at small σ; sampling passes False and the exact σ, which the samplers never evaluate at 0.
-        sigma: a 0-d tensor or one level per sample [B]."""
-        if self.config.prediction == "velocity":
+        sigma: a 0-d tensor or one level per sample [B]; `last_frame` [B, C, 1, H, W], the base of a
+        `delta` prediction (x̂₀ = last_frame + output)."""
+        prediction = self.config.prediction
+        if prediction == "velocity":
             return output
         sigma = sigma.float()
-        x0 = output.float() if self.config.prediction == "data" else self.preconditioned(output, x, sigma)
+        if prediction == "delta":
+            if last_frame is None:
+                raise ValueError("velocity: prediction 'delta' needs the last history frame")
+            x0 = last_frame.float() + output.float()
+        elif prediction == "data":
+            x0 = output.float()
+        else:
+            x0 = self.preconditioned(output, x, sigma)
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
         return (x.float() - x0) / _per_sample(sigma, x)

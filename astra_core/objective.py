@@ -10,6 +10,16 @@ from .memory import BatchDraws, augment_history, check_training_layout, sequence
 from .model.actions import Actions, AstraNet, Masks
 
 
+def with_last_frame_channels(x: torch.Tensor, last_frame: torch.Tensor, num_history: int) -> torch.Tensor:
+    """x [B, C, F, H, W] (`num_history` history frames, then the generated ones) -> [B, 2C, F, H, W]: the
+    generated frames get `last_frame` [B, C, 1, H, W] on C extra channels, the history frames zeros."""
+    b, c, f, h, w = x.shape
+    extra = torch.cat(
+        [x.new_zeros(b, c, num_history, h, w), last_frame.to(x.dtype).expand(b, c, f - num_history, h, w)], dim=2
+    )
+    return torch.cat([x, extra], dim=1)
+
+
 class WorldModelObjective:
     """`loss(latents, actions, mask, num_history) -> (loss, logs)` for an `AstraNet`."""
 
@@ -54,8 +64,10 @@ class WorldModelObjective:
         chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, device)
 
         x = torch.cat([noisy_history, noisy_target], dim=2)
+        if cfg.history.last_frame_channels:  # the last (noise-augmented) history frame beside each target frame
+            x = with_last_frame_channels(x, noisy_history[:, :, -1:], num_history)
         pred = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
-        pred = self.flow.velocity(pred[:, :, num_history:], noisy_target, sigma)
+        pred = self.flow.velocity(pred[:, :, num_history:], noisy_target, sigma, last_frame=history[:, :, -1:])
         velocity_target = self.flow.velocity_target(target, noise, sigma)
         per_sample = (pred.float() - velocity_target.float()).pow(2).mean(dim=(1, 2, 3, 4))
         flow_loss = (per_sample * self.flow.loss_weight(sigma)).mean()

@@ -20,6 +20,7 @@ from .flow import RectifiedFlow
 from .memory import segments_to_evict
 from .model.actions import Actions, AstraNet, Masks, action_shape, map_actions
 from .model.kv_cache import KVCache
+from .objective import with_last_frame_channels
 from .sampling import SAMPLERS, action_free_guidance
 
 
@@ -97,8 +98,9 @@ class LatentWorldModel:
 
         `actions` [B, Fc, A] default to zeros with mask 0 (the first latent frame has no action)."""
         dit_cfg = self.net.config.dit
-        if context.ndim != 5 or context.shape[1] != dit_cfg.in_dim:
-            raise ShapeError(f"context: expected latents [B, {dit_cfg.in_dim}, F, H, W], got {tuple(context.shape)}")
+        channels = self.net.config.latent_channels
+        if context.ndim != 5 or context.shape[1] != channels:
+            raise ShapeError(f"context: expected latents [B, {channels}, F, H, W], got {tuple(context.shape)}")
         if not bool(torch.isfinite(context).all()):
             raise ShapeError("context: contains NaN or Inf")
         b, c, fc, h, w = context.shape
@@ -183,8 +185,16 @@ class LatentWorldModel:
         x = x.to(self.dtype)
         return torch.cat([x, x], dim=0) if self.guided else x
 
+    def _inputs(self, latents: torch.Tensor, generated: bool) -> torch.Tensor:
+        """The model's input for latents [B, C, f, H, W]: with `last_frame_channels`, the last history frame
+        beside generated frames and zeros beside history frames; then `_branches`."""
+        if self.history_cfg.last_frame_channels:
+            base = self._last_frame if generated else torch.zeros_like(latents[:, :, :1])
+            latents = with_last_frame_channels(latents, base, 0 if generated else latents.shape[2])
+        return self._branches(latents)
+
     def _velocity(self, x, sigma, features, positions) -> torch.Tensor:
-        xin = self._branches(x)
+        xin = self._inputs(x, generated=True)
         bb, f = xin.shape[0], xin.shape[2]
         t = self.flow.timesteps(sigma).expand(bb, f)
         if self._cache is not None:
@@ -194,12 +204,12 @@ class LatentWorldModel:
         out = v.float()  # the sampler integrates in float32 whatever the model's dtype
         if self.guided:  # guidance weights sum to 1, so it commutes with turning a data prediction into v
             out = action_free_guidance(*out.chunk(2, dim=0), self.guidance_scale)
-        return self.flow.velocity(out, x.float(), sigma, floor=False)
+        return self.flow.velocity(out, x.float(), sigma, floor=False, last_frame=self._last_frame)
 
     def _velocity_recompute(self, xin, t, features, positions) -> torch.Tensor:
         """Uncached: run history + new chunk through block-causal attention every step."""
         chunks = self._chunks
-        hist = self._branches(torch.cat([ch.latents for ch in chunks], dim=2))
+        hist = self._inputs(torch.cat([ch.latents for ch in chunks], dim=2), generated=False)
         x = torch.cat([hist, xin], dim=2)
         f_hist = hist.shape[2]
         timesteps = torch.cat([t.new_zeros(t.shape[0], f_hist), t], dim=1)
@@ -220,7 +230,7 @@ class LatentWorldModel:
         self._last_frame = latents[:, :, -1:].float()
         window = self.history_cfg.window
         if self._cache is not None:
-            xin = self._branches(latents)
+            xin = self._inputs(latents, generated=False)
             t = torch.zeros(xin.shape[0], f, device=self.device)
             with self._cache.writing(sink=sink):
                 self.net(xin, t, features, frame_positions=positions, kv_cache=self._cache)

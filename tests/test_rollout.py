@@ -168,3 +168,63 @@ def test_observed_chunks_become_history_like_generated_ones(use_kv_cache):
     assert (observer.step(actions[2]) - generated_session.step(actions[2])).abs().max() <= 1e-5
     with pytest.raises(ShapeError, match="a chunk is 2 latent frames"):
         observer.observe(generated[0][:, :, :1], actions[0][:, :1])
+
+
+def _conditioned_net(prediction="delta", seed=0):
+    from astra_core.config import AstraConfig, HistoryConfig
+
+    base = make_net(window=8, seed=seed).config
+    cfg = AstraConfig(
+        dit=base.dit.model_copy(update={"in_dim": 16}),
+        action=base.action,
+        history=HistoryConfig(chunk_size=2, window=8, last_frame_channels=True),
+        flow=FlowConfig(prediction=prediction),
+    )
+    torch.manual_seed(seed)
+    from astra_core.model.actions import AstraNet
+
+    net = AstraNet(cfg)
+    torch.nn.init.normal_(net.action_encoder.net[-1].weight, std=0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_last_frame_channels_keep_cached_and_recomputed_rollouts_equal(guidance):
+    net = _conditioned_net("data")
+    _, cached = _rollout(net, 4, True, guidance)
+    _, recomputed = _rollout(net, 4, False, guidance)
+    for a, b in zip(cached, recomputed):
+        assert a.shape == (1, 8, 2, 4, 4) and (a - b).abs().max() <= 1e-4
+    # the conditioning channels reach the output: another last frame, another chunk
+    wm = LatentWorldModel(net, num_steps=2, seed=0)
+    ctx = torch.randn(1, 8, 1, 4, 4)
+    wm.reset(ctx)
+    first = wm.step(_actions(1)[0])
+    wm.reset(ctx)
+    wm._last_frame = wm._last_frame + 1.0  # only the channel input changes, not the cached history
+    assert not torch.allclose(first, wm.step(_actions(1)[0]), atol=1e-3)
+
+
+def test_delta_prediction_starts_by_repeating_the_last_frame():
+    """x̂₀ = last frame + F with F's head at zero: the untrained model's every sample is the last frame."""
+    net = _conditioned_net("delta")
+    wm = LatentWorldModel(net, guidance_scale=2.0, num_steps=3, seed=0)
+    ctx = torch.randn(1, 8, 1, 4, 4)
+    wm.reset(ctx)
+    chunk = wm.step(_actions(1)[0])
+    assert (chunk - ctx.expand_as(chunk)).abs().max() <= 1e-5
+    net.dit.head.head.bias.data.fill_(0.5)  # a constant change is added to the last frame
+    wm.reset(ctx)
+    assert (wm.step(_actions(1)[0]) - (ctx + 0.5).expand(1, 8, 2, 4, 4)).abs().max() <= 1e-4
+
+
+def test_last_frame_channels_need_twice_the_latent_channels():
+    from astra_core.config import AstraConfig, HistoryConfig
+    from astra_core.errors import ConfigError
+
+    dit = make_net().config.dit.model_dump()
+    with pytest.raises(ConfigError, match=r"dit.in_dim=8 must be 16: history.last_frame_channels"):
+        AstraConfig.from_dict({"dit": dit, "history": {"chunk_size": 2, "window": 4, "last_frame_channels": True}})
+    with pytest.raises(ConfigError, match="prediction 'delta' already predicts the change"):
+        AstraConfig.from_dict({"dit": dit, "flow": {"prediction": "delta", "target": "residual"}})
+    assert isinstance(AstraConfig.from_dict({"dit": dit, "history": HistoryConfig().model_dump()}), AstraConfig)
