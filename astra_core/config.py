@@ -143,7 +143,14 @@ class FlowConfig(_Config):
     # "delta": the clean sample as a change from the last history frame, x̂₀ = x_last + F: a network whose
     # output head starts near zero begins by repeating the last frame, keeps still pixels exactly, and spends
     # its capacity on what moves. Loss and samplers as for "data".
-    prediction: Literal["velocity", "data", "edm", "delta"] = "velocity"
+    # "warp": the clean sample as the last history frame warped by a flow field plus a residual: the DiT
+    # outputs C + 2 channels (out_dim = latent channels + 2), the residual and a flow per generated frame
+    # in latent cells; motion then moves the last frame's detail instead of redrawing it. `warp_unshuffle`:
+    # the latents are a space-to-depth of images this many times finer (the pixel tokenizer's patch), which
+    # are warped at their own resolution; 1 warps the latents themselves (a VAE's).
+    prediction: Literal["velocity", "data", "edm", "delta", "warp"] = "velocity"
+    warp_unshuffle: int = 1
+    warp_mode: Literal["bilinear", "bicubic"] = "bilinear"  # interpolation of the warp's samples
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
 
@@ -157,8 +164,12 @@ class FlowConfig(_Config):
             raise ValueError(f"sigma_floor={self.sigma_floor} must lie in (0, 1)")
         if self.sigma_data <= 0:
             raise ValueError(f"sigma_data={self.sigma_data} must be positive")
-        if self.prediction == "delta" and self.target == "residual":
-            raise ValueError("prediction 'delta' already predicts the change from the last frame; use target 'frames'")
+        if self.prediction in ("delta", "warp") and self.target == "residual":
+            raise ValueError(
+                f"prediction {self.prediction!r} already predicts from the last frame; use target 'frames'"
+            )
+        if self.warp_unshuffle < 1:
+            raise ValueError(f"warp_unshuffle={self.warp_unshuffle} must be at least 1")
         return self
 
 
@@ -230,19 +241,26 @@ class AstraConfig(_Config):
 
     @model_validator(mode="after")
     def _check_channels(self) -> AstraConfig:
-        want = 2 * self.dit.out_dim if self.history.last_frame_channels else self.dit.out_dim
+        c = self.latent_channels
+        if c < 1:
+            raise ValueError(f"dit.out_dim={self.dit.out_dim}: prediction 'warp' outputs the latent channels + 2")
+        if c % self.flow.warp_unshuffle**2:
+            raise ValueError(f"flow.warp_unshuffle={self.flow.warp_unshuffle}: {c} latent channels are no p·p stack")
+        want = 2 * c if self.history.last_frame_channels else c
         if self.dit.in_dim != want:
             why = "history.last_frame_channels adds" if self.history.last_frame_channels else "without"
             raise ValueError(
-                f"dit.in_dim={self.dit.in_dim} must be {want}: {why} the last frame's {self.dit.out_dim} latent "
-                f"channels beside the {self.dit.out_dim} of the noisy chunk (dit.out_dim)"
+                f"dit.in_dim={self.dit.in_dim} must be {want}: {why} the last frame's {c} latent "
+                f"channels beside the {c} of the noisy chunk"
+                + (" (dit.out_dim − 2 with prediction 'warp')" if self.flow.prediction == "warp" else "")
             )
         return self
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the latents the model generates (the DiT's out_dim)."""
-        return self.dit.out_dim
+        """Channels of the latents the model generates: the DiT's out_dim (less the two flow channels of
+        a `warp` prediction)."""
+        return self.dit.out_dim - (2 if self.flow.prediction == "warp" else 0)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AstraConfig:

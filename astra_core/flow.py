@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from .config import FlowConfig
 from .memory import BatchDraws
@@ -20,6 +22,29 @@ from .memory import BatchDraws
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Noise levels (0-d or [B]) shaped to broadcast against `like` [B, ...]."""
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+
+def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: str = "bilinear") -> torch.Tensor:
+    """Backward-warp latents [B, C, f, H, W] by a flow [B, 2, f, H, W] (x right, y down, in latent cells):
+    each output position takes the bilinear sample of `latents` at its position plus the flow, the
+    border repeating outside. With `unshuffle` p > 1 the latents are a space-to-depth of (C/p²)-channel
+    images p times finer (the pixel tokenizer's layout, channels ordered (c p q)): those images are
+    warped at their own resolution, by the flow upsampled bilinearly, so a shift keeps pixel detail."""
+    b, c, f, h, w = latents.shape
+    p = unshuffle
+    images = rearrange(latents, "b (c p q) f h w -> (b f) c (h p) (w q)", p=p, q=p)
+    flow = rearrange(flow, "b two f h w -> (b f) two h w")
+    if p > 1:
+        flow = F.interpolate(flow, scale_factor=p, mode="bilinear", align_corners=False)
+    hh, ww = h * p, w * p
+    ys = torch.arange(hh, device=latents.device, dtype=flow.dtype)
+    xs = torch.arange(ww, device=latents.device, dtype=flow.dtype)
+    # sample positions in fine pixels, then normalised to [-1, 1] (align_corners=False: pixel centres)
+    x = xs[None, None, :] + flow[:, 0] * p
+    y = ys[None, :, None] + flow[:, 1] * p
+    grid = torch.stack([(2 * x + 1) / ww - 1, (2 * y + 1) / hh - 1], dim=-1)
+    warped = F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+    return rearrange(warped, "(b f) c (h p) (w q) -> b (c p q) f h w", b=b, p=p, q=p)
 
 
 class RectifiedFlow:
@@ -78,10 +103,10 @@ class RectifiedFlow:
         if prediction == "velocity":
             return output
         sigma = sigma.float()
-        if prediction == "delta":
+        if prediction in ("delta", "warp"):
             if last_frame is None:
-                raise ValueError("velocity: prediction 'delta' needs the last history frame")
-            x0 = last_frame.float() + output.float()
+                raise ValueError(f"velocity: prediction {prediction!r} needs the last history frame")
+            x0 = self.from_last_frame(output, last_frame)
         elif prediction == "data":
             x0 = output.float()
         else:
@@ -89,6 +114,18 @@ class RectifiedFlow:
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
         return (x.float() - x0) / _per_sample(sigma, x)
+
+    def from_last_frame(self, output: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
+        """x̂₀ of a `delta` or `warp` prediction. output [B, C (+2 for warp), f, H, W], last_frame [B, C, 1, H, W].
+        delta: last_frame + output. warp: the last frame warped by the flow in the output's last two
+        channels (per generated frame, in latent cells), plus the residual in its first C channels."""
+        last = last_frame.float()
+        if self.config.prediction == "delta":
+            return last + output.float()
+        c = last.shape[1]
+        residual, flow = output[:, :c].float(), output[:, c:].float()
+        frames = last.expand(-1, -1, flow.shape[2], -1, -1)
+        return warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode) + residual
 
     def preconditioned(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x̂₀ = c_skip·x_σ + c_out·F for `prediction: edm`. With x_σ = (1−σ)x₀ + σε and data spread s:

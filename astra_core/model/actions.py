@@ -99,8 +99,8 @@ class AstraNet(nn.Module):
             )
         # Action-free guidance replaces dropped actions by this learned feature (Astra §3).
         self.null_action = nn.Parameter(torch.randn(config.dit.dim) * 0.02)
-        if config.flow.prediction == "delta" and self.dit.head.head.weight.device.type != "meta":
-            # the change from the last frame starts at zero: an untrained model repeats the last frame
+        if config.flow.prediction in ("delta", "warp") and self.dit.head.head.weight.device.type != "meta":
+            # the change (and flow) from the last frame starts at zero: an untrained model repeats it
             nn.init.zeros_(self.dit.head.head.weight)
             nn.init.zeros_(self.dit.head.head.bias)
 
