@@ -16,7 +16,7 @@ from .errors import ConfigError
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DiTConfig(_Config):
@@ -94,14 +94,14 @@ class ActionConfig(_Config):
     encoder: Literal["mlp", "moae", "shared"] = "mlp"
     use_actions: bool = True  # False: the no-action baseline (every frame gets the null action feature)
     action_dim: int = 7
-    hidden_dim: int = 256
+    hidden_dim: int = Field(256, ge=1)
     modalities: tuple[str, ...] = ()
     router: str = "topk"
     router_options: dict[str, Any] = {"k": 2}
     num_experts: int = 4
-    token_dim: int = 128
-    expert_hidden: int = 256
-    aux_loss_weight: float = 0.01
+    token_dim: int = Field(128, ge=1)
+    expert_hidden: int = Field(256, ge=1)
+    aux_loss_weight: float = Field(0.01, ge=0.0)
     # The encoder's output layer starts at zero, so attaching the action path to a trained backbone leaves
     # its output unchanged (ACT-Adapter fine-tuning). False: the default init, so the actions reach the
     # attention input from the first step of a model trained from scratch.
@@ -308,21 +308,30 @@ class DataConfig(_Config):
     source: Literal["worlds", "cache"] = "worlds"
     weights: dict[str, float] = {"free_camera": 1.0, "car": 1.0, "tabletop_arm": 1.0, "keyboard_game": 1.0}
     cache: tuple[str, ...] = ()  # shard files or globs, for source "cache"
-    episodes_per_world: int = 32
-    held_out_per_world: int = 4
-    episode_frames: int = 33
-    history_chunks: int = 2  # history chunks per training clip besides the context frames
+    episodes_per_world: int = Field(32, ge=1)
+    held_out_per_world: int = Field(4, ge=1)
+    episode_frames: int = Field(33, ge=2)
+    history_chunks: int = Field(2, ge=0)  # history chunks per training clip besides the context frames
     # Each step keeps 0..history_chunks of them. When it keeps fewer, the chance that the clip is cut from
     # its start (history right after the context, as in a rollout's first chunks) rather than its end
     # (the context, a gap, then the last chunks, as later in a rollout).
     opening_prob: float = Field(0.0, ge=0.0, le=1.0)
-    clip_stride: int = 2
+    clip_stride: int = Field(2, ge=1)
     # Toy worlds: each training episode also yields clips of every k-th frame for each k here besides 1,
     # with the actions aligned over k frames, i.e. the same world under k-times faster motion. Larger
     # motions per frame make the actions matter more than the frames' fine detail. Held-out clips keep 1.
     time_strides: tuple[int, ...] = (1,)
     tokenizer: str = "pixel"  # "pixel" or a tokenizer checkpoint
-    pixel_patch: int = 4
+    pixel_patch: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> DataConfig:
+        bad = {k: v for k, v in self.weights.items() if not v >= 0}
+        if bad:
+            raise ValueError(f"weights: {bad} must be non-negative (a world's share of the training clips)")
+        if self.weights and not any(v > 0 for v in self.weights.values()):
+            raise ValueError("weights: at least one embodiment needs a positive weight")
+        return self
 
     @model_validator(mode="after")
     def _check_strides(self) -> DataConfig:
@@ -334,14 +343,20 @@ class DataConfig(_Config):
 
 
 class OptimConfig(_Config):
-    lr: float = 3e-4
-    weight_decay: float = 0.01
+    lr: float = Field(3e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.99)
-    warmup_steps: int = 100
+    warmup_steps: int = Field(100, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> OptimConfig:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas={list(self.betas)} must lie in [0, 1)")
+        return self
 
 
 class TrainConfig(_Config):
@@ -354,13 +369,13 @@ class TrainConfig(_Config):
     init_checkpoint: str | None = None  # adapter mode: an Astra checkpoint or a Wan2.1 state dict (.safetensors)
     steps: int = 1000
     batch_size: int = 8
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; "fsdp" shards every DiT block (FSDP2)
     activation_checkpointing: bool = False
-    eval_every: int = 250
-    checkpoint_every: int = 250
-    log_every: int = 10
+    eval_every: int = Field(250, ge=0)  # 0: off
+    checkpoint_every: int = Field(250, ge=0)  # 0: only at the end and on SIGINT/SIGTERM
+    log_every: int = Field(10, ge=1)
     out_dir: str = "runs/toy"
     tensorboard: bool = False
 

@@ -424,3 +424,36 @@ def test_delta_prediction_with_last_frame_channels_trains_and_evaluates(tmp_path
     episode = get_registry().worlds["free_camera"].episode(0, 5)
     frames = wm.rollout(episode.frames[None, :, :1], [{"camera_se3": episode.actions["camera_se3"]}], 4)
     assert frames.shape == (1, 3, 4, 64, 64) and bool(torch.isfinite(frames).all())
+
+
+@pytest.mark.parametrize(
+    "path,value,field",
+    [
+        ("log_every", 0, "log_every"),
+        ("checkpoint_every", -3, "checkpoint_every"),
+        ("eval_every", -1, "eval_every"),
+        ("seed", -1, "seed"),
+        ("optim.lr", -1, "optim.lr"),
+        ("optim.lr", float("nan"), "optim.lr"),
+        ("optim.grad_clip", 0, "optim.grad_clip"),
+        ("optim.ema_decay", 1.0, "optim.ema_decay"),
+        ("optim.betas", [0.9, 1.5], "optim"),
+        ("optim.warmup_steps", -5, "optim.warmup_steps"),
+        ("data.weights", {"free_camera": -1.0, "tabletop_arm": 1.0}, "data"),
+        ("data.weights", {"free_camera": 0.0, "tabletop_arm": 0.0}, "data"),
+        ("data.clip_stride", 0, "data.clip_stride"),
+        ("data.episodes_per_world", 0, "data.episodes_per_world"),
+        ("model.action.aux_loss_weight", -0.1, "model"),
+    ],
+)
+def test_out_of_range_settings_fail_before_any_work_naming_the_field(tmp_path, path, value, field):
+    data = json.loads(json.dumps(BASE))
+    node = data
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf"bad\.yaml.*{field.split('.')[0]}"):
+        TrainConfig.from_yaml(cfg)
