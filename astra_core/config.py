@@ -367,8 +367,8 @@ class TrainConfig(_Config):
     optim: OptimConfig = OptimConfig()
     mode: Literal["scratch", "adapter"] = "scratch"
     init_checkpoint: str | None = None  # adapter mode: an Astra checkpoint or a Wan2.1 state dict (.safetensors)
-    steps: int = 1000
-    batch_size: int = 8
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; "fsdp" shards every DiT block (FSDP2)
@@ -383,17 +383,23 @@ class TrainConfig(_Config):
     def _check(self) -> TrainConfig:
         if self.mode == "adapter" and not self.init_checkpoint:
             raise ValueError("mode 'adapter' needs init_checkpoint (a pretrained backbone)")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
         return self
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        data = read_yaml_mapping(path)
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A training config from the mapping a YAML file holds (`model.dit` may name a `preset`);
+        errors name `source` and the field."""
+        if not data:
+            raise ConfigError(f"{source}: the training config is empty")
         model = data.get("model")
         if isinstance(model, dict):
-            data = {**data, "model": AstraConfig.from_dict(model, source=f"{path} (model)")}
+            data = {**data, "model": AstraConfig.from_dict(model, source=f"{source} (model)")}
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            raise ConfigError(f"{path}: {_describe(err)}") from None
+            raise ConfigError(f"{source}: {_describe(err)}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """`from_dict` on a YAML file's top-level mapping."""
+        return cls.from_dict(read_yaml_mapping(path), source=str(path))

@@ -95,6 +95,15 @@ def _pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Te
 
 
 class Trainer:
+    """Trains one world model as a `TrainConfig` says: `Trainer(cfg).train()`.
+
+    `cfg`: a `TrainConfig` (`TrainConfig.from_yaml(path)` or `.from_dict({...})`, the same mapping a
+    YAML file holds). `resume=True` continues from `cfg.out_dir/state.pt` bit for bit; `progress=False`
+    hides the bar. `train()` runs to `cfg.steps`, logs to `out_dir/metrics.jsonl`, evaluates every
+    `eval_every` steps, and writes `out_dir/model.safetensors` (the EMA weights, loadable by
+    `WorldModel.from_checkpoint`) and `out_dir/state.pt` every `checkpoint_every` steps and at the end;
+    `train_step()` runs one step and returns its logs; `evaluate()` the held-out figures."""
+
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
         self.cfg = cfg
         self.rank, self.world_size = _init_distributed()

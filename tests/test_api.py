@@ -1,0 +1,38 @@
+"""The top-level API: every exported name resolves, and a training config builds from Python as from YAML."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import astra_core
+from astra_core import ConfigError, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_exported_name_resolves():
+    for name in astra_core.__all__:
+        assert getattr(astra_core, name) is not None, name
+    assert set(astra_core.__all__) <= set(dir(astra_core))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        astra_core.NoSuchThing  # noqa: B018
+
+
+def test_import_is_light_and_loads_no_plugin():
+    code = "import sys, astra_core; print(any(m.startswith(('astra_experts', 'astra_embodiments', 'h5py')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_train_config_from_dict_accepts_what_the_yaml_accepts():
+    path = ROOT / "examples" / "configs" / "toy.yaml"
+    from_dict = TrainConfig.from_dict(yaml.safe_load(path.read_text()), source="toy")
+    assert from_dict == TrainConfig.from_yaml(path)
+    assert from_dict.model.dit.dim == 192  # the `preset: tiny` form
+    with pytest.raises(ConfigError, match="python config: field 'steps'"):
+        TrainConfig.from_dict({"steps": 0}, source="python config")
+    with pytest.raises(ConfigError, match="empty"):
+        TrainConfig.from_dict({}, source="python config")
