@@ -227,7 +227,14 @@ def _cmd_play(args: argparse.Namespace) -> int:
     model = WorldModel.from_checkpoint(args.checkpoint, **_rollout_options(args))
     session = PlaySession(model, get_registry().get("worlds", args.embodiment), seed=args.seed)
     if args.web:
-        server = PlayServer(session, args.host, args.port)
+        server = PlayServer(session, args.host, args.port, timeout=args.timeout)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"astra play: warning: listening on {args.host}, beyond this machine: anyone who can reach "
+                "the port can watch and drive the session",
+                file=sys.stderr,
+                flush=True,
+            )
         print(f"astra play: {server.url} (Ctrl-C stops)", flush=True)
         try:
             server.serve_forever()
@@ -353,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--web", action="store_true", help="serve a page instead of the terminal mode")
     play.add_argument("--host", default="127.0.0.1", help="address for --web (default: this machine only)")
     play.add_argument("--port", type=int, default=8000, help="port for --web (0: any free port)")
+    play.add_argument(
+        "--timeout", type=float, default=10.0, help="--web: seconds a request may take to arrive (default 10)"
+    )
     play.add_argument("--out", help="terminal mode: write the run to this mp4 at the end")
     play.add_argument("--keys", help='terminal mode: a script of steps instead of live keys, e.g. "w w+left d ."')
     play.add_argument("--no-preview", action="store_true", help="terminal mode: no ANSI frame preview")

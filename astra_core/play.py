@@ -11,11 +11,15 @@ pushed back as a server-sent event the moment it is decoded.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import queue
+import re
+import socket
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +37,11 @@ from .world import WorldModel
 KEY_ALIASES = {"ARROWUP": "UP", "ARROWDOWN": "DOWN", "ARROWLEFT": "LEFT", "ARROWRIGHT": "RIGHT", " ": "SPACE"}
 MAX_MESSAGE_BYTES = 4096
 MAX_QUEUED_STEPS = 16
+MAX_CONNECTIONS = 32  # open connections at once (event streams included); more get 503
+KEPT_FRAMES = 64  # frame events the web server keeps for late subscribers
+KEPT_STEPS = 256  # steps a web session keeps (memory stays flat however long it runs)
+REQUEST_TIMEOUT_S = 10.0  # a request whose headers or body do not arrive within this is dropped
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 @dataclass
@@ -51,6 +60,7 @@ class PlaySession:
     world: Any
     seed: int = 0
     trace: list[PlayStep] = field(default_factory=list)
+    max_trace: int | None = None  # keep only the newest steps (a long web session); None: the whole run
 
     def __post_init__(self) -> None:
         if self.world.modality not in self.model.modalities:
@@ -74,6 +84,7 @@ class PlaySession:
         first_row = raw_rows(self.world.stream_for_keys(self.state, (), 1), 0, 1)
         self.model.reset(self.start[:, None], {self.world.modality: first_row})
         self.trace = []
+        self.steps_taken = 0
         self.frame_count = 1
         return self.start
 
@@ -101,13 +112,16 @@ class PlaySession:
         stream = self.world.stream_for_keys(self.state, names, n)
         _, self.state = self.world.advance(self.state, raw_rows(stream, 1, None))
         frames = self.model.step({self.world.modality: raw_rows(stream, 1, None)})
-        record = PlayStep(len(self.trace) + 1, names, frames.float(), self.frame_count)
+        record = PlayStep(self.steps_taken + 1, names, frames.float(), self.frame_count)
         self.trace.append(record)
+        if self.max_trace is not None and len(self.trace) > self.max_trace:
+            del self.trace[: len(self.trace) - self.max_trace]
+        self.steps_taken += 1
         self.frame_count += frames.shape[1]
         return record
 
     def video(self) -> torch.Tensor:
-        """The whole run so far, start frame first: [3, T, H, W]."""
+        """The whole run so far, start frame first: [3, T, H, W] (with `max_trace`, the newest steps)."""
         return torch.cat([self.start[:, None]] + [s.frames for s in self.trace], dim=1)
 
     def trace_json(self) -> list[dict]:
@@ -226,15 +240,35 @@ class PlayServer:
     """The `--web` mode: a threaded HTTP server around one `PlaySession`. Steps run one at a time on a
     worker thread; every frame is sent to all open event streams as soon as its step is decoded."""
 
-    def __init__(self, session: PlaySession, host: str = "127.0.0.1", port: int = 8000, scale: int = 4):
-        self.session, self.scale = session, scale
+    def __init__(
+        self,
+        session: PlaySession,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        scale: int = 4,
+        timeout: float = REQUEST_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
+        self.session, self.scale, self.timeout = session, scale, timeout
+        if session.max_trace is None:
+            session.max_trace = KEPT_STEPS
         self.steps: queue.Queue = queue.Queue(maxsize=MAX_QUEUED_STEPS)
         self.listeners: list[queue.Queue] = []
         self.lock = threading.Lock()
-        self.frames: list[dict] = []  # every frame event so far, for late subscribers and tests
+        self.frames: deque[dict] = deque(maxlen=KEPT_FRAMES)  # the newest frame events, for late subscribers
+        self.frames_sent = 0
         self.error: str | None = None
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+        try:
+            self.httpd = _BoundedHTTPServer((host, port), _handler(self), max_connections)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise AstraError(f"port {port} on {host} is in use; pass --port 0 to take any free port") from None
+            raise AstraError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
         self.httpd.daemon_threads = True
+        bound = self.httpd.server_address[1]
+        names = set(LOOPBACK_HOSTS) | {host if ":" not in host else f"[{host}]"}
+        self.allowed_hosts = {f"{name}:{bound}" for name in names} | ({*names} if bound == 80 else set())
+        self.allowed_origins = {f"http://{name}" for name in self.allowed_hosts}
         self._publish_start()
         self.worker = threading.Thread(target=self._work, name="astra-play-worker", daemon=True)
 
@@ -272,12 +306,14 @@ class PlayServer:
     def _broadcast(self, event: dict) -> None:
         with self.lock:
             self.frames.append(event)
+            self.frames_sent += 1
             for listener in self.listeners:
                 listener.put(event)
 
     def _publish_start(self) -> None:
         with self.lock:
-            self.frames = []
+            self.frames.clear()
+            self.frames_sent = 0
         self._broadcast(self._event(self.session.start, 0, 0, []))
 
     def _work(self) -> None:
@@ -324,9 +360,63 @@ class _Busy(AstraError):
     pass
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most `max_connections` connections at once; the next
+    one gets 503 and is closed, so a flood of idle or slow connections cannot pile up threads."""
+
+    def __init__(self, address, handler, max_connections: int):
+        if ":" in str(address[0]):
+            self.address_family = socket.AF_INET6
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            body = b'{"error": "too many open connections; try again"}'
+            head = (
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            try:
+                request.settimeout(1.0)
+                request.sendall(head.encode() + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address):  # a broken client is not the server's failure
+        pass
+
+
 def _handler(server: PlayServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = server.timeout  # socket timeout: a slow or short request is dropped, not waited on forever
+
+        def _refused(self) -> str | None:
+            """Why this request may not drive or read the session (DNS rebinding, cross-site posts)."""
+            host = self.headers.get("Host", "")
+            if host.lower() not in server.allowed_hosts:
+                return f"host {host!r} is not served here"
+            origin = self.headers.get("Origin")
+            if origin is not None and origin.lower() not in server.allowed_origins:
+                return f"requests from origin {origin!r} are refused; open the page itself"
+            return None
+
+        def send_error(self, code, message=None, explain=None):  # malformed requests: a short JSON reply
+            try:
+                self.close_connection = True
+                self._json(code, {"error": message or HTTPStatus(code).phrase})
+            except (OSError, ValueError):
+                pass
 
         def log_message(self, fmt, *args):  # keep the terminal for the user's own output
             pass
@@ -344,7 +434,10 @@ def _handler(server: PlayServer):
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             try:
-                if self.path in ("/", "/index.html"):
+                refused = self._refused()
+                if refused:
+                    self._json(HTTPStatus.FORBIDDEN, {"error": refused})
+                elif self.path in ("/", "/index.html"):
                     self._reply(HTTPStatus.OK, page(server.session).encode(), "text/html; charset=utf-8")
                 elif self.path == "/events":
                     self._events()
@@ -352,24 +445,41 @@ def _handler(server: PlayServer):
                     with server.lock:
                         payload = {
                             "world": server.session.world.name,
-                            "frames": len(server.frames),
+                            "frames": server.frames_sent,
                             "trace": server.session.trace_json(),
                             "error": server.error,
                         }
                     self._json(HTTPStatus.OK, payload)
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {self.path!r}"})
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                self.close_connection = True
 
         def do_POST(self):  # noqa: N802
             try:
+                refused = self._refused()
+                if refused:
+                    self.close_connection = True
+                    self._json(HTTPStatus.FORBIDDEN, {"error": refused})
+                    return
                 if self.path != "/step":
                     self._json(HTTPStatus.NOT_FOUND, {"error": f"POST to /step, not {self.path!r}"})
                     return
+                kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if kind != "application/json":
+                    self.close_connection = True
+                    self._json(
+                        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                        {"error": f"send the message as application/json, not {kind or 'no content type'!r}"},
+                    )
+                    return
                 length = self.headers.get("Content-Length")
-                if length is None or not length.isdigit():
+                if length is None:
                     self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "send a Content-Length"})
+                    self.close_connection = True
+                    return
+                if not re.fullmatch(r"[0-9]{1,12}", length.strip()):
+                    self._json(HTTPStatus.BAD_REQUEST, {"error": f"Content-Length {length!r} is not a byte count"})
                     self.close_connection = True
                     return
                 if int(length) > MAX_MESSAGE_BYTES:
@@ -380,10 +490,16 @@ def _handler(server: PlayServer):
                     self.close_connection = True  # the unread body must not be taken for a request
                     return
                 body = self.rfile.read(int(length))
+                if len(body) < int(length):  # the client closed before sending its whole body
+                    self.close_connection = True
+                    return
                 try:
                     message = json.loads(body.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as err:
                     self._json(HTTPStatus.BAD_REQUEST, {"error": f"message is not JSON: {err}"})
+                    return
+                except RecursionError:
+                    self._json(HTTPStatus.BAD_REQUEST, {"error": "message is nested too deeply"})
                     return
                 try:
                     self._json(HTTPStatus.ACCEPTED, server.enqueue(message))
@@ -391,13 +507,13 @@ def _handler(server: PlayServer):
                     self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": str(err)})
                 except AstraError as err:
                     self._json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                self.close_connection = True
 
         def _events(self) -> None:
             listener: queue.Queue = queue.Queue()
             with server.lock:
-                backlog = list(server.frames[-1:])  # the newest frame, so the page shows something at once
+                backlog = list(server.frames)[-1:]  # the newest frame, so the page shows something at once
                 server.listeners.append(listener)
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/event-stream")

@@ -87,7 +87,8 @@ def server(model):
 
 
 def _post(url, body: bytes, headers=None):
-    req = urllib.request.Request(url + "step", data=body, method="POST", headers=headers or {})
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url + "step", data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -244,3 +245,91 @@ def test_terminal_mode_reads_single_key_presses_on_a_tty(tmp_path):
         os.close(leader)
     assert b"\x1b[38;2;" in seen  # the ANSI colour preview was drawn
     assert out.stat().st_size > 0
+
+
+def _raw(server, request: bytes, timeout=10.0) -> bytes:
+    host, port = server.httpd.server_address[:2]
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+
+def test_server_refuses_foreign_origins_and_hosts(server):
+    url = server.url
+    port = server.httpd.server_address[1]
+    # a page on another site may not drive the session, nor read it through a rebound DNS name
+    status, reply = _post(url, b'{"keys": ["W"]}', {"Origin": "http://evil.example"})
+    assert status == 403 and "evil.example" in reply["error"]
+    assert _post(url, b'{"keys": ["W"]}', {"Host": f"evil.example:{port}"})[0] == 403
+    reply = _raw(server, f"GET /state HTTP/1.1\r\nHost: rebind.example:{port}\r\nConnection: close\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 403")
+    # a text/plain post (what a cross-site form or fetch without preflight sends) is refused
+    status, reply = _post(url, b'{"keys": ["W"]}', {"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in reply["error"]
+    # its own page, localhost and requests without Origin (curl, the page's GETs) are served
+    assert _post(url, b'{"keys": ["W"]}', {"Origin": f"http://127.0.0.1:{port}"})[0] == 202
+    assert _post(url, b'{"keys": ["W"]}', {"Host": f"localhost:{port}"})[0] == 202
+    with urllib.request.urlopen(url + "state", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_server_answers_malformed_requests_and_drops_slow_ones(model):
+    srv = PlayServer(_session(model), port=0, scale=2, timeout=0.5, max_connections=4).start()
+    try:
+        port = srv.httpd.server_address[1]
+        head = f"POST /step HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        assert _raw(srv, (head + "Content-Length: -5\r\n\r\n").encode()).startswith(b"HTTP/1.1 400")
+        assert _raw(srv, (head + "Content-Length: 12abc\r\n\r\n").encode()).startswith(b"HTTP/1.1 400")
+        deep = b"[" * 1500 + b"]" * 1500
+        reply = _raw(srv, (head + f"Content-Length: {len(deep)}\r\n\r\n").encode() + deep)
+        assert reply.startswith(b"HTTP/1.1 400") and b"nested" in reply
+        # a body shorter than its Content-Length: dropped after the timeout, no thread left waiting
+        start = time.time()
+        _raw(srv, (head + "Content-Length: 100\r\n\r\n{").encode(), timeout=5)
+        assert time.time() - start < 4
+        # connections beyond the bound get 503 at once; the server goes on afterwards
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            assert _raw(srv, f"GET /state HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()).startswith(
+                b"HTTP/1.1 503"
+            )
+        finally:
+            for conn in idle:
+                conn.close()
+        assert _wait(lambda: _post(srv.url, b'{"keys": ["W"]}')[0] == 202, timeout=10)
+    finally:
+        srv.shutdown()
+
+
+def test_long_sessions_keep_bounded_history(model):
+    from astra_core import play
+
+    session = _session(model)
+    session.max_trace = 3
+    for _ in range(5):
+        session.step(["W"])
+    assert [s.index for s in session.trace] == [3, 4, 5] and session.steps_taken == 5
+    srv = PlayServer(_session(model), port=0)
+    try:
+        assert srv.session.max_trace == play.KEPT_STEPS and srv.frames.maxlen == play.KEPT_FRAMES
+    finally:
+        srv.httpd.server_close()
+
+
+def test_busy_port_is_one_clear_error(model):
+    srv = PlayServer(_session(model), port=0)
+    try:
+        port = srv.httpd.server_address[1]
+        with pytest.raises(AstraError, match=f"port {port} on 127.0.0.1 is in use; pass --port 0"):
+            PlayServer(_session(model), port=port)
+    finally:
+        srv.httpd.server_close()
