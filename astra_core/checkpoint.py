@@ -34,11 +34,32 @@ def temporary_beside(path: Path, suffix: str = "") -> str:
 
 
 def publish(tmp: str, path: Path) -> None:
-    """Give the finished temporary file a plain new file's permissions and rename it into place."""
+    """Give the finished temporary file a plain new file's permissions, flush it to disk and rename it
+    into place (then flush the folder), so a crash leaves the old file or the new one, never a mix."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:
+        folder = os.open(Path(path).parent, os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (`.NAME.*.tmp*`) that a writer killed mid-write left in `folder`."""
+    leftovers = [p for p in Path(folder).glob(".*.tmp*") if p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
 
 
 @contextmanager

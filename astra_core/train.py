@@ -29,7 +29,14 @@ from torch import nn
 from tqdm import tqdm
 
 from .cache import CachedEpisode, read_shard
-from .checkpoint import publish, save_checkpoint, temporary_beside
+from .checkpoint import (
+    publish,
+    read_checkpoint,
+    remove_leftovers,
+    save_checkpoint,
+    temporary_beside,
+    write_text_atomically,
+)
 from .config import TrainConfig
 from .data import Batch, ClipSampler, collate
 from .errors import CheckpointError, ConfigError
@@ -110,6 +117,7 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.out)  # temporary files of a run killed while writing
         torch.manual_seed(cfg.seed)
         self.progress = progress and self.rank == 0
         self.tokenizer = _build_tokenizer(cfg)
@@ -425,13 +433,15 @@ class Trainer:
             "elapsed_s": self.elapsed(),
         }
         _atomic_torch_save(state, self.out / "state.pt")
-        provenance = {
+        save_checkpoint(self.out / "model.safetensors", self.ema, self._provenance(), tokenizer=self.tokenizer)
+
+    def _provenance(self) -> dict[str, str]:
+        return {
             "train_step": str(self.step),
             "train_config": json.dumps(self.cfg.model_dump(mode="json")),
             "train_cpu_seconds": f"{self.elapsed():.0f}",
             "weights": "ema",
         }
-        save_checkpoint(self.out / "model.safetensors", self.ema, provenance, tokenizer=self.tokenizer)
 
     def elapsed(self) -> float:
         return getattr(self, "_elapsed_before", 0.0) + time.time() - self.started
@@ -470,6 +480,30 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
         self._elapsed_before = state.get("elapsed_s", 0.0)
+        if self.rank == 0:
+            self._agree_with_state()
+
+    def _agree_with_state(self) -> None:
+        """After a resume, make the run's other files match the state's step: metrics logged after it
+        are dropped (they will be logged again), and weights written after it are rewritten."""
+        metrics = self.out / "metrics.jsonl"
+        if metrics.is_file():
+            kept = [line for line in metrics.read_text().splitlines() if _logged_step(line) <= self.step]
+            write_text_atomically(metrics, "".join(line + "\n" for line in kept))
+        weights = self.out / "model.safetensors"
+        try:
+            written_at = int(read_checkpoint(weights)[2].get("train_step", -1)) if weights.is_file() else None
+        except (CheckpointError, ConfigError, ValueError):
+            written_at = -1  # unreadable: write it again
+        if written_at is not None and written_at != self.step:
+            save_checkpoint(weights, self.ema, self._provenance(), tokenizer=self.tokenizer)
+
+
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 10**18  # a torn last line: dropped
 
 
 def read_training_state(path: str | Path) -> dict:

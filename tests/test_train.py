@@ -457,3 +457,28 @@ def test_out_of_range_settings_fail_before_any_work_naming_the_field(tmp_path, p
     cfg.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=rf"bad\.yaml.*{field.split('.')[0]}"):
         TrainConfig.from_yaml(cfg)
+
+
+def test_resume_after_a_crash_leaves_one_consistent_run(tmp_path):
+    """A kill after step 5 whose state was saved at step 3: the steps logged since, the weights written
+    since and a half-written temporary file are put right on --resume, and the run ends as one."""
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "crash", checkpoint_every=0, eval_every=0))
+    run = tmp_path / "crash"
+    first = Trainer(cfg, progress=False)
+    for _ in range(3):
+        first._log(first.train_step(), None)
+    first.save_state()
+    for _ in range(2):  # logged, and the weights written, but the state never saved
+        first._log(first.train_step(), None)
+    save_checkpoint(run / "model.safetensors", first.ema, first._provenance(), tokenizer=first.tokenizer)
+    (run / ".state.pt.dead.tmp").write_bytes(b"")
+    del first
+    resumed = Trainer(cfg, resume=True, progress=False)
+    assert not (run / ".state.pt.dead.tmp").exists()
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    from astra_core.checkpoint import read_checkpoint
+
+    assert read_checkpoint(run / "model.safetensors")[2]["train_step"] == "3"
+    resumed.train()
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
