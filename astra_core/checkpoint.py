@@ -22,7 +22,9 @@ from .errors import CheckpointError, ConfigError
 from .model.actions import AstraNet
 
 FORMAT = "astra-world"
-FORMAT_VERSION = 1
+# 2: configs may hold history.last_frame_channels and the delta / warp predictions, which version 1
+# readers do not know; every checkpoint also names the package version that wrote it.
+FORMAT_VERSION = 2
 
 
 def temporary_beside(path: Path, suffix: str = "") -> str:
@@ -98,9 +100,12 @@ def save_checkpoint(
 ) -> Path:
     """Save `net` with its config (and optionally its video tokenizer, whose weights get the prefix
     `tokenizer.`); `extra_metadata` (strings) joins the header."""
+    from . import __version__
+
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
+        "astra_version": __version__,
         "config": net.config.model_dump_json(),
         **(extra_metadata or {}),
     }
@@ -126,9 +131,17 @@ def read_checkpoint(path: str | Path) -> tuple[AstraConfig, dict[str, torch.Tens
         raise CheckpointError(f"{path}: metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}")
     version = metadata.get("format_version", "")
     if not version.isdigit() or int(version) > FORMAT_VERSION:
+        from . import __version__
+
+        writer = metadata.get("astra_version", "an unknown version")
         raise CheckpointError(
-            f"{path}: format_version {version!r} is not supported (this version reads <= {FORMAT_VERSION})"
+            f"{path}: format_version {version!r}, written by astra-world {writer}, is newer than this "
+            f"installation ({__version__}, reads format versions up to {FORMAT_VERSION}); upgrade astra-world "
+            "to load it"
         )
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {key!r} holds NaN or Inf values; the checkpoint is corrupt")
     try:
         config = AstraConfig.from_dict(json.loads(metadata["config"]), source=f"{path} (config)")
     except (KeyError, json.JSONDecodeError) as err:

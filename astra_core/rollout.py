@@ -11,11 +11,12 @@ features, the two branches keep separate cache rows (batch rows [0, B) and [B, 2
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 from .flow import RectifiedFlow
 from .memory import segments_to_evict
 from .model.actions import Actions, AstraNet, Masks, action_shape, map_actions
@@ -51,10 +52,14 @@ class LatentWorldModel:
         self.flow = RectifiedFlow(cfg.flow)
         self.history_cfg = cfg.history
         self.guidance_scale = cfg.guidance.scale if guidance_scale is None else float(guidance_scale)
+        if not math.isfinite(self.guidance_scale):
+            raise ConfigError(f"guidance_scale={guidance_scale}: must be a finite number (1.0: no guidance)")
         sampler = sampler or cfg.sampler.name
         if sampler not in SAMPLERS:
             raise ShapeError(f"sampler: unknown {sampler!r}; choose one of {sorted(SAMPLERS)}")
         self.sampler = SAMPLERS[sampler]
+        if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
+            raise ConfigError(f"num_steps={num_steps!r}: sampling steps must be a whole number of at least 1")
         self.num_steps = num_steps or cfg.sampler.num_steps
         self.use_kv_cache = use_kv_cache
         self.seed = seed

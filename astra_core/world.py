@@ -21,6 +21,16 @@ from .rollout import LatentWorldModel
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_default.safetensors"
 
 
+def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
+    """Frames must be finite and in [-1, 1]; uint8-range frames get the hint to scale them."""
+    if not bool(torch.isfinite(frames).all()):
+        raise ShapeError(f"{name}: contains NaN or Inf")
+    low, high = float(frames.min()), float(frames.max())
+    if low < -1.001 or high > 1.001:
+        hint = " (uint8 frames? use frames / 127.5 - 1)" if high > 1.5 else ""
+        raise ShapeError(f"{name}: values in [{low:.3g}, {high:.3g}], expected [-1, 1]{hint}")
+
+
 class WorldModel:
     def __init__(self, net: AstraNet, tokenizer, **rollout_options: Any):
         from .plugins import get_registry
@@ -76,6 +86,7 @@ class WorldModel:
         if frames.ndim != 5 or frames.shape[1] != 3:
             raise ShapeError(f"frames: expected [3, T, H, W] or [B, 3, T, H, W], got {tuple(frames.shape)}")
         self._squeeze = self._squeeze or frames.shape[0] == 1
+        check_frame_range(frames)
         self._batch = frames.shape[0]
         latents = self.tokenizer.encode(frames.float().to(self.latent.device))
         if actions is None:

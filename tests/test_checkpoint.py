@@ -5,6 +5,7 @@ import torch
 from _helpers import make_config, make_net
 from safetensors.torch import save_file
 
+import astra_core
 from astra_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from astra_core.cli import main
 from astra_core.errors import CheckpointError
@@ -15,7 +16,7 @@ def test_round_trip_keeps_weights_config_and_outputs(tmp_path):
     net = make_net()
     path = save_checkpoint(tmp_path / "m.safetensors", net, {"note": "hello"})
     config, tensors, meta = read_checkpoint(path)
-    assert config == net.config and meta["note"] == "hello" and meta["format_version"] == "1"
+    assert config == net.config and meta["note"] == "hello" and meta["format_version"] == "2" and meta["astra_version"] == astra_core.__version__
     loaded = load_checkpoint(path)
     x, t = torch.randn(1, 8, 2, 4, 4), torch.rand(1, 2) * 1000
     a = torch.randn(1, 2, 3)
@@ -76,8 +77,24 @@ def test_bad_files_and_configs_fail_clearly(tmp_path):
         str(future),
         metadata={"format": "astra-world", "format_version": "99", "config": "{}"},
     )
-    with pytest.raises(CheckpointError, match="format_version '99'"):
+    with pytest.raises(CheckpointError, match="format_version '99', written by astra-world an unknown version, is newer"):
         load_checkpoint(future)
+    # a version-1 checkpoint (written before the format named its writer) still loads
+    net = make_net()
+    old = tmp_path / "v1.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()},
+        str(old),
+        metadata={"format": "astra-world", "format_version": "1", "config": net.config.model_dump_json()},
+    )
+    assert torch.equal(load_checkpoint(old).null_action, net.null_action)
+    # NaN weights are refused at load, naming the tensor
+    poisoned = {k: v.clone().contiguous() for k, v in net.state_dict().items()}
+    poisoned["null_action"][0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(poisoned, str(bad), metadata={"format": "astra-world", "format_version": "2", "config": net.config.model_dump_json()})
+    with pytest.raises(CheckpointError, match="nan.safetensors: tensor 'null_action' holds NaN"):
+        load_checkpoint(bad)
 
 
 def test_cli_info_and_presets(tmp_path, capsys):

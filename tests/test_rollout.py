@@ -225,6 +225,44 @@ def test_last_frame_channels_need_twice_the_latent_channels():
     dit = make_net().config.dit.model_dump()
     with pytest.raises(ConfigError, match=r"dit.in_dim=8 must be 16: history.last_frame_channels"):
         AstraConfig.from_dict({"dit": dit, "history": {"chunk_size": 2, "window": 4, "last_frame_channels": True}})
-    with pytest.raises(ConfigError, match="prediction 'delta' already predicts the change"):
+    with pytest.raises(ConfigError, match="prediction 'delta' already predicts from the last frame"):
         AstraConfig.from_dict({"dit": dit, "flow": {"prediction": "delta", "target": "residual"}})
     assert isinstance(AstraConfig.from_dict({"dit": dit, "history": HistoryConfig().model_dump()}), AstraConfig)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"guidance_scale": float("nan")}, "guidance_scale=nan: must be a finite number"),
+        ({"guidance_scale": float("inf")}, "guidance_scale=inf"),
+        ({"num_steps": -2}, "num_steps=-2: sampling steps must be a whole number of at least 1"),
+        ({"num_steps": 0}, "num_steps=0"),
+        ({"num_steps": 2.5}, "num_steps=2.5"),
+    ],
+)
+def test_bad_sampling_settings_are_one_clear_error(options, message):
+    from astra_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        LatentWorldModel(make_net(), **options)
+
+
+def test_frames_outside_the_unit_range_are_refused_with_a_hint():
+    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.world import WorldModel
+
+    cfg = make_net().config
+    from astra_core.config import ActionConfig, AstraConfig
+
+    cfg = AstraConfig(
+        dit=cfg.dit.model_copy(update={"in_dim": 48, "out_dim": 48}),
+        action=ActionConfig(encoder="moae", modalities=("camera_se3",), token_dim=8, expert_hidden=8),
+        history=cfg.history,
+    )
+    from astra_core.model.actions import AstraNet
+
+    wm = WorldModel(AstraNet(cfg), PixelTokenizer(4))
+    with pytest.raises(ShapeError, match=r"expected \[-1, 1\] \(uint8 frames\? use frames / 127.5 - 1\)"):
+        wm.reset(torch.full((3, 1, 64, 64), 200.0))
+    with pytest.raises(ShapeError, match="NaN"):
+        wm.reset(torch.full((3, 1, 64, 64), float("nan")))
