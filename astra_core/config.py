@@ -97,7 +97,8 @@ class ActionConfig(_Config):
     hidden_dim: int = Field(256, ge=1)
     modalities: tuple[str, ...] = ()
     router: str = "topk"
-    router_options: dict[str, Any] = {"k": 2}
+    # keyword arguments of the router class (e.g. {"k": 2} for "topk"); empty: the router's own defaults
+    router_options: dict[str, Any] = {}
     num_experts: int = 4
     token_dim: int = Field(128, ge=1)
     expert_hidden: int = Field(256, ge=1)

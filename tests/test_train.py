@@ -120,9 +120,9 @@ def test_the_held_out_gain_gives_each_clip_another_episodes_actions():
     "action",
     [
         {"router": "topk"},
-        {"router": "soft", "router_options": {}},
-        {"router": "fixed", "router_options": {}},
-        {"router": "shared", "router_options": {}},
+        {"router": "soft"},  # the default router_options suit every router
+        {"router": "fixed"},
+        {"router": "shared"},
         {"encoder": "shared"},
         {"encoder": "mlp", "modalities": [], "action_dim": 12},
     ],
