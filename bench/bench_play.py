@@ -8,6 +8,7 @@ quality table in docs/results.md unless given. Then `astra demo` runs in a child
 wall time and peak resident memory are reported.
 
 Run: python bench/bench_play.py [--checkpoint PATH] [--steps 24] [--guidance 1.0] [--sampling-steps 8]
+     [--baseline OTHER.safetensors]   (both at their own defaults, in turn, with the frames/s ratio)
 """
 
 from __future__ import annotations
@@ -62,15 +63,38 @@ def demo_memory(checkpoint: str | None) -> tuple[float, float]:
     return seconds, peak_kb / 1024
 
 
+def compare(checkpoint: str | None, baseline: str, world, steps: int, rounds: int = 3) -> None:
+    """Both models at their own defaults (KV cache), timed in turn `rounds` times; medians and the ratio."""
+    models = {"model": WorldModel.from_checkpoint(checkpoint), "baseline": WorldModel.from_checkpoint(baseline)}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            runs[name].append(session_speed(model, world, steps))
+    print(f"side by side, each at its own defaults, {rounds} rounds in turn:")
+    fps = {}
+    for name, model in models.items():
+        fps[name] = statistics.median(r["fps"] for r in runs[name])
+        latency = statistics.median(r["latency_ms"] for r in runs[name])
+        p90 = statistics.median(r["latency_p90_ms"] for r in runs[name])
+        print(
+            f"  {name:8s} ({model.latent.num_steps} steps, guidance {model.latent.guidance_scale:g}): "
+            f"{fps[name]:.1f} frames/s, latency {latency:.0f} ms median, {p90:.0f} ms p90"
+        )
+    print(f"  model / baseline frames/s: {fps['model'] / fps['baseline']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="default: the shipped toy model")
     parser.add_argument("--world", default="keyboard_game")
     parser.add_argument("--steps", type=int, default=24, help="steps per setting (each makes one chunk)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="scale of the quality table (1: no AFG)")
+    parser.add_argument("--guidance", type=float, help="default: the checkpoint's (1: no AFG)")
     parser.add_argument("--afg-scale", type=float, default=1.5, help="scale for the 'with AFG' rows")
     parser.add_argument("--sampling-steps", type=int, help="default: the checkpoint's")
     parser.add_argument("--no-demo", action="store_true", help="skip the astra demo measurement")
+    parser.add_argument(
+        "--baseline", help="another checkpoint: both at their own defaults, timed in turn, and the ratio printed"
+    )
     args = parser.parse_args()
     world = get_registry().get("worlds", args.world)
     print(f"{args.world}, 64x64, batch 1, torch threads {torch.get_num_threads()}")
@@ -94,6 +118,8 @@ def main() -> None:
     base = rows["table settings, KV cache"]["fps"]
     for name, r in rows.items():
         print(f"  {name}: {r['fps'] / base:.2f}x the frames/s of the table settings with the cache")
+    if args.baseline:
+        compare(args.checkpoint, args.baseline, world, args.steps)
     if not args.no_demo:
         seconds, peak = demo_memory(args.checkpoint)
         print(f"astra demo: {seconds:.1f} s wall, peak memory {peak:.0f} MB")
