@@ -31,6 +31,16 @@ def segments_to_evict(lengths: list[int], sinks: list[bool], window: int) -> set
     return drop
 
 
+def with_last_frame_channels(x: torch.Tensor, last_frame: torch.Tensor, num_history: int) -> torch.Tensor:
+    """x [B, C, F, H, W] (`num_history` history frames, then the generated ones) -> [B, 2C, F, H, W]: the
+    generated frames get `last_frame` [B, C, 1, H, W] on C extra channels, the history frames zeros."""
+    b, c, f, h, w = x.shape
+    extra = torch.cat(
+        [x.new_zeros(b, c, num_history, h, w), last_frame.to(x.dtype).expand(b, c, f - num_history, h, w)], dim=2
+    )
+    return torch.cat([x, extra], dim=1)
+
+
 def check_training_layout(num_frames: int, num_history: int, cfg: HistoryConfig) -> None:
     """A training sequence is [sink chunk, k history chunks, one target chunk]."""
     if num_frames - num_history != cfg.chunk_size:

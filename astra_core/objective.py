@@ -6,18 +6,8 @@ from __future__ import annotations
 import torch
 
 from .flow import RectifiedFlow
-from .memory import BatchDraws, augment_history, check_training_layout, sequence_chunk_ids
+from .memory import BatchDraws, augment_history, check_training_layout, sequence_chunk_ids, with_last_frame_channels
 from .model.actions import Actions, AstraNet, Masks
-
-
-def with_last_frame_channels(x: torch.Tensor, last_frame: torch.Tensor, num_history: int) -> torch.Tensor:
-    """x [B, C, F, H, W] (`num_history` history frames, then the generated ones) -> [B, 2C, F, H, W]: the
-    generated frames get `last_frame` [B, C, 1, H, W] on C extra channels, the history frames zeros."""
-    b, c, f, h, w = x.shape
-    extra = torch.cat(
-        [x.new_zeros(b, c, num_history, h, w), last_frame.to(x.dtype).expand(b, c, f - num_history, h, w)], dim=2
-    )
-    return torch.cat([x, extra], dim=1)
 
 
 class WorldModelObjective:

@@ -18,10 +18,9 @@ import torch
 
 from .errors import ConfigError, ShapeError
 from .flow import RectifiedFlow
-from .memory import segments_to_evict
+from .memory import segments_to_evict, with_last_frame_channels
 from .model.actions import Actions, AstraNet, Masks, action_shape, map_actions
 from .model.kv_cache import KVCache
-from .objective import with_last_frame_channels
 from .sampling import SAMPLERS, action_free_guidance
 
 
@@ -151,7 +150,12 @@ class LatentWorldModel:
             raise RuntimeError("call reset(context) before observe(latents, actions)")
         b, c, h, w = self._latent_shape
         f = self.history_cfg.chunk_size
-        if latents.ndim != 5 or (latents.shape[0], latents.shape[1], latents.shape[3], latents.shape[4]) != (b, c, h, w):
+        if latents.ndim != 5 or (latents.shape[0], latents.shape[1], latents.shape[3], latents.shape[4]) != (
+            b,
+            c,
+            h,
+            w,
+        ):
             raise ShapeError(f"latents: expected [{b}, {c}, {f}, {h}, {w}], got {tuple(latents.shape)}")
         if latents.shape[2] != f or action_shape(actions) != (b, f):
             raise ShapeError(
@@ -207,7 +211,8 @@ class LatentWorldModel:
         else:
             v = self._velocity_recompute(xin, t, features, positions)
         out = v.float()  # the sampler integrates in float32 whatever the model's dtype
-        if self.guided:  # guidance weights sum to 1, so it commutes with turning a data prediction into v
+        if self.guided:  # mixes the raw outputs: for data and delta that is mixing the x̂₀ (the weights sum to 1);
+            # for warp it extrapolates the flow and the residual
             out = action_free_guidance(*out.chunk(2, dim=0), self.guidance_scale)
         return self.flow.velocity(out, x.float(), sigma, floor=False, last_frame=self._last_frame)
 

@@ -521,7 +521,9 @@ def read_training_state(path: str | Path) -> dict:
             f"other than tensors and plain values, so it was refused unread ({reason})"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"--resume: {path} cannot be read as a training state (truncated or corrupt?): {err}") from None
+        raise CheckpointError(
+            f"--resume: {path} cannot be read as a training state (truncated or corrupt?): {err}"
+        ) from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise CheckpointError(f"--resume: {path} is not a training state (no 'step' and 'model' entries)")
     return state

@@ -16,7 +16,12 @@ def test_round_trip_keeps_weights_config_and_outputs(tmp_path):
     net = make_net()
     path = save_checkpoint(tmp_path / "m.safetensors", net, {"note": "hello"})
     config, tensors, meta = read_checkpoint(path)
-    assert config == net.config and meta["note"] == "hello" and meta["format_version"] == "2" and meta["astra_version"] == astra_core.__version__
+    assert (
+        config == net.config
+        and meta["note"] == "hello"
+        and meta["format_version"] == "2"
+        and meta["astra_version"] == astra_core.__version__
+    )
     loaded = load_checkpoint(path)
     x, t = torch.randn(1, 8, 2, 4, 4), torch.rand(1, 2) * 1000
     a = torch.randn(1, 2, 3)
@@ -77,7 +82,9 @@ def test_bad_files_and_configs_fail_clearly(tmp_path):
         str(future),
         metadata={"format": "astra-world", "format_version": "99", "config": "{}"},
     )
-    with pytest.raises(CheckpointError, match="format_version '99', written by astra-world an unknown version, is newer"):
+    with pytest.raises(
+        CheckpointError, match="format_version '99', written by astra-world an unknown version, is newer"
+    ):
         load_checkpoint(future)
     # a version-1 checkpoint (written before the format named its writer) still loads
     net = make_net()
@@ -92,7 +99,11 @@ def test_bad_files_and_configs_fail_clearly(tmp_path):
     poisoned = {k: v.clone().contiguous() for k, v in net.state_dict().items()}
     poisoned["null_action"][0] = float("nan")
     bad = tmp_path / "nan.safetensors"
-    save_file(poisoned, str(bad), metadata={"format": "astra-world", "format_version": "2", "config": net.config.model_dump_json()})
+    save_file(
+        poisoned,
+        str(bad),
+        metadata={"format": "astra-world", "format_version": "2", "config": net.config.model_dump_json()},
+    )
     with pytest.raises(CheckpointError, match="nan.safetensors: tensor 'null_action' holds NaN"):
         load_checkpoint(bad)
 
