@@ -15,7 +15,7 @@ from astra_core.tokenizer import PixelTokenizer
 def test_psnr_and_ssim_basics():
     x = torch.rand(3, 4, 32, 32) * 2 - 1
     noisy = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
-    assert psnr(x, x) > 90 and abs(ssim(x, x) - 1) < 1e-5
+    assert psnr(x, x) == pytest.approx(58.92, abs=0.01) and abs(ssim(x, x) - 1) < 1e-5  # 8-bit quantisation
     assert 10 < psnr(noisy, x) < 40 and ssim(noisy, x) < 0.99
     mask = torch.zeros(4, 32, 32, dtype=torch.bool)
     mask[:, :4] = True
@@ -135,7 +135,7 @@ def test_teacher_forced_step_scores_a_perfect_predictor_above_copy_last():
     perfect = teacher_forced(_OracleWorld(frames, True), frames, streams, contexts=4)
     copying = teacher_forced(_OracleWorld(frames, False), frames, streams, contexts=4)
     for good, copy in zip(perfect, copying):
-        assert good["tf_margin"] > 30 and good["tf_sharpness"] == pytest.approx(1.0, abs=1e-4)
+        assert good["tf_margin"] > 20 and good["tf_sharpness"] == pytest.approx(1.0, abs=1e-4)
         assert copy["tf_margin"] == pytest.approx(0.0, abs=1e-6)
         assert good["tf_copy_last_psnr"] == pytest.approx(copy["tf_psnr"], abs=1e-6)
         assert len(good["tf_psnr_by_context"]) == 4
