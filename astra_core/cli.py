@@ -123,7 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in {"steps": args.steps, "out_dir": args.out}.items() if v is not None}
     if updates:
         cfg = cfg.model_copy(update=updates)
-    trainer = Trainer(cfg, resume=args.resume)
+    trainer = Trainer(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
     logs = trainer.train()
     if trainer.rank == 0:
         print(json.dumps({"step": trainer.step, "out_dir": cfg.out_dir, "loss": logs.get("loss")}, indent=2))
@@ -290,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a world model from a YAML config")
     train.add_argument("config")
     train.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt")
+    train.add_argument(
+        "--accept-config-changes",
+        action="store_true",
+        help="with --resume: continue although the config differs in more than steps and intervals",
+    )
     train.add_argument("--steps", type=int, help="override the config's steps")
     train.add_argument("--out", help="override the config's out_dir")
     train.set_defaults(func=_cmd_train)

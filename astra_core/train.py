@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -106,13 +107,17 @@ class Trainer:
 
     `cfg`: a `TrainConfig` (`TrainConfig.from_yaml(path)` or `.from_dict({...})`, the same mapping a
     YAML file holds). `resume=True` continues from `cfg.out_dir/state.pt` bit for bit; `progress=False`
-    hides the bar. `train()` runs to `cfg.steps`, logs to `out_dir/metrics.jsonl`, evaluates every
+    hides the bar; a resumed run must have the stored config but for `RESUMABLE_CHANGES`, unless
+    `accept_config_changes`. `train()` runs to `cfg.steps`, logs to `out_dir/metrics.jsonl`, evaluates every
     `eval_every` steps, and writes `out_dir/model.safetensors` (the EMA weights, loadable by
     `WorldModel.from_checkpoint`) and `out_dir/state.pt` every `checkpoint_every` steps and at the end;
     `train_step()` runs one step and returns its logs; `evaluate()` the held-out figures."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, resume: bool = False, progress: bool = True, accept_config_changes: bool = False
+    ):
         self.cfg = cfg
+        self.accept_config_changes = accept_config_changes
         self.rank, self.world_size = _init_distributed()
         self.out = Path(cfg.out_dir)
         if self.rank == 0:
@@ -451,6 +456,7 @@ class Trainer:
         if not path.is_file():
             raise ConfigError(f"--resume: no training state at {path}")
         state = read_training_state(path)
+        self._check_resumed_config(path, state.get("config"))
         if state.get("optimizer") is None:  # FSDP states of earlier versions kept no optimiser state
             raise ConfigError(f"--resume: {path} holds no optimiser state, so it cannot be resumed exactly")
         if bool(state.get("sharded", False)) != self.sharded:
@@ -483,6 +489,26 @@ class Trainer:
         if self.rank == 0:
             self._agree_with_state()
 
+    def _check_resumed_config(self, path: Path, stored: dict | None) -> None:
+        """A resumed run continues the stored one: the total steps and the logging, evaluation and
+        checkpoint intervals (and out_dir) may change; any other difference is refused, naming the
+        fields, unless `accept_config_changes`. Every difference is reported."""
+        if stored is None:
+            return
+        changed = _differences(stored, self.cfg.model_dump(mode="json"))
+        if not changed:
+            return
+        refused = [k for k in changed if k not in RESUMABLE_CHANGES]
+        if refused and not self.accept_config_changes:
+            shown = "; ".join(f"{k}: {changed[k][0]!r} in the run, {changed[k][1]!r} now" for k in refused[:8])
+            raise ConfigError(
+                f"--resume: the config differs from the one {path} was trained with ({shown}); put them back, "
+                "or pass --accept-config-changes to continue with the new values"
+            )
+        if self.rank == 0:
+            for key, (before, after) in changed.items():
+                print(f"astra train: resuming with {key} {before!r} -> {after!r}", file=sys.stderr)
+
     def _agree_with_state(self) -> None:
         """After a resume, make the run's other files match the state's step: metrics logged after it
         are dropped (they will be logged again), and weights written after it are rewritten."""
@@ -497,6 +523,21 @@ class Trainer:
             written_at = -1  # unreadable: write it again
         if written_at is not None and written_at != self.step:
             save_checkpoint(weights, self.ema, self._provenance(), tokenizer=self.tokenizer)
+
+
+# Fields a resumed run may change without --accept-config-changes: how long it runs and how often it
+# logs, evaluates and saves, and where its files are.
+RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "checkpoint_every", "out_dir", "tensorboard")
+
+
+def _differences(before, after, prefix: str = "") -> dict[str, tuple]:
+    """Dotted paths whose values differ between two nested dicts -> (before, after)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: dict[str, tuple] = {}
+        for key in sorted(set(before) | set(after)):
+            out.update(_differences(before.get(key), after.get(key), f"{prefix}{key}."))
+        return out
+    return {} if before == after else {prefix.rstrip("."): (before, after)}
 
 
 def _logged_step(line: str) -> int:

@@ -482,3 +482,21 @@ def test_resume_after_a_crash_leaves_one_consistent_run(tmp_path):
     resumed.train()
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_an_edited_config_but_accepts_new_lengths_and_intervals(tmp_path, capsys):
+    path = _config(tmp_path, "edited", steps=2, checkpoint_every=0, eval_every=0)
+    Trainer(TrainConfig.from_yaml(path), progress=False).train()
+    edited = yaml.safe_load(path.read_text())
+    edited["optim"]["lr"] = 0.5
+    path.write_text(yaml.safe_dump(edited))
+    with pytest.raises(ConfigError, match=r"optim\.lr: 0\.0003 in the run, 0\.5 now.*--accept-config-changes"):
+        Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
+    accepted = Trainer(TrainConfig.from_yaml(path), resume=True, progress=False, accept_config_changes=True)
+    assert accepted.step == 2 and "optim.lr 0.0003 -> 0.5" in capsys.readouterr().err
+    edited["optim"]["lr"] = 3e-4
+    edited.update(steps=4, log_every=2)  # a longer run, logged less often: no flag needed
+    path.write_text(yaml.safe_dump(edited))
+    longer = Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
+    assert "steps 2 -> 4" in capsys.readouterr().err
+    assert longer.train()["step"] == 4
