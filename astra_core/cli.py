@@ -141,7 +141,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     checkpoints = {"astra": args.checkpoint}
     if args.no_action:
         checkpoints["no_action"] = args.no_action
-    settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons), first_seed=args.first_seed)
+    seeds = {} if args.first_seed is None else {"first_seed": args.first_seed}
+    settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons), **seeds)
     results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
     shown = tuple(args.horizons)[:3]
     write_report(results, Path(args.out), shown)
@@ -308,7 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--first-seed",
         type=int,
-        default=2_000_000,
         help="seed of the first episode (default: the benchmark's held-out episodes; tune on other seeds)",
     )
     ev.add_argument("--out", default="eval")
