@@ -152,6 +152,16 @@ class FlowConfig(_Config):
     prediction: Literal["velocity", "data", "edm", "delta", "warp"] = "velocity"
     warp_unshuffle: int = 1
     warp_mode: Literal["bilinear", "bicubic"] = "bilinear"  # interpolation of the warp's samples
+    # "cell": one flow vector per latent cell (2 output channels), upsampled bilinearly to the pixels;
+    # "pixel": one per pixel of the unshuffled images (2·warp_unshuffle² channels), so a thin moving part
+    # can move without dragging its surroundings along.
+    warp_flow: Literal["cell", "pixel"] = "cell"
+    # Weight of what moves in the loss: each latent value's squared error is weighed 1 + motion_weight·m,
+    # m = min(1, |x₀ − x_last| / 0.1) its change from the last history frame, then the weights of each
+    # sample are scaled to mean 1. 0 weighs every value alike; more turns the loss of a world where a
+    # thin part moves over a still scene (the arm) towards that part, without changing how much each
+    # sample counts.
+    motion_weight: float = Field(0.0, ge=0)
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
 
@@ -172,6 +182,14 @@ class FlowConfig(_Config):
         if self.warp_unshuffle < 1:
             raise ValueError(f"warp_unshuffle={self.warp_unshuffle} must be at least 1")
         return self
+
+    @property
+    def flow_channels(self) -> int:
+        """Output channels the flow field takes: 0 unless `prediction` is "warp"; then 2 per latent cell,
+        or 2 per pixel of the unshuffled images (`warp_flow: pixel`)."""
+        if self.prediction != "warp":
+            return 0
+        return 2 * self.warp_unshuffle**2 if self.warp_flow == "pixel" else 2
 
 
 class HistoryConfig(_Config):
@@ -244,7 +262,10 @@ class AstraConfig(_Config):
     def _check_channels(self) -> AstraConfig:
         c = self.latent_channels
         if c < 1:
-            raise ValueError(f"dit.out_dim={self.dit.out_dim}: prediction 'warp' outputs the latent channels + 2")
+            raise ValueError(
+                f"dit.out_dim={self.dit.out_dim}: prediction 'warp' outputs the latent channels "
+                f"+ {self.flow.flow_channels} flow channels"
+            )
         if c % self.flow.warp_unshuffle**2:
             raise ValueError(f"flow.warp_unshuffle={self.flow.warp_unshuffle}: {c} latent channels are no p·p stack")
         want = 2 * c if self.history.last_frame_channels else c
@@ -253,15 +274,19 @@ class AstraConfig(_Config):
             raise ValueError(
                 f"dit.in_dim={self.dit.in_dim} must be {want}: {why} the last frame's {c} latent "
                 f"channels beside the {c} of the noisy chunk"
-                + (" (dit.out_dim − 2 with prediction 'warp')" if self.flow.prediction == "warp" else "")
+                + (
+                    f" (dit.out_dim − {self.flow.flow_channels} with prediction 'warp')"
+                    if self.flow.prediction == "warp"
+                    else ""
+                )
             )
         return self
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the latents the model generates: the DiT's out_dim (less the two flow channels of
-        a `warp` prediction)."""
-        return self.dit.out_dim - (2 if self.flow.prediction == "warp" else 0)
+        """Channels of the latents the model generates: the DiT's out_dim less the flow channels of a
+        `warp` prediction (`FlowConfig.flow_channels`)."""
+        return self.dit.out_dim - self.flow.flow_channels
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AstraConfig:

@@ -29,13 +29,20 @@ def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: st
     each output position takes the bilinear sample of `latents` at its position plus the flow, the
     border repeating outside. With `unshuffle` p > 1 the latents are a space-to-depth of (C/p²)-channel
     images p times finer (the pixel tokenizer's layout, channels ordered (c p q)): those images are
-    warped at their own resolution, by the flow upsampled bilinearly, so a shift keeps pixel detail."""
+    warped at their own resolution, by the flow upsampled bilinearly, so a shift keeps pixel detail.
+    A flow of 2·p² channels [B, 2·p², f, H, W] (ordered (two p q)) gives every fine pixel its own
+    vector instead, still in latent cells."""
     b, c, f, h, w = latents.shape
     p = unshuffle
     images = rearrange(latents, "b (c p q) f h w -> (b f) c (h p) (w q)", p=p, q=p)
-    flow = rearrange(flow, "b two f h w -> (b f) two h w")
-    if p > 1:
-        flow = F.interpolate(flow, scale_factor=p, mode="bilinear", align_corners=False)
+    if flow.shape[1] == 2:
+        flow = rearrange(flow, "b two f h w -> (b f) two h w")
+        if p > 1:
+            flow = F.interpolate(flow, scale_factor=p, mode="bilinear", align_corners=False)
+    elif flow.shape[1] == 2 * p * p:
+        flow = rearrange(flow, "b (two p q) f h w -> (b f) two (h p) (w q)", p=p, q=p)
+    else:
+        raise ValueError(f"warp: a flow of {flow.shape[1]} channels; expected 2 or 2·{p}² = {2 * p * p}")
     hh, ww = h * p, w * p
     ys = torch.arange(hh, device=latents.device, dtype=flow.dtype)
     xs = torch.arange(ww, device=latents.device, dtype=flow.dtype)
@@ -123,7 +130,7 @@ class RectifiedFlow:
         if self.config.prediction == "delta":
             return last + output.float()
         c = last.shape[1]
-        residual, flow = output[:, :c].float(), output[:, c:].float()
+        residual, flow = output[:, :c].float(), output[:, c:].float()  # flow: 2 or 2·p² channels
         frames = last.expand(-1, -1, flow.shape[2], -1, -1)
         return warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode) + residual
 

@@ -9,6 +9,16 @@ from .flow import RectifiedFlow
 from .memory import BatchDraws, augment_history, check_training_layout, sequence_chunk_ids, with_last_frame_channels
 from .model.actions import Actions, AstraNet, Masks
 
+MOTION_SCALE = 0.1  # a change of this much (in latent units; 13/255 for pixel latents) counts fully as motion
+
+
+def motion_weights(target: torch.Tensor, last_frame: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-value loss weights [B, C, f, H, W]: 1 + strength·min(1, |target − last_frame| / MOTION_SCALE),
+    scaled so each sample's weights average 1 (`FlowConfig.motion_weight`)."""
+    change = (target.float() - last_frame.float()).abs().div(MOTION_SCALE).clamp(max=1.0)
+    weights = 1 + strength * change
+    return weights / weights.mean(dim=(1, 2, 3, 4), keepdim=True)
+
 
 class WorldModelObjective:
     """`loss(latents, actions, mask, num_history) -> (loss, logs)` for an `AstraNet`."""
@@ -59,7 +69,10 @@ class WorldModelObjective:
         pred = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
         pred = self.flow.velocity(pred[:, :, num_history:], noisy_target, sigma, last_frame=history[:, :, -1:])
         velocity_target = self.flow.velocity_target(target, noise, sigma)
-        per_sample = (pred.float() - velocity_target.float()).pow(2).mean(dim=(1, 2, 3, 4))
+        error = (pred.float() - velocity_target.float()).pow(2)
+        if cfg.flow.motion_weight > 0:
+            error = error * motion_weights(latents[:, :, num_history:], history[:, :, -1:], cfg.flow.motion_weight)
+        per_sample = error.mean(dim=(1, 2, 3, 4))
         flow_loss = (per_sample * self.flow.loss_weight(sigma)).mean()
         loss = flow_loss + cfg.action.aux_loss_weight * aux_loss
         logs = {

@@ -239,6 +239,51 @@ def test_warp_moves_pixel_detail_by_the_flow():
     assert torch.allclose(warp(latents, torch.ones(2, 2, 2, 8, 8), 1)[..., :-1, :-1], latents[..., 1:, 1:], atol=1e-6)
 
 
+def test_a_per_pixel_flow_moves_one_pixel_and_leaves_its_neighbours():
+    """`warp_flow: pixel`: a flow of 2·p² channels gives each fine pixel its own vector. A uniform one
+    equals the per-cell flow; a flow on one pixel only moves that pixel, where a per-cell flow (upsampled
+    bilinearly) drags the neighbours in its cell along."""
+    from astra_core.flow import warp
+    from astra_core.tokenizer import PixelTokenizer
+
+    tokenizer = PixelTokenizer(4)
+    image = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+    latents = tokenizer.encode(image)
+    cell = torch.zeros(1, 2, 1, 4, 4)
+    cell[:, 0] = 0.25
+    pixel = torch.zeros(1, 32, 1, 4, 4)
+    pixel[:, :16] = 0.25  # x of every fine pixel, one pixel to the right
+    assert torch.allclose(warp(latents, pixel, 4), warp(latents, cell, 4), atol=1e-6)
+
+    pixel = torch.zeros(1, 32, 1, 4, 4)
+    pixel[:, 5, :, 1, 1] = 0.25  # fine pixel (1, 1) of cell (1, 1): image pixel (5, 5) samples (5, 6)
+    moved = tokenizer.decode(warp(latents, pixel, 4))
+    changed = (moved - image).abs().amax(dim=(0, 1, 2)) > 1e-6
+    assert changed.nonzero().tolist() == [[5, 5]]
+    assert torch.allclose(moved[..., 5, 5], image[..., 5, 6], atol=1e-6)
+    cell = torch.zeros(1, 2, 1, 4, 4)
+    cell[:, 0, :, 1, 1] = 0.25
+    dragged = (tokenizer.decode(warp(latents, cell, 4)) - image).abs().amax(dim=(0, 1, 2)) > 1e-6
+    assert dragged.sum() > 16
+    with pytest.raises(ValueError, match="flow of 3 channels"):
+        warp(latents, torch.zeros(1, 3, 1, 4, 4), 4)
+
+
+def test_a_per_pixel_flow_sets_the_latent_channels():
+    from astra_core.config import AstraConfig, HistoryConfig, dit_preset
+
+    flow = FlowConfig(prediction="warp", warp_unshuffle=4, warp_flow="pixel")
+    assert flow.flow_channels == 32
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", in_dim=96, out_dim=80), flow=flow, history=HistoryConfig(last_frame_channels=True)
+    )
+    assert cfg.latent_channels == 48
+    with pytest.raises(ValueError, match="in_dim=96 must be 128"):
+        AstraConfig(
+            dit=dit_preset("tiny", in_dim=96, out_dim=96), flow=flow, history=HistoryConfig(last_frame_channels=True)
+        )
+
+
 STEPS = 120
 
 
@@ -281,3 +326,21 @@ def test_warp_prediction_learns_a_shift_that_the_action_says():
         flipped = float(objective.loss(latents, -actions, None, 1, generator=torch.Generator().manual_seed(1))[0])
     print(f"flipped/true {flipped / true:.2f}")
     assert flipped / true > 3.0
+
+
+def test_motion_weights_move_the_loss_to_what_changed_and_keep_each_sample_at_mean_one():
+    from astra_core.objective import MOTION_SCALE, motion_weights
+
+    last = torch.zeros(2, 3, 1, 4, 4)
+    target = torch.zeros(2, 3, 2, 4, 4)
+    target[1, 0, 0, 1, 2] = 1.0  # one value of sample 1 changes fully, one by half the scale
+    target[1, 2, 1, 3, 3] = -MOTION_SCALE / 2
+    w = motion_weights(target, last, 9.0)
+    assert torch.equal(w[0], torch.ones_like(w[0]))  # nothing moved: every value alike
+    assert torch.allclose(w.mean(dim=(1, 2, 3, 4)), torch.ones(2))
+    still = w[1, 1, 0, 0, 0]
+    assert torch.isclose(w[1, 0, 0, 1, 2] / still, torch.tensor(10.0))
+    assert torch.isclose(w[1, 2, 1, 3, 3] / still, torch.tensor(5.5))
+    assert torch.equal(motion_weights(target, last, 0.0), torch.ones_like(target))
+    with pytest.raises(ValueError, match="motion_weight"):
+        FlowConfig(motion_weight=-1)
