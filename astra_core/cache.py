@@ -155,18 +155,43 @@ def read_shard(path: str | Path, expected_tokenizer: dict[str, Any] | None = Non
             made_by = json.loads(f.attrs["tokenizer"])
             if expected_tokenizer is not None and made_by != expected_tokenizer:
                 raise CacheError(f"{path}: made by tokenizer {made_by}, but this run uses {expected_tokenizer}")
-            return [_read_episode(g) for _, g in sorted(f["episodes"].items())]
+            return [_read_episode(path, name, g) for name, g in sorted(f["episodes"].items())]
     except CacheError:
         raise
     except (OSError, KeyError, ValueError) as err:
         raise CacheError(f"{path}: truncated or corrupt cache shard ({err})") from None
 
 
-def _read_episode(g: h5py.Group) -> CachedEpisode:
+def _read_episode(path: Path, name: str, g: h5py.Group) -> CachedEpisode:
+    """One episode, checked: finite latents [C, F, H, W], and for every modality finite actions and a
+    mask of one row per latent frame. Errors name the shard, the episode and the dataset at fault."""
+    where = f"{path}: episode {name}"
+    for part in ("latents", "actions", "masks", "raw"):
+        if part not in g:
+            raise CacheError(f"{where}: has no {part!r} dataset; the shard is corrupt or not written by astra encode")
+    latents = torch.from_numpy(g["latents"][()].astype(np.float32))
+    if latents.ndim != 4:
+        raise CacheError(f"{where}: latents of shape {tuple(latents.shape)}, expected [C, F, H, W]")
+    if not torch.isfinite(latents).all():
+        bad = int((~torch.isfinite(latents)).sum())
+        raise CacheError(f"{where}: {bad} latent value(s) are NaN or infinite; re-encode this episode")
+    frames = latents.shape[1]
+    actions = {k: torch.from_numpy(v[()]) for k, v in g["actions"].items()}
+    masks = {k: torch.from_numpy(v[()]) for k, v in g["masks"].items()}
+    for modality, rows in actions.items():
+        if modality not in masks:
+            raise CacheError(f"{where}: actions/{modality} has no masks/{modality}")
+        if rows.ndim != 2 or len(rows) != frames or masks[modality].shape != (frames,):
+            raise CacheError(
+                f"{where}: actions/{modality} {tuple(rows.shape)} and masks/{modality} "
+                f"{tuple(masks[modality].shape)} must have one row per latent frame ({frames})"
+            )
+        if not torch.isfinite(rows).all():
+            raise CacheError(f"{where}: actions/{modality} holds NaN or infinite values")
     return CachedEpisode(
-        latents=torch.from_numpy(g["latents"][()].astype(np.float32)),
-        actions={k: torch.from_numpy(v[()]) for k, v in g["actions"].items()},
-        masks={k: torch.from_numpy(v[()]) for k, v in g["masks"].items()},
+        latents=latents,
+        actions=actions,
+        masks=masks,
         raw={k: _read_raw(v) for k, v in g["raw"].items()},
         embodiment=str(g.attrs["embodiment"]),
         fps=float(g.attrs["fps"]),

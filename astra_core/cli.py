@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import AstraError
+from .errors import AstraError, ConfigError
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """`HxW` (e.g. 64x64) -> (H, W), for --size."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 64x64") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive")
+    return h, w
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -110,7 +121,13 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         reader = registry.get("readers", args.reader)
         episodes = (reader.read(p) for p in args.paths)
         total = len(args.paths)
-    shards = encode_to_shards(episodes, tokenizer, args.out, args.shard_size, total)
+    if args.world and (args.episodes < 1 or args.frames < 2):
+        raise ConfigError(f"--episodes {args.episodes} --frames {args.frames}: need at least 1 episode of 2 frames")
+    if args.reader and not args.paths:
+        raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
+    shards = encode_to_shards(
+        episodes, tokenizer, args.out, args.shard_size, total, overwrite=args.overwrite, size=args.size
+    )
     print(json.dumps({"shards": [str(s) for s in shards], "tokenizer": tokenizer.describe()}, indent=2))
     return 0
 
@@ -337,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--frames", type=int, default=33)
     enc.add_argument("--seed", type=int, default=0)
     enc.add_argument("--shard-size", type=int, default=16)
+    enc.add_argument(
+        "--overwrite", action="store_true", help="replace the shards already in --out (all of them, at the end)"
+    )
+    enc.add_argument(
+        "--size",
+        type=_frame_size,
+        help="HxW: scale and centre-crop every episode's frames to this size (default: all must match the first)",
+    )
     enc.set_defaults(func=_cmd_encode)
     demo = sub.add_parser("demo", help="roll out every preset of every embodiment with the shipped model")
     demo.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -10,8 +14,9 @@ from tqdm import tqdm
 
 from .cache import write_shard
 from .data import Episode
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 from .modality import raw_length, raw_rows
+from .video import resize_crop
 
 
 @torch.no_grad()
@@ -49,28 +54,91 @@ def encode_episode(episode: Episode, tokenizer, modalities: dict, time_stride: i
     }
 
 
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Put the finished `staging` folder where `out_dir` is: files in `out_dir` other than shards move
+    along, the old shards go. Each step is one rename, so a crash leaves the old cache or the new one
+    (a folder named `.NAME.replaced` may then remain beside it, and is removed by the next encode)."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.replaced")
+    if old.exists():
+        shutil.rmtree(old)
+    for item in out_dir.iterdir():
+        if not SHARD_PATTERN.fullmatch(item.name) and not (staging / item.name).exists():
+            os.replace(item, staging / item.name)
+    os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+SHARD_PATTERN = re.compile(r"shard-\d{5}\.h5")
+
+
 def encode_to_shards(
-    episodes: Iterable[Episode], tokenizer, out_dir: str | Path, shard_size: int = 16, total: int | None = None
+    episodes: Iterable[Episode],
+    tokenizer,
+    out_dir: str | Path,
+    shard_size: int = 16,
+    total: int | None = None,
+    overwrite: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> list[Path]:
-    """Encode episodes into `out_dir/shard-00000.h5`, … (`shard_size` episodes per shard)."""
+    """Encode episodes into `out_dir/shard-00000.h5`, … (`shard_size` episodes per shard).
+
+    The shards are written into a folder beside `out_dir` and moved into place only when every episode
+    is encoded, so an error or an interrupt leaves `out_dir` as it was. A folder that already holds
+    shards is refused unless `overwrite`, which replaces all of them (never a mix of old and new).
+    Every episode must have the frame size of the first; `size` (height, width) scales and centre-crops
+    each to that size instead (`astra_core.video.resize_crop`)."""
     from .plugins import get_registry
 
+    if shard_size < 1:
+        raise ConfigError(f"shard_size={shard_size} must be at least 1")
     modalities = get_registry().modalities
     out_dir = Path(out_dir)
-    shards, pending = [], []
-    for episode in tqdm(episodes, total=total, desc="encode", unit="episode"):
-        pending.append(encode_episode(episode, tokenizer, modalities))
-        if len(pending) == shard_size:
-            shards.append(
-                write_shard(
-                    out_dir / f"shard-{len(shards):05d}.h5", pending, tokenizer.describe(), tokenizer.temporal_factor
-                )
-            )
-            pending = []
-    if pending:
-        shards.append(
-            write_shard(
-                out_dir / f"shard-{len(shards):05d}.h5", pending, tokenizer.describe(), tokenizer.temporal_factor
-            )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: is a file, not a folder")
+    existing = sorted(p for p in out_dir.glob("shard-*.h5")) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise ConfigError(
+            f"--out {out_dir}: already holds {len(existing)} shard(s) ({existing[0].name}, …); training would read "
+            "old and new shards together. Pass --overwrite to replace them, or choose another folder"
         )
-    return shards
+    staging = out_dir.with_name(f".{out_dir.name}.encoding")
+    if staging.exists():  # left by an encode that was killed
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    shards, pending, shape = [], [], None
+
+    def flush() -> None:
+        path = staging / f"shard-{len(shards):05d}.h5"
+        shards.append(write_shard(path, pending, tokenizer.describe(), tokenizer.temporal_factor))
+        pending.clear()
+
+    try:
+        for episode in tqdm(episodes, total=total, desc="encode", unit="episode"):
+            if size is not None and episode.frames is not None and tuple(episode.frames.shape[-2:]) != tuple(size):
+                episode = replace(episode, frames=resize_crop(episode.frames.float(), size))
+            if episode.frames is not None:
+                here = tuple(episode.frames.shape[-2:])
+                if shape is None:
+                    shape, first = here, episode.source or "the first episode"
+                elif here != shape:
+                    raise ShapeError(
+                        f"{episode.source or 'an episode'}: frames of {here[0]}×{here[1]} where {first} has "
+                        f"{shape[0]}×{shape[1]}; one cache holds one frame size. Pass --size "
+                        f"{shape[0]}x{shape[1]} to scale and centre-crop every episode to it"
+                    )
+            pending.append(encode_episode(episode, tokenizer, modalities))
+            if len(pending) == shard_size:
+                flush()
+        if pending:
+            flush()
+        if not shards:
+            raise ConfigError("no episodes to encode: the world or reader gave none")
+        _swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out_dir / p.name for p in shards]

@@ -61,6 +61,21 @@ def check_finite(name: str, values: np.ndarray | torch.Tensor, what: str = "raw 
         raise ShapeError(f"{name}: {what} contain NaN or Inf")
 
 
+def check_bounds(name: str, values: np.ndarray, low: float, high: float, what: str = "raw actions") -> None:
+    """One clear error when any value lies outside [low, high] (NaN and Inf included), naming the
+    modality, the part of the stream, the first offending frame and the bound."""
+    values = np.asarray(values, dtype=np.float64)
+    check_finite(name, values, what)
+    outside = (values < low) | (values > high)
+    if outside.any():
+        row = int(np.argwhere(outside)[0][0])
+        worst = float(values[outside].flat[np.abs(values[outside]).argmax()])
+        raise ShapeError(
+            f"{name}: {what} reach {worst:.4g} at frame {row}, outside the modality's declared bounds "
+            f"[{low:g}, {high:g}]; check the file's units and scale"
+        )
+
+
 class Normalizer(nn.Module):
     """Per-dimension standardisation fitted on data; its statistics are buffers, so they travel in
     checkpoints with the model. Masked-out frames are ignored when fitting and stay zero."""
@@ -118,6 +133,11 @@ class Modality(ABC):
     action_dim: int = 0
     raw_format: str = ""
     vector_format: str = ""
+    # The range every raw value must lie in, by part of the stream ("raw" for a plain array; a dict
+    # stream's keys otherwise): `align` refuses anything beyond it (`check_bounds`), so a corrupt or
+    # mis-scaled file fails at once instead of driving the model off its data. Generous on purpose:
+    # the bound catches 1e30 and a wrong unit, not a fast camera.
+    bounds: dict[str, tuple[float, float]] = {}
 
     @abstractmethod
     def align(self, raw: Any, temporal_factor: int) -> AlignedActions:
@@ -130,7 +150,22 @@ class Modality(ABC):
         return MLPEncoder(self.action_dim, token_dim)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "action_dim": self.action_dim, "raw": self.raw_format, "vector": self.vector_format}
+        return {
+            "name": self.name,
+            "action_dim": self.action_dim,
+            "raw": self.raw_format,
+            "vector": self.vector_format,
+            "bounds": {part: list(b) for part, b in self.bounds.items()},
+        }
+
+    def check_values(self, values: np.ndarray, part: str = "raw") -> None:
+        """Finite, and within `bounds[part]` when the modality declares one."""
+        if part in self.bounds:
+            check_bounds(
+                self.name, values, *self.bounds[part], what=f"raw actions ({part})" if part != "raw" else "raw actions"
+            )
+        else:
+            check_finite(self.name, values)
 
     def _aligned(self, vectors: np.ndarray) -> AlignedActions:
         """Latent vectors [F−1, d] for frames 1…F−1 -> AlignedActions with the masked zero first frame."""

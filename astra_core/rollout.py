@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import ConfigError, ShapeError
+from .errors import AstraError, ConfigError, ShapeError
 from .flow import RectifiedFlow
 from .memory import segments_to_evict, with_last_frame_channels
 from .model.actions import Actions, AstraNet, Masks, action_shape, map_actions
@@ -123,7 +123,7 @@ class LatentWorldModel:
     def step(self, actions: Actions, action_mask: Masks = None) -> torch.Tensor:
         """Generate the next chunk from actions [B, chunk_size, A] -> float32 latents [B, C, chunk_size, H, W]."""
         if self._latent_shape is None:
-            raise RuntimeError("call reset(context) before step(actions)")
+            raise AstraError("step: call reset(context) before step(actions)")
         b, c, h, w = self._latent_shape
         f = self.history_cfg.chunk_size
         if action_shape(actions) != (b, f):
@@ -147,7 +147,7 @@ class LatentWorldModel:
         """Append a known chunk [B, C, chunk_size, H, W] to the history, with the actions that led into
         it, instead of generating one: teacher forcing, or frames that arrived from the real world."""
         if self._latent_shape is None:
-            raise RuntimeError("call reset(context) before observe(latents, actions)")
+            raise AstraError("observe: call reset(context) before observe(latents, actions)")
         b, c, h, w = self._latent_shape
         f = self.history_cfg.chunk_size
         if latents.ndim != 5 or (latents.shape[0], latents.shape[1], latents.shape[3], latents.shape[4]) != (

@@ -102,6 +102,48 @@ def _pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Te
     return vector, mask
 
 
+def _check_modalities(cfg: TrainConfig, streams: dict[str, tuple[list[str], str]]) -> None:
+    """Every embodiment's action modalities must be ones the model encodes (MoAE and the shared encoder
+    name theirs; the plain MLP takes any one stream of `action.action_dim`)."""
+    action = cfg.model.action
+    if action.encoder not in ("moae", "shared"):
+        return
+    for embodiment, (modalities, where) in streams.items():
+        missing = [m for m in modalities if m not in action.modalities]
+        if missing:
+            raise ConfigError(
+                f"{where}: embodiment {embodiment!r} acts through {missing}, which model.action.modalities "
+                f"{list(action.modalities)} lacks; add them there or leave {embodiment!r} out of the data"
+            )
+
+
+def check_data_against_model(cfg: TrainConfig) -> None:
+    """Before any work: every toy world named in `data.weights` is registered and acts through
+    modalities the model encodes; every embodiment of a cache is checked once its shards are read."""
+    if cfg.data.source != "worlds":
+        return
+    from .plugins import get_registry
+
+    registry = get_registry()
+    streams = {}
+    for name in cfg.data.weights:
+        if name in registry.embodiments:
+            embodiment = registry.embodiments[name]
+            if embodiment.world is None:
+                raise ConfigError(
+                    f"data.weights: {name!r} is an embodiment read from files (reader {embodiment.reader!r}), "
+                    f"not a toy world; encode it with `astra encode --reader` and train with data.source: cache"
+                )
+            registry.get("worlds", embodiment.world)
+            streams[name] = (list(embodiment.modalities), f"data.weights.{name}")
+        elif name in registry.worlds:
+            streams[name] = ([registry.worlds[name].modality], f"data.weights.{name}")
+        else:
+            known = sorted(registry.worlds)
+            raise ConfigError(f"data.weights: {name!r} is no registered toy world; known: {known}")
+    _check_modalities(cfg, streams)
+
+
 class Trainer:
     """Trains one world model as a `TrainConfig` says: `Trainer(cfg).train()`.
 
@@ -118,6 +160,7 @@ class Trainer:
     ):
         self.cfg = cfg
         self.accept_config_changes = accept_config_changes
+        check_data_against_model(cfg)  # before any folder is made or any episode rendered or read
         self.rank, self.world_size = _init_distributed()
         self.out = Path(cfg.out_dir)
         if self.rank == 0:
@@ -192,6 +235,7 @@ class Trainer:
             if not paths:
                 raise ConfigError(f"data.cache: no shard matches {list(data.cache)}")
             episodes = [e for p in paths for e in read_shard(p, self.tokenizer.describe())]
+            _check_modalities(self.cfg, {e.embodiment: (sorted(e.actions), e.source) for e in episodes})
             held = {}
             pools: dict[str, list] = {}
             for ep in episodes:
@@ -587,13 +631,19 @@ def _load_backbone(net: AstraNet, path: str) -> None:
     from .model.dit import is_astra_addition
     from .model.wan_io import load_wan_state_dict
 
+    if not path or not Path(path).is_file():
+        raise CheckpointError(f"init_checkpoint {path!r}: no such file (adapter mode starts from it)")
     try:
         _, tensors, _ = read_checkpoint(path)
         tensors = {k[len("dit.") :]: v for k, v in tensors.items() if k.startswith("dit.")}
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001 - not an Astra checkpoint: try a plain Wan state dict
-        tensors = load_file(path)
+    except CheckpointError as astra_error:  # not an Astra checkpoint: a plain Wan state dict?
+        try:
+            tensors = load_file(path)
+        except Exception as err:  # noqa: BLE001 - safetensors raises several types
+            raise CheckpointError(
+                f"init_checkpoint {path}: neither an Astra checkpoint ({astra_error}) nor a safetensors "
+                f"state dict ({type(err).__name__}: {err})"
+            ) from None
     backbone = {k: v for k, v in tensors.items() if not is_astra_addition(k)}
     load_wan_state_dict(net.dit, backbone)
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ShapeError
+from .errors import AstraError, CheckpointError, ShapeError
 from .modality import concat_raw, num_latent_frames, raw_length, raw_rows
 from .model.actions import AstraNet
 from .rollout import LatentWorldModel
@@ -73,6 +73,9 @@ class WorldModel:
             return raw
         if len(self.modalities) == 1:
             return {next(iter(self.modalities)): raw}
+        if isinstance(raw, dict) and raw:
+            unknown = sorted(str(k) for k in set(raw) - set(self.modalities))
+            raise ShapeError(f"actions: unknown modality {unknown}; this model has {sorted(self.modalities)}")
         raise ShapeError(f"actions: pass a dict keyed by modality, from {sorted(self.modalities)}")
 
     @torch.no_grad()
@@ -107,7 +110,7 @@ class WorldModel:
         Without context actions at reset, the first step's streams carry one extra leading row: the
         state of the last context frame."""
         if self._last_latent is None:
-            raise RuntimeError("call reset(frames) before step(actions)")
+            raise AstraError("step: call reset(frames) before step(actions)")
         n = self.frames_per_step
         full = []
         for i, streams in enumerate(self._per_sample(actions)):

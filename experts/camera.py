@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from astra_core.errors import ShapeError
-from astra_core.modality import AlignedActions, Modality, check_finite, latent_frame_indices
+from astra_core.modality import AlignedActions, Modality, latent_frame_indices
 
 from .geometry import invert_pose, is_rotation, make_pose, relative_pose, rotmat_to_6d, sixd_to_rotmat
 
@@ -19,6 +19,7 @@ class CameraSE3(Modality):
     action_dim = 9
     raw_format = "camera-to-world 4x4 poses per frame [T, 4, 4]"
     vector_format = "relative translation (3) + relative rotation 6-D (6), in the previous camera's frame"
+    bounds = {"raw": (-1e5, 1e5)}  # pose entries: positions within 100 km of the origin
 
     def align(self, raw, temporal_factor: int) -> AlignedActions:
         poses = self.check_raw(raw)
@@ -31,7 +32,7 @@ class CameraSE3(Modality):
         poses = np.asarray(raw, dtype=np.float64)
         if poses.ndim != 3 or poses.shape[1:] != (4, 4):
             raise ShapeError(f"{self.name}: expected poses [T, 4, 4], got {poses.shape}")
-        check_finite(self.name, poses)
+        self.check_values(poses)
         if not is_rotation(poses[:, :3, :3]):
             raise ShapeError(f"{self.name}: the 3x3 blocks of the poses are not rotations")
         return poses

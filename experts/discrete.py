@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from astra_core.errors import ShapeError
-from astra_core.modality import AlignedActions, Modality, Normalizer, check_finite, latent_frame_indices
+from astra_core.modality import AlignedActions, Modality, Normalizer, latent_frame_indices
 
 KEYS = ("W", "A", "S", "D", "UP", "DOWN", "LEFT", "RIGHT", "SPACE", "SHIFT")
 
@@ -48,6 +48,7 @@ class DiscreteCommand(Modality):
     action_dim = len(KEYS) + 2
     raw_format = f"per-frame pressed keys from {list(KEYS)} and optional mouse dx, dy [T, 2]"
     vector_format = "share of frames each key is held (10) + summed mouse dx, dy (2)"
+    bounds = {"keys": (0.0, 1.0), "mouse": (-1e4, 1e4)}  # held 0/1; mouse motion in pixels per frame
 
     def align(self, raw, temporal_factor: int) -> AlignedActions:
         keys, mouse = self.multi_hot(raw)
@@ -77,8 +78,8 @@ class DiscreteCommand(Modality):
         mouse = np.zeros((len(hot), 2), dtype=np.float32) if raw.get("mouse") is None else np.asarray(raw["mouse"])
         if mouse.shape != (len(hot), 2):
             raise ShapeError(f"{self.name}: mouse must be [T, 2] = [{len(hot)}, 2], got {mouse.shape}")
-        check_finite(self.name, hot)
-        check_finite(self.name, mouse)
+        self.check_values(hot, "keys")
+        self.check_values(mouse, "mouse")
         if len(hot) < 1:
             raise ShapeError(f"{self.name}: no frames")
         return hot, mouse.astype(np.float32)

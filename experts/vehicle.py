@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from astra_core.errors import ShapeError
-from astra_core.modality import AlignedActions, Modality, check_finite, latent_frame_indices
+from astra_core.modality import AlignedActions, Modality, latent_frame_indices
 
 from .geometry import make_pose, quat_wxyz_to_rotmat, relative_pose, rotmat_to_rotvec, rotvec_to_rotmat
 
@@ -19,6 +19,8 @@ class VehiclePose(Modality):
     action_dim = 6
     raw_format = "ego pose per frame: translation [T, 3] + quaternion (w, x, y, z) [T, 4]"
     vector_format = "relative translation (3) + relative rotation axis-angle (3), in the previous ego frame"
+    # metres within 1,000 km of the map origin (a UTM northing stays below that); quaternion entries
+    bounds = {"translation": (-1e6, 1e6), "rotation": (-1e3, 1e3)}
 
     def align(self, raw, temporal_factor: int) -> AlignedActions:
         poses = self.poses(raw)
@@ -33,8 +35,8 @@ class VehiclePose(Modality):
         q = np.asarray(raw["rotation"], dtype=np.float64)
         if t.ndim != 2 or t.shape[1] != 3 or q.shape != (len(t), 4):
             raise ShapeError(f"{self.name}: translation {t.shape} and rotation {q.shape} must be [T, 3] and [T, 4]")
-        check_finite(self.name, t)
-        check_finite(self.name, q)
+        self.check_values(t, "translation")
+        self.check_values(q, "rotation")
         norms = np.linalg.norm(q, axis=-1)
         if np.any(norms < 1e-6):
             raise ShapeError(f"{self.name}: rotation has a zero quaternion at frame {int(np.argmin(norms))}")

@@ -14,7 +14,7 @@ from astra_core.cli import main
 from astra_core.config import ActionConfig
 from astra_core.data import Clip, ClipSampler, collate
 from astra_core.encode import encode_episode
-from astra_core.errors import ShapeError
+from astra_core.errors import ConfigError, ShapeError
 from astra_core.model.actions import AstraNet
 from astra_core.plugins import get_registry
 from astra_core.tokenizer import CausalVideoVAE, PixelTokenizer, WanVAETokenizer
@@ -159,6 +159,80 @@ def test_astra_encode_cli(tmp_path, capsys):
     assert len(info["shards"]) == 2
     eps = read_shard(info["shards"][0]) + read_shard(info["shards"][1])
     assert len(eps) == 3 and eps[0].actions["robot_ee"].shape == (9, 7)
+
+
+def _encode(out, *extra, episodes="3", shard_size="2"):
+    args = ["encode", "--world", "car", "--episodes", episodes, "--frames", "5", "--out", str(out)]
+    return main(args + ["--shard-size", shard_size, *extra])
+
+
+def test_encoding_into_a_used_folder_is_refused_and_overwrite_replaces_every_shard(tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert _encode(out) == 0
+    (out / "NOTES.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["NOTES.txt", "shard-00000.h5", "shard-00001.h5"]
+    capsys.readouterr()
+    assert _encode(out, episodes="1") == 2
+    err = capsys.readouterr().err
+    assert "already holds 2 shard(s)" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    assert _encode(out, "--overwrite", episodes="1") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["NOTES.txt", "shard-00000.h5"]  # no old shard-00001 left
+    assert len(read_shard(out / "shard-00000.h5")) == 1 and (out / "NOTES.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no staging folder left beside it
+
+
+def test_an_encode_that_fails_half_way_leaves_the_old_cache(tmp_path):
+    from astra_core.encode import encode_to_shards
+
+    out = tmp_path / "cache"
+    assert _encode(out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    world = get_registry().worlds["car"]
+
+    def episodes():
+        yield world.episode(0, 5)
+        yield world.episode(1, 5)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        encode_to_shards(episodes(), PixelTokenizer(4), out, shard_size=1, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_frames_of_another_size_are_refused_naming_the_episode_or_resized(tmp_path):
+    from dataclasses import replace
+
+    from astra_core.encode import encode_to_shards
+
+    world = get_registry().worlds["car"]
+    small = world.episode(0, 5)
+    large = replace(world.episode(1, 5), source="wide.mp4")
+    large = replace(large, frames=torch.nn.functional.interpolate(large.frames, size=(96, 128)))
+    with pytest.raises(ShapeError, match=r"wide.mp4: frames of 96×128 where .* has 64×64.*--size 64x64"):
+        encode_to_shards([small, large], PixelTokenizer(4), tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    shards = encode_to_shards([small, large], PixelTokenizer(4), tmp_path / "b", size=(64, 64))
+    eps = read_shard(shards[0])
+    assert [e.latents.shape for e in eps] == [eps[0].latents.shape] * 2
+    with pytest.raises(ConfigError, match="no episodes to encode"):
+        encode_to_shards([], PixelTokenizer(4), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--size", "64"], "expected HxW"),
+        (["--size", "0x64"], "must be positive"),
+    ],
+)
+def test_encode_size_option_is_checked(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        _encode(tmp_path / "x", *extra)
+    assert message in capsys.readouterr().err
 
 
 def _pixel_net(modalities=("camera_se3",)):

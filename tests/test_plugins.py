@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -58,24 +59,84 @@ def test_a_plugin_registered_by_hand_and_unregistered_in_finally(fresh_plugins):
     assert "toy_modality" not in get_registry().modalities
 
 
-def test_two_plugins_registering_one_name_fail_naming_both(fresh_plugins):
+def test_a_second_plugin_taking_a_name_is_left_out_naming_both(fresh_plugins):
     class Clash(Toy):
         name = "camera_se3"
 
-    fresh_plugins.register_plugin(_plugin(astra_register_modalities=lambda register: register(Clash())), "clasher")
+    hooks = dict(
+        astra_register_modalities=lambda register: register(Clash()),
+        astra_register_embodiments=lambda register: None,
+    )
+    fresh_plugins.register_plugin(_plugin(**hooks), "clasher", package="astra-clasher")
     try:
-        with pytest.raises(
-            PluginError, match="'camera_se3' is registered by both plugin 'experts' and plugin 'clasher'"
-        ):
-            get_registry()
+        registry = get_registry()
+        assert registry.owner[("modalities", "camera_se3")] == "experts"  # the first keeps it
+        assert type(registry.modalities["camera_se3"]).__name__ != "Clash"
+        error = fresh_plugins.info["clasher"].error
+        assert "'camera_se3' is registered by both plugin 'experts' (package 'astra-world')" in error
+        assert "plugin 'clasher' (package 'astra-clasher')" in error
+        assert fresh_plugins.info["clasher"].registers == {}
+        with pytest.raises(PluginError, match="unknown modality 'sonar'.*'clasher'.*failed: modalities"):
+            registry.get("modalities", "sonar")
     finally:
         fresh_plugins.unregister_plugin("clasher")
 
 
+def _boom(register):
+    raise RuntimeError("boom")
+
+
+def _register_half_then_fail(register):
+    register(Toy())
+    raise ValueError("late")
+
+
+@pytest.mark.parametrize(
+    "hooks, reason",
+    [
+        (dict(astra_register_modalities=_boom), "astra_register_modalities raised RuntimeError: boom"),
+        (dict(astra_register_modalities=lambda register: register(object())), "has no string `name`"),
+        (dict(astra_register_modalities=lambda register: register(Toy(), Toy())), "takes one modality"),
+        (
+            dict(astra_register_modalities=lambda register: register(types.SimpleNamespace(name="fake"))),
+            "not an astra_core.Modality",
+        ),
+        (dict(astra_register_routers=lambda register: register("r")), "register(name, router_class)"),
+        (dict(astra_register_routers=lambda register: register(3, dict)), "register(name, router_class)"),
+        (dict(astra_register_modalities=_register_half_then_fail), "raised ValueError: late"),
+    ],
+)
+def test_a_failing_hook_marks_its_plugin_failed_and_the_rest_works(fresh_plugins, capsys, hooks, reason):
+    fresh_plugins.register_plugin(_plugin(**hooks), "bad")
+    try:
+        registry = get_registry()
+        assert BUILTIN_MODALITIES <= set(registry.modalities)
+        assert "toy_modality" not in registry.modalities  # nothing of a failed plugin is kept
+        assert reason in fresh_plugins.info["bad"].error
+        assert main(["plugins"]) == 0
+        out = capsys.readouterr().out
+        assert "FAILED TO LOAD" in out and reason in out
+        shipped = Path(astra_core.__file__).parent / "assets" / "toy_default.safetensors"
+        assert main(["info", str(shipped)]) == 0  # a command that reads the registry still works
+    finally:
+        fresh_plugins.unregister_plugin("bad")
+
+
+def test_two_packages_declaring_one_entry_point_name_are_both_named(fresh_plugins, monkeypatch):
+    one = _plugin(astra_register_modalities=lambda register: register(Toy()))
+    eps = [_EntryPoint("dup", one, package="astra-dup-one"), _EntryPoint("dup", one, package="astra-dup-two")]
+    monkeypatch.setattr(manager, "entry_points", lambda group: eps if group == "astra" else [])
+    reg = get_registry()
+    assert "toy_modality" in reg.modalities
+    second = fresh_plugins.info["dup (astra-dup-two)"]
+    assert "'dup' is taken by plugin 'dup' (package 'astra-dup-one')" in second.error
+    assert "rename one of the two" in second.error
+
+
 class _EntryPoint:
-    def __init__(self, name, target, fail=None):
+    def __init__(self, name, target, fail=None, package=""):
         self.name, self.value, self._target, self._fail = name, f"{name}.plugin", target, fail
-        self.dist = types.SimpleNamespace(version="9.9")
+        self.dist = types.SimpleNamespace(version="9.9", name=package)
 
     def load(self):
         if self._fail:

@@ -1,0 +1,957 @@
+"""The catalogue of bad inputs: every surface a user or an attacker reaches, each case one clear error of
+the project's own type whose message names the field, file or value at fault, with nothing
+half-written. Cases run in-process (the play server's in a thread), so the whole catalogue takes
+seconds. docs/reliability.md says what this promises and where each promise is tested.
+
+A case is (surface, name, build): `build(tmp)` prepares the input and returns `(call, error, needles)`;
+`call()` must raise `error` (a subclass of `AstraError`) with every needle in its message. Web-server
+cases return the HTTP status and the needles of the JSON error instead.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import types
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from astra_core.action_files import ActionFileError, load_action_file
+from astra_core.cache import CacheError, read_shard, write_shard
+from astra_core.checkpoint import load_world_checkpoint
+from astra_core.config import TrainConfig
+from astra_core.errors import AstraError, CheckpointError, ConfigError, ReaderError, ShapeError
+from astra_core.plugins import PluginError, get_registry, hookimpl, plugins, reset_plugins
+from astra_core.world import DEFAULT_CHECKPOINT, WorldModel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_readers import _write_re10k, _write_robomimic  # noqa: E402
+
+TINY = {
+    "model": {
+        "dit": {
+            "preset": "tiny",
+            "dim": 32,
+            "ffn_dim": 64,
+            "num_heads": 2,
+            "num_layers": 2,
+            "in_dim": 48,
+            "out_dim": 48,
+        },
+        "action": {"encoder": "moae", "modalities": ["camera_se3", "robot_ee"], "token_dim": 16, "expert_hidden": 16},
+        "history": {"chunk_size": 2, "window": 4},
+    },
+    "data": {"weights": {"free_camera": 1.0}, "episodes_per_world": 2, "held_out_per_world": 1, "episode_frames": 9},
+    "steps": 2,
+    "batch_size": 2,
+    "eval_every": 0,
+    "checkpoint_every": 0,
+}
+
+CASES: list[tuple[str, str, object]] = []
+
+
+def case(surface: str, name: str):
+    def add(build):
+        CASES.append((surface, name, build))
+        return build
+
+    return add
+
+
+def _tiny(**changes) -> dict:
+    data = json.loads(json.dumps(TINY))
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data
+
+
+def _from_dict(data):
+    return lambda: TrainConfig.from_dict(data)
+
+
+# ------------------------------------------------------------------------------------------------
+# configs
+# ------------------------------------------------------------------------------------------------
+for field, value in [
+    ("log_every", 0),
+    ("steps", 0),
+    ("batch_size", 0),
+    ("checkpoint_every", -3),
+    ("eval_every", -1),
+    ("seed", -1),
+    ("optim.lr", -1),
+    ("optim.lr", float("inf")),
+    ("optim.grad_clip", float("nan")),
+    ("optim.warmup_steps", -5),
+    ("data.weights.free_camera", -1.0),
+    ("data.episode_frames", 1),
+    ("model.history.noise_prob", 1.5),
+    ("model.guidance.scale", float("nan")),
+    ("model.flow.sigma_floor", 0.0),
+    ("model.dit.in_dim", 50),
+    ("model.sampler.num_steps", 0),
+]:
+    leaf = field.split(".")[-1]
+    CASES.append(
+        (
+            "configs",
+            f"{field}={value}",
+            lambda tmp, f=field, v=value, n=leaf: (_from_dict(_tiny(**{f: v})), ConfigError, [n]),
+        )
+    )
+
+
+@case("configs", "unknown key")
+def _(tmp):
+    return _from_dict(_tiny(stepz=3)), ConfigError, ["stepz"]
+
+
+@case("configs", "unknown preset")
+def _(tmp):
+    return _from_dict(_tiny(**{"model.dit": {"preset": "huge"}})), ConfigError, ["huge"]
+
+
+@case("configs", "empty file")
+def _(tmp):
+    path = tmp / "empty.yaml"
+    path.write_text("")
+    return lambda: TrainConfig.from_yaml(path), ConfigError, ["empty.yaml", "empty"]
+
+
+@case("configs", "a list, not a mapping")
+def _(tmp):
+    path = tmp / "list.yaml"
+    path.write_text("- steps: 3\n")
+    return lambda: TrainConfig.from_yaml(path), ConfigError, ["list.yaml"]
+
+
+@case("configs", "YAML syntax error")
+def _(tmp):
+    path = tmp / "broken.yaml"
+    path.write_text("model:\n  dit: {preset: tiny\nsteps: 3\n")
+    return lambda: TrainConfig.from_yaml(path), ConfigError, ["broken.yaml"]
+
+
+@case("configs", "missing file")
+def _(tmp):
+    return lambda: TrainConfig.from_yaml(tmp / "nope.yaml"), ConfigError, ["nope.yaml"]
+
+
+def _trainer(data, tmp):
+    from astra_core.train import Trainer
+
+    data = {**data, "out_dir": str(tmp / "run")}
+    return lambda: Trainer(TrainConfig.from_dict(data), progress=False)
+
+
+@case("configs", "a world that is not registered")
+def _(tmp):
+    return _trainer(_tiny(**{"data.weights": {"moon": 1.0}}), tmp), ConfigError, ["data.weights", "moon"]
+
+
+@case("configs", "a world whose modality the model lacks")
+def _(tmp):
+    return _trainer(_tiny(**{"data.weights": {"car": 1.0}}), tmp), ConfigError, ["car", "vehicle_pose"]
+
+
+@case("configs", "a reader's embodiment as a toy world")
+def _(tmp):
+    return _trainer(_tiny(**{"data.weights": {"nuscenes": 1.0}}), tmp), ConfigError, ["nuscenes", "data.source: cache"]
+
+
+@case("configs", "no shard matches data.cache")
+def _(tmp):
+    data = _tiny(**{"data.source": "cache", "data.cache": [str(tmp / "none" / "*.h5")]})
+    return _trainer(data, tmp), ConfigError, ["data.cache"]
+
+
+@case("configs", "adapter init_checkpoint missing")
+def _(tmp):
+    data = _tiny(mode="adapter", init_checkpoint=str(tmp / "base.safetensors"))
+    return _trainer(data, tmp), CheckpointError, ["base.safetensors"]
+
+
+@case("configs", "adapter init_checkpoint corrupt")
+def _(tmp):
+    (tmp / "base.safetensors").write_bytes(b"\x00" * 64)
+    data = _tiny(mode="adapter", init_checkpoint=str(tmp / "base.safetensors"))
+    return _trainer(data, tmp), CheckpointError, ["base.safetensors"]
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+def _shipped() -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(DEFAULT_CHECKPOINT), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+
+
+def _edited_checkpoint(tmp, edit) -> Path:
+    tensors, metadata = _shipped()
+    edit(tensors, metadata)
+    path = tmp / "edited.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def _load(path):
+    return lambda: load_world_checkpoint(path)
+
+
+@case("checkpoints", "missing file")
+def _(tmp):
+    return _load(tmp / "gone.safetensors"), CheckpointError, ["gone.safetensors", "no such"]
+
+
+@case("checkpoints", "a folder")
+def _(tmp):
+    return _load(tmp), CheckpointError, [str(tmp)]
+
+
+@case("checkpoints", "empty file")
+def _(tmp):
+    (tmp / "empty.safetensors").write_bytes(b"")
+    return _load(tmp / "empty.safetensors"), CheckpointError, ["empty.safetensors"]
+
+
+@case("checkpoints", "junk bytes")
+def _(tmp):
+    (tmp / "junk.safetensors").write_bytes(b"\x17" * 1000)
+    return _load(tmp / "junk.safetensors"), CheckpointError, ["junk.safetensors"]
+
+
+@case("checkpoints", "truncated")
+def _(tmp):
+    data = DEFAULT_CHECKPOINT.read_bytes()
+    (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return _load(tmp / "cut.safetensors"), CheckpointError, ["cut.safetensors"]
+
+
+@case("checkpoints", "a pickle under a checkpoint's name")
+def _(tmp):
+    torch.save({"x": torch.zeros(2)}, tmp / "pickle.safetensors")
+    return _load(tmp / "pickle.safetensors"), CheckpointError, ["pickle.safetensors"]
+
+
+@case("checkpoints", "NaN weights")
+def _(tmp):
+    def edit(tensors, metadata):
+        tensors["dit.head.head.weight"] = torch.full_like(tensors["dit.head.head.weight"], float("nan"))
+
+    return _load(_edited_checkpoint(tmp, edit)), CheckpointError, ["dit.head.head.weight", "NaN"]
+
+
+@case("checkpoints", "a newer format version")
+def _(tmp):
+    def edit(tensors, metadata):
+        metadata.update(format_version="99", astra_version="9.0.0")
+
+    return _load(_edited_checkpoint(tmp, edit)), CheckpointError, ["'99'", "9.0.0", "upgrade"]
+
+
+@case("checkpoints", "another format")
+def _(tmp):
+    return _load(_edited_checkpoint(tmp, lambda t, m: m.update(format="other"))), CheckpointError, ["'other'"]
+
+
+@case("checkpoints", "no config")
+def _(tmp):
+    return _load(_edited_checkpoint(tmp, lambda t, m: m.pop("config"))), CheckpointError, ["'config'"]
+
+
+@case("checkpoints", "a config that does not validate")
+def _(tmp):
+    def edit(tensors, metadata):
+        config = json.loads(metadata["config"])
+        config["history"]["noise_prob"] = 7
+        metadata["config"] = json.dumps(config)
+
+    return _load(_edited_checkpoint(tmp, edit)), CheckpointError, ["noise_prob"]
+
+
+@case("checkpoints", "a missing tensor")
+def _(tmp):
+    return (
+        _load(_edited_checkpoint(tmp, lambda t, m: t.pop("null_action"))),
+        CheckpointError,
+        ["missing", "null_action"],
+    )
+
+
+@case("checkpoints", "a tensor of the wrong shape")
+def _(tmp):
+    def edit(tensors, metadata):
+        tensors["null_action"] = torch.zeros(7)
+
+    return _load(_edited_checkpoint(tmp, edit)), CheckpointError, ["wrong shape", "null_action"]
+
+
+@case("checkpoints", "a broken stored tokenizer")
+def _(tmp):
+    return (
+        _load(_edited_checkpoint(tmp, lambda t, m: m.update(tokenizer='{"kind": "warp-drive"}'))),
+        CheckpointError,
+        ["tokenizer"],
+    )
+
+
+@case("checkpoints", "the shipped model asked for in latent space only")
+def _(tmp):
+    path = _edited_checkpoint(tmp, lambda t, m: m.pop("tokenizer"))
+    return lambda: WorldModel.from_checkpoint(path), ShapeError, ["no tokenizer"]
+
+
+def _run(tmp) -> TrainConfig:
+    """A finished 2-step run in `tmp/run`."""
+    from astra_core.train import Trainer
+
+    cfg = TrainConfig.from_dict({**TINY, "out_dir": str(tmp / "run")})
+    Trainer(cfg, progress=False).train()
+    return cfg
+
+
+def _resume(cfg, **kwargs):
+    from astra_core.train import Trainer
+
+    return lambda: Trainer(cfg, resume=True, progress=False, **kwargs)
+
+
+class _RunsOnLoad:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@case("checkpoints", "a training state that would run code")
+def _(tmp):
+    from astra_core.train import read_training_state
+
+    cfg = _run(tmp)
+    state = read_training_state(tmp / "run" / "state.pt")
+    state["sampler"] = _RunsOnLoad(tmp / "code-ran")
+    torch.save(state, tmp / "run" / "state.pt")
+    return _resume(cfg), CheckpointError, ["state.pt", "refused unread"]
+
+
+@case("checkpoints", "a truncated training state")
+def _(tmp):
+    cfg = _run(tmp)
+    state = tmp / "run" / "state.pt"
+    state.write_bytes(state.read_bytes()[:200])
+    return _resume(cfg), CheckpointError, ["state.pt"]
+
+
+@case("checkpoints", "resume with another model shape")
+def _(tmp):
+    _run(tmp)
+    wider = TrainConfig.from_dict({**_tiny(**{"model.dit.ffn_dim": 96}), "out_dir": str(tmp / "run")})
+    return _resume(wider), ConfigError, ["ffn_dim"]
+
+
+@case("checkpoints", "resume with an edited learning rate")
+def _(tmp):
+    _run(tmp)
+    edited = TrainConfig.from_dict({**_tiny(**{"optim.lr": 0.5}), "out_dir": str(tmp / "run")})
+    return _resume(edited), ConfigError, ["optim.lr"]
+
+
+@case("checkpoints", "resume where nothing was trained")
+def _(tmp):
+    cfg = TrainConfig.from_dict({**TINY, "out_dir": str(tmp / "never")})
+    return _resume(cfg), AstraError, ["never"]
+
+
+# ------------------------------------------------------------------------------------------------
+# caches
+# ------------------------------------------------------------------------------------------------
+def _shard(tmp, edit=None, name="s.h5") -> Path:
+    from astra_core.encode import encode_episode
+    from astra_core.tokenizer import PixelTokenizer
+
+    episode = get_registry().worlds["car"].episode(0, 5)
+    encoded = encode_episode(episode, PixelTokenizer(4), get_registry().modalities)
+    path = write_shard(tmp / name, [encoded], PixelTokenizer(4).describe(), 1)
+    if edit is not None:
+        with h5py.File(path, "r+") as f:
+            edit(f["episodes/00000"], f)
+    return path
+
+
+def _read(path, **kw):
+    return lambda: read_shard(path, **kw)
+
+
+@case("caches", "missing shard")
+def _(tmp):
+    return _read(tmp / "gone.h5"), CacheError, ["gone.h5"]
+
+
+@case("caches", "junk file")
+def _(tmp):
+    (tmp / "junk.h5").write_bytes(b"junk" * 100)
+    return _read(tmp / "junk.h5"), CacheError, ["junk.h5"]
+
+
+@case("caches", "truncated shard")
+def _(tmp):
+    path = _shard(tmp)
+    path.write_bytes(path.read_bytes()[:3000])
+    return _read(path), CacheError, ["s.h5"]
+
+
+@case("caches", "NaN latents")
+def _(tmp):
+    def edit(g, f):
+        lat = g["latents"][()]
+        lat[0, 1, 2, 3] = np.nan
+        g["latents"][...] = lat
+
+    return _read(_shard(tmp, edit)), CacheError, ["s.h5", "episode 00000", "latent", "NaN"]
+
+
+@case("caches", "no masks dataset")
+def _(tmp):
+    return _read(_shard(tmp, lambda g, f: g["masks"].pop("vehicle_pose"))), CacheError, ["masks/vehicle_pose"]
+
+
+@case("caches", "no masks group")
+def _(tmp):
+    return _read(_shard(tmp, lambda g, f: g.pop("masks"))), CacheError, ["'masks'"]
+
+
+@case("caches", "fewer action rows than latents")
+def _(tmp):
+    def edit(g, f):
+        rows = g["actions/vehicle_pose"][()]
+        del g["actions/vehicle_pose"]
+        g["actions"].create_dataset("vehicle_pose", data=rows[:-2])
+
+    return _read(_shard(tmp, edit)), CacheError, ["actions/vehicle_pose", "one row per latent frame"]
+
+
+@case("caches", "NaN actions")
+def _(tmp):
+    def edit(g, f):
+        rows = g["actions/vehicle_pose"][()]
+        rows[2, 0] = np.inf
+        g["actions/vehicle_pose"][...] = rows
+
+    return _read(_shard(tmp, edit)), CacheError, ["actions/vehicle_pose", "NaN or infinite"]
+
+
+@case("caches", "latents of the wrong rank")
+def _(tmp):
+    def edit(g, f):
+        lat = g["latents"][()]
+        del g["latents"]
+        g.create_dataset("latents", data=lat[0])
+
+    return _read(_shard(tmp, edit)), CacheError, ["latents of shape", "[C, F, H, W]"]
+
+
+@case("caches", "another format")
+def _(tmp):
+    return _read(_shard(tmp, lambda g, f: f.attrs.__setitem__("format", "other"))), CacheError, ["not an astra"]
+
+
+@case("caches", "a newer cache version")
+def _(tmp):
+    return _read(_shard(tmp, lambda g, f: f.attrs.__setitem__("version", 99))), CacheError, ["version 99"]
+
+
+@case("caches", "another tokenizer")
+def _(tmp):
+    return _read(_shard(tmp), expected_tokenizer={"kind": "pixel", "patch": 8}), CacheError, ["made by tokenizer"]
+
+
+@case("caches", "encode into a used folder")
+def _(tmp):
+    from astra_core.encode import encode_to_shards
+    from astra_core.tokenizer import PixelTokenizer
+
+    _shard(tmp, name="shard-00000.h5")
+    episodes = [get_registry().worlds["car"].episode(1, 5)]
+    return lambda: encode_to_shards(episodes, PixelTokenizer(4), tmp), ConfigError, ["already holds", "--overwrite"]
+
+
+@case("caches", "encode frames of two sizes")
+def _(tmp):
+    from dataclasses import replace
+
+    from astra_core.encode import encode_to_shards
+    from astra_core.tokenizer import PixelTokenizer
+
+    world = get_registry().worlds["car"]
+    big = world.episode(1, 5)
+    big = replace(big, frames=torch.nn.functional.interpolate(big.frames, size=(32, 48)), source="big.mp4")
+    call = lambda: encode_to_shards([world.episode(0, 5), big], PixelTokenizer(4), tmp / "out")  # noqa: E731
+    return call, ShapeError, ["big.mp4", "32×48", "--size"]
+
+
+# ------------------------------------------------------------------------------------------------
+# readers
+# ------------------------------------------------------------------------------------------------
+def _reader(name):
+    return get_registry().get("readers", name)
+
+
+def _re10k(tmp, edit):
+    poses = np.tile(np.eye(4), (3, 1, 1))
+    path = tmp / "clip.txt"
+    _write_re10k(path, poses, [0, 33_000, 66_000])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(edit(lines)) + "\n")
+    return lambda: _reader("realestate10k").read(path), ReaderError, ["clip.txt"]
+
+
+for label, edit, needle in [
+    ("re10k: a short line", lambda lines: lines[:2] + ["1 2 3"], "values, expected 19"),
+    (
+        "re10k: a word where a number goes",
+        lambda lines: lines[:2] + [lines[2].replace("0.5", "half", 1)],
+        "not a number",
+    ),
+    ("re10k: NaN", lambda lines: lines[:2] + [lines[2].replace("0.5", "nan", 1)], "NaN"),
+    ("re10k: one frame line", lambda lines: lines[:2], "at least 2"),
+    ("re10k: time going back", lambda lines: [lines[0], lines[2], lines[1]], "timestamps must increase"),
+    ("re10k: no frames beside it", lambda lines: lines, "no frames"),
+]:
+
+    def build(tmp, edit=edit, needle=needle):
+        call, error, needles = _re10k(tmp, edit)
+        return call, error, needles + [needle]
+
+    CASES.append(("readers", label, build))
+
+
+@case("readers", "robot hdf5: missing file")
+def _(tmp):
+    return lambda: _reader("robot_hdf5").read(tmp / "none.hdf5"), ReaderError, ["none.hdf5", "no such"]
+
+
+@case("readers", "robot hdf5: not HDF5")
+def _(tmp):
+    (tmp / "fake.hdf5").write_bytes(b"not hdf5")
+    return lambda: _reader("robot_hdf5").read(tmp / "fake.hdf5"), ReaderError, ["fake.hdf5"]
+
+
+@case("readers", "robot hdf5: actions of 6 columns")
+def _(tmp):
+    path = _write_robomimic(tmp / "demo.hdf5", demos=1)
+    with h5py.File(path, "r+") as f:
+        rows = f["data/demo_0/actions"][()]
+        del f["data/demo_0/actions"]
+        f["data/demo_0"].create_dataset("actions", data=rows[:, :6])
+    return lambda: _reader("robot_hdf5").read(path), ReaderError, ["demo.hdf5", "[T, 7]"]
+
+
+@case("readers", "robot hdf5: NaN actions")
+def _(tmp):
+    path = _write_robomimic(tmp / "demo.hdf5", demos=1)
+    with h5py.File(path, "r+") as f:
+        rows = f["data/demo_0/actions"][()]
+        rows[1, 1] = np.nan
+        f["data/demo_0/actions"][...] = rows
+    return lambda: _reader("robot_hdf5").read(path), ReaderError, ["demo.hdf5", "NaN"]
+
+
+@case("readers", "robot hdf5: no data group")
+def _(tmp):
+    with h5py.File(tmp / "empty.hdf5", "w") as f:
+        f.create_group("other")
+    return lambda: _reader("robot_hdf5").read(tmp / "empty.hdf5"), ReaderError, ["empty.hdf5", "'data'"]
+
+
+@case("readers", "game log: not JSON")
+def _(tmp):
+    from astra_core.video import frames_to_uint8, write_mp4
+
+    write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
+    (tmp / "g.jsonl").write_text('{"keyboard": {"keys": []}}\nnot json\n{}\n')
+    return lambda: _reader("game_log").read(tmp / "g.mp4"), ReaderError, ["g.jsonl", "line 2"]
+
+
+@case("readers", "game log: missing log")
+def _(tmp):
+    from astra_core.video import frames_to_uint8, write_mp4
+
+    write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
+    return lambda: _reader("game_log").read(tmp / "g.mp4"), ReaderError, ["g.jsonl", "no such"]
+
+
+@case("readers", "nuscenes: no tables folder")
+def _(tmp):
+    return lambda: _reader("nuscenes").read(f"{tmp / 'v1.0-mini'}:scene-1"), ReaderError, ["v1.0-mini"]
+
+
+@case("readers", "rt1: missing shard")
+def _(tmp):
+    return lambda: _reader("rt1_tfrecord").read(tmp / "gone.tfrecord"), ReaderError, ["gone.tfrecord"]
+
+
+@case("readers", "lerobot: no episode index")
+def _(tmp):
+    return lambda: _reader("lerobot").read(tmp / "pusht"), ReaderError, ["pusht", "episode index"]
+
+
+# ------------------------------------------------------------------------------------------------
+# action files
+# ------------------------------------------------------------------------------------------------
+def _actions(tmp, name, content, modality="robot_ee"):
+    path = tmp / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, dict) and name.endswith(".npz"):
+        np.savez(path, **content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return lambda: load_action_file(path, get_registry().modalities[modality]), ActionFileError, [name]
+
+
+ROW = [0.01, 0, 0, 0, 0, 0, 0]
+for label, name, content, modality, needle in [
+    ("missing file", "none.json", None, "robot_ee", "no such"),
+    ("unknown suffix", "a.csv", "1,2", "robot_ee", "'.csv'"),
+    ("not JSON", "a.json", "{rows", "robot_ee", "cannot parse"),
+    ("not YAML", "a.yaml", "a: [1, 2\n", "robot_ee", "cannot parse"),
+    ("empty npz", "a.npz", {}, "robot_ee", "no arrays"),
+    ("rows of 6 where 7 are expected", "a.json", [ROW[:6]] * 3, "robot_ee", "[T, 7]"),
+    ("one row only", "a.json", [ROW], "robot_ee", "at least 2 rows"),
+    ("another modality's file", "a.json", {"camera_se3": [ROW] * 3}, "robot_ee", "'camera_se3'"),
+    ("words where numbers go", "a.json", [["a"] * 7] * 3, "robot_ee", "expected numbers"),
+    ("NaN", "a.json", "[[NaN, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]]", "robot_ee", "NaN"),
+    ("1e30 beyond the declared bounds", "a.json", [[1e30] + ROW[1:]] * 3, "robot_ee", "declared bounds"),
+    ("an unknown key", "k.json", {"keys": [[], ["JUMP"]]}, "discrete_cmd", "unknown key 'JUMP'"),
+    ("mouse of the wrong shape", "k.json", {"keys": [[], ["W"]], "mouse": [1, 2]}, "discrete_cmd", "mouse"),
+    ("camera poses that are no rotations", "c.json", [np.full((4, 4), 2.0).tolist()] * 2, "camera_se3", "rotation"),
+    (
+        "a zero quaternion",
+        "v.json",
+        {"translation": [[0, 0, 0]] * 2, "rotation": [[0, 0, 0, 0]] * 2},
+        "vehicle_pose",
+        "zero",
+    ),
+    (
+        "1e30 metres",
+        "v.json",
+        {"translation": [[1e30, 0, 0]] * 2, "rotation": [[1, 0, 0, 0]] * 2},
+        "vehicle_pose",
+        "bounds",
+    ),
+]:
+
+    def build(tmp, name=name, content=content, modality=modality, needle=needle):
+        if content is None:
+            call = lambda: load_action_file(tmp / name, get_registry().modalities[modality])  # noqa: E731
+            return call, ActionFileError, [name, needle]
+        call, error, needles = _actions(tmp, name, content, modality)
+        return call, error, needles + [needle]
+
+    CASES.append(("action files", label, build))
+
+
+# ------------------------------------------------------------------------------------------------
+# the Python API
+# ------------------------------------------------------------------------------------------------
+_MODEL: dict = {}
+
+
+def _model(**options) -> WorldModel:
+    key = tuple(sorted(options.items()))
+    if key not in _MODEL:
+        _MODEL[key] = WorldModel.from_checkpoint(None, **options)
+    return _MODEL[key]
+
+
+def _arm():
+    return get_registry().worlds["tabletop_arm"].episode(0, 5)
+
+
+def _session():
+    wm = _model(num_steps=1)
+    ep = _arm()
+    wm.reset(ep.frames[:, :1])
+    return wm, ep
+
+
+def _net(data):
+    from astra_core.model.actions import AstraNet
+
+    return AstraNet(TrainConfig.from_dict(data).model)
+
+
+API = [
+    ("num_steps=-2", lambda: WorldModel.from_checkpoint(None, num_steps=-2), AstraError, ["num_steps", "-2"]),
+    ("guidance nan", lambda: WorldModel.from_checkpoint(None, guidance_scale=float("nan")), AstraError, ["guidance"]),
+    (
+        "frames in [0, 255]",
+        lambda: _model().reset(_arm().frames[:, :1] * 127.5 + 127.5),
+        ShapeError,
+        ["frames", "uint8"],
+    ),
+    ("NaN frames", lambda: _model().reset(_arm().frames[:, :1] * float("nan")), ShapeError, ["frames", "NaN"]),
+    ("frames of 2 dims", lambda: _model().reset(torch.zeros(64, 64)), ShapeError, ["frames", "[3, T, H, W]"]),
+    ("step before reset", lambda: WorldModel.from_checkpoint(None).step(np.zeros((3, 7))), AstraError, ["reset"]),
+]
+
+
+def _step(actions, error, needles):
+    def call():
+        wm, _ = _session()
+        wm.step(actions)
+
+    return call, error, needles
+
+
+API += [
+    (
+        "rows [T, 6] where [T, 7] are expected",
+        *_step({"robot_ee": np.zeros((3, 6))}, ShapeError, ["robot_ee", "[T, 7]"]),
+    ),
+    ("1e30 actions", *_step({"robot_ee": np.full((3, 7), 1e30)}, ShapeError, ["robot_ee", "declared bounds"])),
+    ("NaN actions", *_step({"robot_ee": np.full((3, 7), np.nan)}, ShapeError, ["robot_ee", "NaN"])),
+    ("too many rows", *_step({"robot_ee": np.zeros((9, 7))}, ShapeError, ["rows"])),
+    ("a modality the model lacks", *_step({"sonar": np.zeros((3, 7))}, ShapeError, ["sonar"])),
+    ("a bare array for a model of four modalities", *_step(np.zeros((3, 7)), ShapeError, ["dict keyed by modality"])),
+    ("an unknown config key", lambda: TrainConfig.from_dict({"modle": {}}), ConfigError, ["modle"]),
+    ("an unknown router", lambda: _net(_tiny(**{"model.action.router": "oracle"})), PluginError, ["oracle"]),
+    (
+        "router options the router does not take",
+        lambda: _net(_tiny(**{"model.action.router_options": {"q": 1}})),
+        ConfigError,
+        ["topk", "'q'"],
+    ),
+    (
+        "a checkpoint path that is no file",
+        lambda: WorldModel.from_checkpoint("/no/such.safetensors"),
+        CheckpointError,
+        ["/no/such.safetensors"],
+    ),
+]
+for label, call, error, needles in API:
+    CASES.append(("python api", label, lambda tmp, c=call, e=error, n=needles: (c, e, n)))
+
+
+# ------------------------------------------------------------------------------------------------
+# plugins
+# ------------------------------------------------------------------------------------------------
+def _plugin(**hooks):
+    module = types.ModuleType("catalogue_plugin")
+    for name, fn in hooks.items():
+        setattr(module, name, hookimpl(fn))
+    return module
+
+
+def _raises(error):
+    def hook(register):
+        raise error
+
+    return hook
+
+
+PLUGIN_HOOKS = [
+    ("a hook that raises", dict(astra_register_modalities=_raises(RuntimeError("boom"))), "RuntimeError: boom"),
+    ("register(object())", dict(astra_register_modalities=lambda register: register(object())), "no string `name`"),
+    (
+        "a modality of the wrong type",
+        dict(astra_register_modalities=lambda register: register(types.SimpleNamespace(name="x"))),
+        "not an astra_core.Modality",
+    ),
+    (
+        "a router without its class",
+        dict(astra_register_routers=lambda register: register("r")),
+        "register(name, router_class)",
+    ),
+    ("a reader without a name", dict(astra_register_readers=lambda register: register(3)), "no string `name`"),
+    (
+        "a world that raises",
+        dict(astra_register_worlds=_raises(ImportError("no renderer"))),
+        "ImportError: no renderer",
+    ),
+    (
+        "an embodiment named twice",
+        dict(astra_register_embodiments=lambda register: register(get_registry().embodiments["car"])),
+        "'car' is registered by both",
+    ),
+]
+
+
+def _plugin_case(hooks, needle):
+    def call():
+        reset_plugins()
+        manager = plugins()
+        manager.register_plugin(_plugin(**hooks), "catalogue")
+        registry = manager.registry()
+        assert {"camera_se3", "robot_ee"} <= set(registry.modalities)  # the rest still works
+        # the failed plugin is listed with its reason; asking for what it would have given names it
+        registry.get("modalities", "catalogue_modality")
+
+    return call, PluginError, ["catalogue", needle]
+
+
+for label, hooks, needle in PLUGIN_HOOKS:
+    CASES.append(("plugins", label, lambda tmp, h=hooks, n=needle: _plugin_case(h, n)))
+
+for label, kind, name in [
+    ("an unknown modality", "modalities", "sonar"),
+    ("an unknown reader", "readers", "vhs"),
+    ("an unknown world", "worlds", "moon"),
+    ("an unknown router", "routers", "oracle"),
+]:
+    CASES.append(
+        (
+            "plugins",
+            label,
+            lambda tmp, k=kind, n=name: (lambda: get_registry().get(k, n), PluginError, [repr(n), "registered"]),
+        )
+    )
+
+
+@case("plugins", "a plugin name taken twice by hand")
+def _(tmp):
+    def call():
+        reset_plugins()
+        plugins().register_plugin(_plugin(), "twice")
+        plugins().register_plugin(_plugin(), "twice")
+
+    return call, PluginError, ["'twice'", "already registered"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the play server
+# ------------------------------------------------------------------------------------------------
+_SERVER: dict = {}
+
+
+def _server():
+    from astra_core.play import PlayServer, PlaySession
+
+    if "srv" not in _SERVER:
+        session = PlaySession(_model(num_steps=1), get_registry().get("worlds", "keyboard_game"), seed=1)
+        _SERVER["srv"] = PlayServer(session, port=0, timeout=0.5, max_connections=8).start()
+    return _SERVER["srv"]
+
+
+def _http(request: bytes) -> tuple[int, str]:
+    srv = _server()
+    with socket.create_connection(srv.httpd.server_address[:2], timeout=10) as conn:
+        conn.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    reply = b"".join(chunks).decode("utf-8", "replace")
+    return int(reply.split(" ", 2)[1]), reply
+
+
+def _post(body: bytes, **headers) -> bytes:
+    port = _server().httpd.server_address[1]
+    fields = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json", "Content-Length": str(len(body))}
+    fields.update({k.replace("_", "-"): v for k, v in headers.items()})
+    head = "".join(f"{k}: {v}\r\n" for k, v in fields.items() if v is not None)
+    return f"POST /step HTTP/1.1\r\n{head}Connection: close\r\n\r\n".encode() + body
+
+
+def _get(path: str) -> bytes:
+    port = _server().httpd.server_address[1]
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+
+
+WEB = [
+    ("a foreign Origin", lambda: _post(b'{"keys": ["W"]}', Origin="http://evil.example"), 403, ["evil.example"]),
+    ("a foreign Host", lambda: _post(b'{"keys": ["W"]}', Host="rebind.example:80"), 403, ["rebind.example"]),
+    ("text/plain", lambda: _post(b'{"keys": ["W"]}', Content_Type="text/plain"), 415, ["application/json"]),
+    ("not JSON", lambda: _post(b"not json"), 400, ["JSON"]),
+    ("bytes that are no UTF-8", lambda: _post(b"\xff\xfe"), 400, ["error"]),
+    ("an unknown key", lambda: _post(b'{"keys": ["W", "NOPE"]}'), 400, ["NOPE"]),
+    ("keys not a list", lambda: _post(b'{"keys": "W"}'), 400, ["list"]),
+    ("a JSON list", lambda: _post(b"[1, 2]"), 400, ["error"]),
+    ("an unknown field", lambda: _post(b'{"jump": 1}'), 400, ["jump"]),
+    ("nested 1,500 deep", lambda: _post(b"[" * 1500 + b"]" * 1500), 400, ["nested"]),
+    ("a negative Content-Length", lambda: _post(b"", Content_Length="-5"), 400, ["Content-Length"]),
+    ("a Content-Length that is no number", lambda: _post(b"", Content_Length="12abc"), 400, ["Content-Length"]),
+    ("a body over the limit", lambda: _post(json.dumps({"keys": ["W"] * 5000}).encode()), 413, ["at most"]),
+    ("an unknown path", lambda: _get("/admin"), 404, ["404"]),
+]
+for label, request, status, needles in WEB:
+    CASES.append(("web server", label, lambda tmp, r=request, s=status, n=needles: ("http", r, s, n)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shutdown_server():
+    yield
+    if "srv" in _SERVER:
+        _SERVER.pop("srv").shutdown()
+    reset_plugins()
+
+
+# ------------------------------------------------------------------------------------------------
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("surface, name, build", CASES, ids=[f"{s}: {n}" for s, n, _ in CASES])
+def test_a_bad_input_is_one_clear_error(surface, name, build, tmp_path):
+    built = build(tmp_path)
+    if built[0] == "http":
+        _, request, status, needles = built
+        got, reply = _http(request())
+        assert got == status, reply
+        for needle in needles:
+            assert needle in reply, reply
+        return
+    call, error, needles = built
+    assert issubclass(error, AstraError)
+    before = _files(tmp_path)
+    try:
+        with pytest.raises(AstraError) as caught:
+            call()
+    finally:
+        if surface == "plugins":
+            reset_plugins()
+    assert isinstance(caught.value, error), f"{type(caught.value).__name__}: {caught.value}"
+    message = str(caught.value)
+    for needle in needles:
+        assert needle in message, message
+    assert "Traceback" not in message
+    after = _files(tmp_path)
+    # nothing half-written: no file appeared but a failed training run's empty folder, no file changed
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert not [k for k in after if k not in before and ".tmp" in k]
+
+
+def test_the_catalogue_covers_every_surface():
+    counts = Counter(surface for surface, _, _ in CASES)
+    assert len(CASES) >= 120, len(CASES)
+    for surface in (
+        "configs",
+        "checkpoints",
+        "caches",
+        "readers",
+        "action files",
+        "python api",
+        "plugins",
+        "web server",
+    ):
+        assert counts[surface] >= 10, (surface, counts[surface])
