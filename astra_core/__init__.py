@@ -24,7 +24,7 @@ from .errors import AstraError, CheckpointError, ConfigError, ReaderError, Shape
 from .model import AstraDiT, KVCache
 from .plugins import hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # name -> the submodule that defines it, imported when the name is first used
 _LAZY = {

@@ -24,7 +24,8 @@ from .model.actions import AstraNet
 FORMAT = "astra-world"
 # 2: configs may hold history.last_frame_channels and the delta / warp predictions, which version 1
 # readers do not know; every checkpoint also names the package version that wrote it.
-FORMAT_VERSION = 2
+# 3: flow.warp_flow and flow.motion_weight in the config.
+FORMAT_VERSION = 3
 
 
 def temporary_beside(path: Path, suffix: str = "") -> str:
