@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import write_text_atomically, written_atomically
-from .errors import AstraError
+from .errors import AstraError, ConfigError
 from .modality import raw_length, raw_rows
 from .world import WorldModel
 
@@ -89,6 +89,19 @@ class EvalSettings:
     # step) and the true actions -> the next step's frames, against copy-last-frame on the same frames.
     teacher_forced_contexts: int = 4
     first_seed: int = EVAL_SEED  # episodes first_seed, first_seed + 1, ...: the benchmark's held-out seeds
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes={self.episodes}: evaluate at least 1 episode per embodiment")
+        if not self.horizons or min(self.horizons) < 1:
+            raise ConfigError(f"horizons={list(self.horizons)}: give at least one horizon of 1 frame or more")
+        if self.context_frames < 1 or self.teacher_forced_contexts < 1 or self.switch_frames < 1:
+            raise ConfigError(
+                f"context_frames={self.context_frames}, teacher_forced_contexts={self.teacher_forced_contexts}, "
+                f"switch_frames={self.switch_frames}: each must be at least 1"
+            )
+        if self.first_seed < 0:
+            raise ConfigError(f"first_seed={self.first_seed} must not be negative")
 
 
 def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list, modality: str, context: int, horizon: int):

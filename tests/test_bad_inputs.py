@@ -823,6 +823,30 @@ for label, kind, name in [
     )
 
 
+@case("plugins", "one entry-point name declared by two packages")
+def _(tmp):
+    from astra_core.plugins import manager as plugin_manager
+
+    class EntryPoint:
+        def __init__(self, package):
+            self.name, self.value = "twin", f"{package}.plugin"
+            self.dist = types.SimpleNamespace(version="1.0", name=package)
+
+        def load(self):
+            return _plugin()
+
+    def call():
+        original = plugin_manager.entry_points
+        plugin_manager.entry_points = lambda group: [EntryPoint("astra-twin-a"), EntryPoint("astra-twin-b")]
+        try:
+            reset_plugins()
+            get_registry().get("modalities", "twin_modality")
+        finally:
+            plugin_manager.entry_points = original
+
+    return call, PluginError, ["'twin' is taken by plugin 'twin' (package 'astra-twin-a')", "rename one of the two"]
+
+
 @case("plugins", "a plugin name taken twice by hand")
 def _(tmp):
     def call():
@@ -898,6 +922,33 @@ for label, request, status, needles in WEB:
     CASES.append(("web server", label, lambda tmp, r=request, s=status, n=needles: ("http", r, s, n)))
 
 
+@case("web server", "a busy port")
+def _(tmp):
+    from astra_core.play import PlayServer, PlaySession
+
+    port = _server().httpd.server_address[1]
+    session = PlaySession(_model(num_steps=1), get_registry().get("worlds", "keyboard_game"), seed=1)
+    return lambda: PlayServer(session, port=port), AstraError, [f"port {port}", "--port 0"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line: exit status 2 and one line naming the value
+# ------------------------------------------------------------------------------------------------
+ROLLOUT = ["rollout", "--preset", "reach", "--out", "{tmp}/r"]
+CLI = [
+    ("rollout --steps -3", ROLLOUT + ["--embodiment", "tabletop_arm", "--steps", "-3"], ["num_steps", "-3"]),
+    ("rollout --guidance nan", ROLLOUT + ["--embodiment", "tabletop_arm", "--guidance", "nan"], ["guidance"]),
+    ("rollout an unknown embodiment", ROLLOUT + ["--embodiment", "moon"], ["moon"]),
+    ("encode --episodes 0", ["encode", "--world", "car", "--episodes", "0", "--out", "{tmp}/c"], ["--episodes 0"]),
+    ("encode --reader without files", ["encode", "--reader", "game_log", "--out", "{tmp}/c"], ["PATHS"]),
+    ("train an empty config", ["train", "{tmp}/empty.yaml"], ["empty.yaml", "empty"]),
+    ("info on a missing checkpoint", ["info", "{tmp}/none.safetensors"], ["none.safetensors"]),
+    ("eval --episodes 0", ["eval", "--checkpoint", "{tmp}/m", "--episodes", "0", "--out", "{tmp}/e"], ["episodes"]),
+]
+for label, argv, needles in CLI:
+    CASES.append(("command line", label, lambda tmp, a=argv, n=needles: ("cli", a, n)))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _shutdown_server():
     yield
@@ -912,8 +963,21 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("surface, name, build", CASES, ids=[f"{s}: {n}" for s, n, _ in CASES])
-def test_a_bad_input_is_one_clear_error(surface, name, build, tmp_path):
+def test_a_bad_input_is_one_clear_error(surface, name, build, tmp_path, capsys):
     built = build(tmp_path)
+    if built[0] == "cli":
+        from astra_core.cli import main
+
+        (tmp_path / "empty.yaml").write_text("")
+        argv = [a.replace("{tmp}", str(tmp_path)) for a in built[1]]
+        before = _files(tmp_path)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"astra {argv[0]}: error: "), err
+        for needle in built[2]:
+            assert needle in err, err
+        assert _files(tmp_path) == before
+        return
     if built[0] == "http":
         _, request, status, needles = built
         got, reply = _http(request())
