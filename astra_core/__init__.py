@@ -38,6 +38,8 @@ _LAZY = {
     "SoftRouter": "moae",
     "FixedRouter": "moae",
     "SharedRouter": "moae",
+    "RouterContractError": "moae",
+    "check_router": "moae",
     "WorldModelObjective": "objective",
     "RectifiedFlow": "flow",
     "Trainer": "train",

@@ -6,8 +6,19 @@ the modalities a sample carries, form the action feature [B, F, out_dim] that th
 self-attention. Routed-expert outputs are zero-initialised, so adding MoAE to a trained backbone
 leaves its output unchanged.
 
-Router protocol: `router(tokens [N, d_u], modality_ids [N]) -> (weights [N, k], expert_ids [N, k],
-aux_loss, stats)`, after `router.setup(token_dim, num_experts, modality_names)`.
+The router contract (`Router`; `check_router` tests a router against it):
+- `router.setup(token_dim, num_experts, modality_names)` once, before the first call: build the
+  parameters there (the modality names are in a fixed order; id i in a call is `modality_names[i]`).
+- `router(tokens [N, token_dim], modality_ids [N] long) -> (weights, expert_ids, aux_loss, stats)`, for
+  the N valid action tokens of a batch (N may be 0):
+  - `weights` [N, k] floating, `expert_ids` [N, k] long in [0, num_experts): each token goes to k
+    experts (the same k for every token; pad with weight 0 to a common k), and the output is
+    Σ_j weights[n, j]·expert[expert_ids[n, j]](token n). Weights are used as given: normalise them
+    (rows summing to 1) if the router means a convex mix.
+  - `aux_loss`: a 0-d tensor, the router's own loss (load balancing), added to the training loss times
+    `action.aux_loss_weight`; `tokens.new_zeros(())` when it has none.
+  - `stats`: a dict with at least "entropy" (a float: the mean entropy of the routing distribution,
+    0 for a deterministic router), logged during training; more float entries are kept beside it.
 """
 
 from __future__ import annotations
@@ -28,8 +39,66 @@ from .plugins.hookspecs import hookimpl
 # --------------------------------------------------------------------------------------------
 
 
+class RouterContractError(ShapeError):
+    """A router's output breaks the router contract (see the module docstring)."""
+
+
+REQUIRED_STATS = ("entropy",)
+
+
+def check_router_output(router: nn.Module, output, num_tokens: int, num_experts: int) -> None:
+    """One clear `RouterContractError` naming the router and the piece of its output at fault."""
+    name = type(router).__name__
+    if not isinstance(output, tuple) or len(output) != 4:
+        got = f"a {len(output)}-tuple" if isinstance(output, tuple) else type(output).__name__
+        raise RouterContractError(f"{name}: forward must return (weights, expert_ids, aux_loss, stats), got {got}")
+    weights, ids, aux, stats = output
+    if not isinstance(weights, torch.Tensor) or not weights.is_floating_point() or weights.ndim != 2:
+        raise RouterContractError(f"{name}: weights must be a floating tensor [N, k], got {_describe(weights)}")
+    if not isinstance(ids, torch.Tensor) or ids.dtype != torch.long or tuple(ids.shape) != tuple(weights.shape):
+        raise RouterContractError(
+            f"{name}: expert_ids must be a long tensor of the weights' shape {tuple(weights.shape)}, "
+            f"got {_describe(ids)}"
+        )
+    if len(weights) != num_tokens:
+        raise RouterContractError(f"{name}: weights have {len(weights)} rows for {num_tokens} tokens")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_experts):
+        raise RouterContractError(
+            f"{name}: expert_ids range over [{int(ids.min())}, {int(ids.max())}], outside [0, {num_experts - 1}]"
+        )
+    if not isinstance(aux, torch.Tensor) or aux.ndim != 0:
+        raise RouterContractError(
+            f"{name}: aux_loss must be a 0-d tensor (tokens.new_zeros(()) if none), got {_describe(aux)}"
+        )
+    if not isinstance(stats, Mapping):
+        raise RouterContractError(f"{name}: stats must be a dict, got {type(stats).__name__}")
+    missing = [key for key in REQUIRED_STATS if key not in stats]
+    if missing:
+        raise RouterContractError(f"{name}: stats lack {missing} (a float each; 0.0 for a deterministic router)")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def check_router(
+    router: nn.Module, token_dim: int = 8, num_experts: int = 4, modality_names: Sequence[str] = ("a", "b")
+) -> None:
+    """Set `router` up and call it on a small batch (and on an empty one); raise `RouterContractError`
+    naming what breaks the contract. A plugin's tests can call this on their router."""
+    router.setup(token_dim, num_experts, modality_names)
+    generator = torch.Generator().manual_seed(0)
+    for n in (6, 0):
+        tokens = torch.randn(n, token_dim, generator=generator)
+        ids = torch.randint(0, len(modality_names), (n,), generator=generator)
+        check_router_output(router, router(tokens, ids), n, num_experts)
+
+
 class Router(nn.Module):
-    """Base class; subclasses build their parameters in `setup` and implement `forward`."""
+    """Base class of the router contract (module docstring): build parameters in `setup`, implement
+    `forward(tokens, modality_ids) -> (weights, expert_ids, aux_loss, stats)`."""
 
     def setup(self, token_dim: int, num_experts: int, modality_names: Sequence[str]) -> None:
         self.token_dim, self.num_experts, self.modality_names = token_dim, num_experts, list(modality_names)
@@ -218,7 +287,9 @@ class MoAE(_PerModalityActions):
             mod_ids.append(torch.full_like(valid, index))
         tokens, mod_ids, where = torch.cat(tokens), torch.cat(mod_ids), torch.cat(where)
 
-        weights, expert_ids, aux, router_stats = self.router(tokens, mod_ids)
+        routed = self.router(tokens, mod_ids)
+        check_router_output(self.router, routed, len(tokens), self.num_experts)
+        weights, expert_ids, aux, router_stats = routed
         mixed = self._run_experts(tokens, weights, expert_ids)
         features = torch.zeros(b * f, self.out_dim, device=device, dtype=mixed.dtype).index_add_(0, where, mixed)
         stats = {

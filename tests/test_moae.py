@@ -5,7 +5,7 @@ from torch import nn
 
 from astra_core.config import ActionConfig
 from astra_core.errors import ShapeError
-from astra_core.moae import FixedRouter, MoAE, SharedRouter, SoftRouter, TopKRouter
+from astra_core.moae import FixedRouter, MoAE, Router, SharedRouter, SoftRouter, TopKRouter
 from astra_core.modality import AlignedActions, Modality, Normalizer
 from astra_core.model.actions import AstraNet
 from astra_core.objective import WorldModelObjective
@@ -33,6 +33,99 @@ def test_router_contract(name):
     restored.setup(16, 4, ["a", "b", "c"])
     restored.load_state_dict(router.state_dict())
     assert torch.equal(restored(tokens, mods)[1], ids)
+
+
+class _NoStats(SoftRouter):
+    def forward(self, tokens, modality_ids):
+        weights, ids, aux, _ = super().forward(tokens, modality_ids)
+        return weights, ids, aux, {}
+
+
+class _FloatIds(SoftRouter):
+    def forward(self, tokens, modality_ids):
+        weights, ids, aux, stats = super().forward(tokens, modality_ids)
+        return weights, ids.float(), aux, stats
+
+
+class _PastTheLastExpert(SharedRouter):
+    def forward(self, tokens, modality_ids):
+        weights, ids, aux, stats = super().forward(tokens, modality_ids)
+        return weights, ids + self.num_experts, aux, stats
+
+
+class _NoAux(SharedRouter):
+    def forward(self, tokens, modality_ids):
+        weights, ids, _, stats = super().forward(tokens, modality_ids)
+        return weights, ids, None, stats
+
+
+class _ThreeThings(SharedRouter):
+    def forward(self, tokens, modality_ids):
+        return super().forward(tokens, modality_ids)[:3]
+
+
+class _RaggedIds(SoftRouter):
+    def forward(self, tokens, modality_ids):
+        weights, ids, aux, stats = super().forward(tokens, modality_ids)
+        return weights, ids[:, :1], aux, stats
+
+
+@pytest.mark.parametrize("name", ROUTERS)
+def test_every_registered_router_passes_check_router(name):
+    from astra_core import check_router
+
+    check_router(get_registry().routers[name]())
+
+
+def test_a_plugin_router_passes_the_same_contract_check():
+    """A router registered by a (test-only) plugin goes through the same check as the built-ins."""
+    import types
+
+    from astra_core import check_router, hookimpl
+    from astra_core.plugins import plugins, reset_plugins
+
+    class Halves(Router):
+        def setup(self, token_dim, num_experts, modality_names):
+            super().setup(token_dim, num_experts, modality_names)
+            self.gate = nn.Linear(token_dim, 1)
+
+        def forward(self, tokens, modality_ids):
+            first = torch.sigmoid(self.gate(tokens))
+            ids = torch.tensor([0, self.num_experts - 1]).expand(len(tokens), 2)
+            return torch.cat([first, 1 - first], dim=1), ids, tokens.new_zeros(()), {"entropy": 0.5}
+
+    module = types.ModuleType("halves_plugin")
+    module.astra_register_routers = hookimpl(lambda register: register("halves", Halves))
+    reset_plugins()
+    try:
+        plugins().register_plugin(module, "halves")
+        check_router(get_registry().routers["halves"]())
+    finally:
+        reset_plugins()
+
+
+@pytest.mark.parametrize(
+    "router, message",
+    [
+        (_NoStats(), "_NoStats: stats lack ['entropy']"),
+        (_FloatIds(), "_FloatIds: expert_ids must be a long tensor"),
+        (_PastTheLastExpert(), "outside [0, 3]"),
+        (_NoAux(), "aux_loss must be a 0-d tensor"),
+        (_ThreeThings(), "must return (weights, expert_ids, aux_loss, stats), got a 3-tuple"),
+        (_RaggedIds(), "of the weights' shape"),
+    ],
+)
+def test_a_router_that_breaks_the_contract_is_named_with_the_piece_at_fault(router, message):
+    from astra_core import RouterContractError, check_router
+
+    with pytest.raises(RouterContractError) as caught:
+        check_router(router)
+    assert message in str(caught.value)
+    # inside a model, the same error comes from the MoAE call, not a KeyError deep in the objective
+    moae = MoAE(["camera_se3"], router=type(router)(), num_experts=4, token_dim=8)
+    actions = {"camera_se3": torch.randn(2, 3, 9)}
+    with pytest.raises(RouterContractError, match=type(router).__name__):
+        moae(actions, normalize=False)
 
 
 def test_topk_router_balance_loss_is_one_when_balanced():

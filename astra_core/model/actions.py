@@ -38,6 +38,24 @@ Actions = torch.Tensor | Mapping[str, torch.Tensor]
 Masks = torch.Tensor | Mapping[str, torch.Tensor] | None
 
 
+def _options_of(factory) -> str:
+    """The keyword options a router class (or factory) accepts, with their defaults, for error messages."""
+    import inspect
+
+    try:
+        params = [
+            p
+            for p in inspect.signature(factory).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return "the options its documentation names"
+    if not params:
+        return "no options"
+    shown = [p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params]
+    return "{" + ", ".join(shown) + "}"
+
+
 def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
     """The per-modality action module of a config: an MoAE (modalities and the router class from the
     plugin registry), or for encoder "shared" its ablation with one shared encoder."""
@@ -57,7 +75,8 @@ def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
         router = router_cls(**cfg.router_options)
     except TypeError as err:
         raise ConfigError(
-            f"action.router_options {cfg.router_options} do not fit router {cfg.router!r}: {err}"
+            f"action.router_options {cfg.router_options} do not fit router {cfg.router!r}, which takes "
+            f"{_options_of(router_cls)}: {err}"
         ) from None
     return MoAE(
         list(cfg.modalities),
