@@ -108,6 +108,7 @@ def save_checkpoint(
         "format_version": str(FORMAT_VERSION),
         "astra_version": __version__,
         "config": net.config.model_dump_json(),
+        "plugins": json.dumps(plugin_provenance(net.config), sort_keys=True),
         **(extra_metadata or {}),
     }
     tensors = dict(net.state_dict())
@@ -115,6 +116,47 @@ def save_checkpoint(
         metadata["tokenizer"] = json.dumps(tokenizer.describe())
         tensors.update({TOKENIZER_PREFIX + k: v for k, v in tokenizer.state_dict().items()})
     return atomic_save_tensors(path, tensors, metadata)
+
+
+def plugin_provenance(config: AstraConfig) -> dict[str, dict[str, str]]:
+    """Which plugin (entry-point name, package, version) provides each modality and the router a model
+    uses, keyed "modality:NAME" and "router:NAME": stored in checkpoints so that loading one without
+    the plugin can say which package to install."""
+    from .plugins import get_registry, plugins
+
+    registry = get_registry()
+    needs = [("modalities", f"modality:{m}", m) for m in config.action.modalities]
+    if config.action.encoder == "moae":
+        needs.append(("routers", f"router:{config.action.router}", config.action.router))
+    out = {}
+    for kind, key, name in needs:
+        owner = registry.owner.get((kind, name))
+        if owner is None:
+            continue
+        info = plugins().info[owner]
+        out[key] = {"plugin": owner, "package": info.package or "", "version": info.version or ""}
+    return out
+
+
+def _missing_plugin(path, metadata: dict[str, str], err: Exception) -> CheckpointError:
+    """The error for a checkpoint whose modality or router no installed plugin provides: the stored
+    provenance names the package to install (older checkpoints store none)."""
+    try:
+        provenance = json.loads(metadata.get("plugins", "{}"))
+    except json.JSONDecodeError:
+        provenance = {}
+    message = str(err)
+    for key, source in provenance.items():
+        name = key.split(":", 1)[1]
+        if f"{name!r}" in message:
+            package = source.get("package") or source.get("plugin")
+            version = f" {source['version']}" if source.get("version") else ""
+            return CheckpointError(
+                f"{path}: needs the {key.split(':')[0]} {name!r} from plugin {source.get('plugin')!r} "
+                f"(package {package!r}{version}), which is not installed or failed to load: "
+                f"pip install {package}"
+            )
+    return CheckpointError(f"{path}: {message}")
 
 
 def read_checkpoint(path: str | Path) -> tuple[AstraConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -178,11 +220,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Ast
 
 def load_world_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(network, tokenizer or None) from a checkpoint."""
+    from .plugins import PluginError
     from .tokenizer import build_tokenizer
 
     config, tensors, metadata = read_checkpoint(path)
     net_tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}
-    net = AstraNet(config)
+    try:
+        net = AstraNet(config)
+    except PluginError as err:
+        raise _missing_plugin(path, metadata, err) from None
     check_state_dict(net, net_tensors, str(path))
     net.load_state_dict(net_tensors)
     tokenizer = None

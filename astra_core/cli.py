@@ -22,6 +22,13 @@ def _frame_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, read_checkpoint
 
@@ -30,12 +37,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info = {
         "checkpoint": args.checkpoint,
         "format_version": metadata["format_version"],
+        "written_by": metadata.get("astra_version", "before 0.2.0"),
+        "plugins": _json_or_text(metadata.get("plugins", "{}")),
         "parameters": sum(p.numel() for p in net.parameters()),
         "backbone_parameters": net.dit.count_parameters(backbone_only=True),
         "config": config.model_dump(mode="json"),
         "tokenizer": json.loads(metadata["tokenizer"]) if "tokenizer" in metadata else None,
         "extra_metadata": {
-            k: v for k, v in metadata.items() if k not in ("format", "format_version", "config", "tokenizer")
+            k: v
+            for k, v in metadata.items()
+            if k not in ("format", "format_version", "astra_version", "config", "tokenizer", "plugins")
         },
     }
     print(json.dumps(info, indent=2))

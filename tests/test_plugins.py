@@ -8,6 +8,7 @@ import pytest
 
 import astra_core
 from astra_core.cli import main
+from astra_core.errors import CheckpointError
 from astra_core.modality import AlignedActions, Modality
 from astra_core.plugins import PluginError, get_registry, hookimpl, manager, plugins, reset_plugins
 
@@ -190,3 +191,36 @@ def test_the_core_never_imports_the_builtin_plugins():
     for path in core.rglob("*.py"):
         text = path.read_text()
         assert "astra_experts" not in text and "astra_embodiments" not in text, path
+
+
+def test_a_checkpoint_names_the_plugins_it_needs(fresh_plugins, tmp_path, capsys):
+    """The package and version of the plugin behind each modality and the router are stored; loading
+    without that plugin says which package to install; `astra info` shows them."""
+    from astra_core.checkpoint import load_world_checkpoint, save_checkpoint
+    from astra_core.config import ActionConfig, AstraConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+
+    class Sonar(Toy):
+        name = "sonar_ping"
+
+    hooks = _plugin(astra_register_modalities=lambda register: register(Sonar()))
+    fresh_plugins.register_plugin(hooks, "sonar", version="1.4.2", package="astra-sonar")
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=16),
+        action=ActionConfig(encoder="moae", modalities=("camera_se3", "sonar_ping"), token_dim=8, expert_hidden=8),
+    )
+    path = save_checkpoint(tmp_path / "m.safetensors", AstraNet(cfg))
+    assert main(["info", str(path)]) == 0
+    provenance = json.loads(capsys.readouterr().out)["plugins"]
+    assert provenance["modality:sonar_ping"] == {"plugin": "sonar", "package": "astra-sonar", "version": "1.4.2"}
+    assert provenance["modality:camera_se3"]["plugin"] == "experts"
+    assert provenance["router:topk"]["plugin"] == "astra_core"
+    fresh_plugins.unregister_plugin("sonar")
+    with pytest.raises(
+        CheckpointError,
+        match=r"needs the modality 'sonar_ping' from plugin 'sonar' \(package "
+        r"'astra-sonar' 1\.4\.2\).*pip install astra-sonar",
+    ):
+        load_world_checkpoint(path)
+    assert main(["info", str(path)]) == 2
+    assert "pip install astra-sonar" in capsys.readouterr().err
