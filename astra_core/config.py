@@ -82,6 +82,18 @@ def dit_preset(name: str, **overrides: Any) -> DiTConfig:
         raise ConfigError(f"bad override for preset {name!r}: {_describe(err)}") from None
 
 
+def _holds_router(value: Any) -> bool:
+    from torch import nn
+
+    if isinstance(value, nn.Module):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_router(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_router(v) for v in value)
+    return False
+
+
 class ActionConfig(_Config):
     """The action path from per-latent-frame action vectors to the DiT's action features.
 
@@ -96,8 +108,10 @@ class ActionConfig(_Config):
     action_dim: int = 7
     hidden_dim: int = Field(256, ge=1)
     modalities: tuple[str, ...] = ()
+    # A registered router's name, and the keyword arguments of its class (e.g. {"k": 2} for "topk"; empty:
+    # the router's own defaults). A combinator's options hold other routers' specs, {"name": ..., "options":
+    # {...}}. From Python, `router` may also be a Router object (or a spec dict): it is stored as its spec.
     router: str = "topk"
-    # keyword arguments of the router class (e.g. {"k": 2} for "topk"); empty: the router's own defaults
     router_options: dict[str, Any] = {}
     num_experts: int = 4
     token_dim: int = Field(128, ge=1)
@@ -107,6 +121,29 @@ class ActionConfig(_Config):
     # its output unchanged (ACT-Adapter fine-tuning). False: the default init, so the actions reach the
     # attention input from the first step of a model trained from scratch.
     zero_init: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _router_as_spec(cls, data: Any) -> Any:
+        """A Router object or spec dict in `router` (or Router objects inside `router_options`) becomes
+        the serialisable name + options."""
+        if not isinstance(data, dict):
+            return data
+        router, options = data.get("router"), data.get("router_options")
+        needs = not isinstance(router, (str, type(None))) or _holds_router(options)
+        if not needs:
+            return data
+        from .moae import _spec_values, router_spec
+
+        data = dict(data)
+        if not isinstance(router, (str, type(None))):
+            spec = router_spec(router)
+            if options:
+                raise ValueError("give the router's options inside the router (object or spec), not in router_options")
+            data["router"], data["router_options"] = spec["name"], spec["options"]
+        else:
+            data["router_options"] = _spec_values(options)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ActionConfig:

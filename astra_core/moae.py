@@ -23,14 +23,16 @@ The router contract (`Router`; `check_router` tests a router against it):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from timm.layers import Mlp
 from torch import nn
 
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 from .modality import Modality, check_finite
 from .plugins.hookspecs import hookimpl
 
@@ -98,10 +100,26 @@ def check_router(
 
 class Router(nn.Module):
     """Base class of the router contract (module docstring): build parameters in `setup`, implement
-    `forward(tokens, modality_ids) -> (weights, expert_ids, aux_loss, stats)`."""
+    `forward(tokens, modality_ids) -> (weights, expert_ids, aux_loss, stats)`.
+
+    A router is described by a spec, `{"name": <registered name>, "options": {...}}` (`router_spec`),
+    which is what configs and checkpoints store. `options()` gives the keyword arguments it was built
+    with: by default, the attribute of the same name for every argument of `__init__` (so store each
+    argument as an attribute of its own name, or override `options`)."""
 
     def setup(self, token_dim: int, num_experts: int, modality_names: Sequence[str]) -> None:
         self.token_dim, self.num_experts, self.modality_names = token_dim, num_experts, list(modality_names)
+
+    def options(self) -> dict[str, Any]:
+        params = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise RouterContractError(
+                f"{type(self).__name__}: cannot describe itself: no attribute for the __init__ argument(s) "
+                f"{missing}; store them under the same names or override options()"
+            )
+        return {n: getattr(self, n) for n in names}
 
     @staticmethod
     def _entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -189,12 +207,190 @@ class SharedRouter(Router):
         return tokens.new_ones(len(tokens), 1), ids, tokens.new_zeros(()), {"entropy": 0.0}
 
 
+# --------------------------------------------------------------------------------------------
+# Specs and combinators
+# --------------------------------------------------------------------------------------------
+
+RouterLike = Router | Mapping[str, Any] | str
+
+
+def _registered_name(router: Router) -> str:
+    from .plugins import get_registry
+
+    for name, factory in get_registry().routers.items():
+        if factory is type(router):
+            return name
+    raise RouterContractError(
+        f"{type(router).__name__} is not a registered router, so a config or checkpoint cannot name it: "
+        "register it from a plugin (astra_register_routers) or with register_plugin"
+    )
+
+
+def router_spec(router: RouterLike) -> dict[str, Any]:
+    """The serialisable description of a router: {"name": ..., "options": {...}}, nested for
+    combinators. Accepts a router object, a spec (checked and normalised) or a registered name."""
+    if isinstance(router, str):
+        return {"name": router, "options": {}}
+    if isinstance(router, Mapping):
+        unknown = set(router) - {"name", "options"}
+        if "name" not in router or unknown or not isinstance(router.get("options", {}), Mapping):
+            raise ConfigError(f"router spec {dict(router)}: expected {{'name': ..., 'options': {{...}}}}")
+        return {"name": str(router["name"]), "options": _spec_values(dict(router.get("options", {})))}
+    if isinstance(router, Router):
+        return {"name": _registered_name(router), "options": _spec_values(router.options())}
+    raise ConfigError(f"a router must be a Router, a spec dict or a registered name, not {type(router).__name__}")
+
+
+def _spec_values(value: Any) -> Any:
+    """Options with every router inside (a combinator's) replaced by its spec."""
+    if isinstance(value, Router):
+        return router_spec(value)
+    if isinstance(value, Mapping):
+        return {k: _spec_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_spec_values(v) for v in value]
+    return value
+
+
+def build_router(spec: RouterLike) -> Router:
+    """A router from its spec (or a registered name); a Router object is returned as it is."""
+    from .plugins import get_registry
+
+    if isinstance(spec, Router):
+        return spec
+    spec = router_spec(spec)
+    factory = get_registry().get("routers", spec["name"])
+    try:
+        return factory(**spec["options"])
+    except TypeError as err:
+        raise ConfigError(
+            f"router options {spec['options']} do not fit router {spec['name']!r}, which takes "
+            f"{router_option_names(factory)}: {err}"
+        ) from None
+
+
+def router_option_names(factory) -> str:
+    """The keyword options a router class accepts, with their defaults, for error messages."""
+    try:
+        params = [
+            p
+            for p in inspect.signature(factory).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return "the options its documentation names"
+    if not params:
+        return "no options"
+    shown = [p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params]
+    return "{" + ", ".join(shown) + "}"
+
+
+def _pad(weights: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Widen [N, k'] routing to [N, k] with weight-0 slots on expert 0 (they add nothing)."""
+    extra = k - weights.shape[1]
+    if extra <= 0:
+        return weights, ids
+    return (
+        torch.cat([weights, weights.new_zeros(len(weights), extra)], dim=1),
+        torch.cat([ids, ids.new_zeros(len(ids), extra)], dim=1),
+    )
+
+
+class PerModalityRouter(Router):
+    """A router chosen per modality: `PerModalityRouter({"camera_se3": FixedRouter(), "robot_ee":
+    TopKRouter(k=1)}, default=SoftRouter())`. Each token goes through its modality's router (or
+    `default`, a top-k router unless given; None: every modality needs its own); the outputs are padded
+    to the widest k. YAML: `router: per_modality` with
+    `router_options: {routers: {camera_se3: {name: fixed}}, default: {name: topk, options: {k: 1}}}`."""
+
+    def __init__(self, routers: Mapping[str, RouterLike] | None = None, default: RouterLike | None = "topk"):
+        super().__init__()
+        self.routers = nn.ModuleDict({name: build_router(r) for name, r in dict(routers or {}).items()})
+        self.default = build_router(default) if default is not None else None
+
+    def setup(self, token_dim, num_experts, modality_names):
+        super().setup(token_dim, num_experts, modality_names)
+        unknown = sorted(set(self.routers) - set(modality_names))
+        if unknown:
+            raise ConfigError(f"PerModalityRouter: routers for {unknown}, which the model does not have")
+        uncovered = [m for m in modality_names if m not in self.routers]
+        if uncovered and self.default is None:
+            raise ConfigError(f"PerModalityRouter: no router for {uncovered}; give one each or a default")
+        for router in [*self.routers.values(), *([self.default] if self.default is not None else [])]:
+            router.setup(token_dim, num_experts, modality_names)
+
+    def options(self):
+        return {"routers": dict(self.routers.items()), "default": self.default}
+
+    def forward(self, tokens, modality_ids):
+        parts, entropy = [], 0.0
+        aux = tokens.new_zeros(())
+        for index, name in enumerate(self.modality_names):
+            rows = (modality_ids == index).nonzero().squeeze(1)
+            if not len(rows):
+                continue
+            router = self.routers[name] if name in self.routers else self.default
+            weights, ids, router_aux, stats = router(tokens[rows], modality_ids[rows])
+            check_router_output(router, (weights, ids, router_aux, stats), len(rows), self.num_experts)
+            parts.append((rows, weights, ids))
+            aux = aux + router_aux
+            entropy += float(stats["entropy"]) * len(rows)
+        k = max((w.shape[1] for _, w, _ in parts), default=1)
+        weights = tokens.new_zeros(len(tokens), k)
+        ids = torch.zeros(len(tokens), k, dtype=torch.long, device=tokens.device)
+        for rows, w, i in parts:
+            w, i = _pad(w, i, k)
+            weights[rows], ids[rows] = w.to(weights.dtype), i
+        return weights, ids, aux, {"entropy": entropy / max(len(tokens), 1)}
+
+
+class MixtureRouter(Router):
+    """A learned gate over several routers: `MixtureRouter([FixedRouter(), TopKRouter(k=2)])`. Each
+    token is routed by every one of them; a softmax gate on the token weighs the routers, and the
+    token's experts are all of theirs (k = the sum of their k), each weight times its router's gate.
+    The default mixes a fixed modality table with a learned top-k.
+    YAML: `router: mixture` with `router_options: {routers: [{name: fixed}, {name: topk}]}`."""
+
+    def __init__(self, routers: Sequence[RouterLike] = ("fixed", "topk")):
+        super().__init__()
+        if len(routers) < 1:
+            raise ConfigError("MixtureRouter: give at least one router")
+        self.routers = nn.ModuleList(build_router(r) for r in routers)
+
+    def setup(self, token_dim, num_experts, modality_names):
+        super().setup(token_dim, num_experts, modality_names)
+        for router in self.routers:
+            router.setup(token_dim, num_experts, modality_names)
+        self.gate = nn.Linear(token_dim, len(self.routers))
+        nn.init.zeros_(self.gate.weight)  # the routers start evenly weighed
+        nn.init.zeros_(self.gate.bias)
+
+    def options(self):
+        return {"routers": list(self.routers)}
+
+    def forward(self, tokens, modality_ids):
+        gate = torch.softmax(self.gate(tokens), dim=-1)
+        weights, ids = [], []
+        aux = tokens.new_zeros(())
+        entropy = float(self._entropy(gate.detach()))
+        for r, router in enumerate(self.routers):
+            w, i, router_aux, stats = router(tokens, modality_ids)
+            check_router_output(router, (w, i, router_aux, stats), len(tokens), self.num_experts)
+            weights.append(w * gate[:, r : r + 1])
+            ids.append(i)
+            aux = aux + router_aux
+            entropy += float(stats["entropy"]) / len(self.routers)
+        return torch.cat(weights, dim=1), torch.cat(ids, dim=1), aux, {"entropy": entropy}
+
+
 @hookimpl
 def astra_register_routers(register):
     register("topk", TopKRouter)
     register("soft", SoftRouter)
     register("fixed", FixedRouter)
     register("shared", SharedRouter)
+    register("per_modality", PerModalityRouter)
+    register("mixture", MixtureRouter)
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +441,7 @@ class MoAE(_PerModalityActions):
     def __init__(
         self,
         modalities: Sequence[Modality | str],
-        router: Router | None = None,
+        router: RouterLike | None = None,
         num_experts: int = 4,
         token_dim: int = 64,
         out_dim: int | None = None,
@@ -254,7 +450,7 @@ class MoAE(_PerModalityActions):
     ):
         super().__init__(modalities, token_dim, out_dim, "MoAE")
         self.encoders = nn.ModuleDict({m.name: m.encoder(token_dim) for m in self.modalities.values()})
-        self.router = router if router is not None else TopKRouter(k=min(2, num_experts))
+        self.router = build_router(router) if router is not None else TopKRouter(k=min(2, num_experts))
         self.router.setup(token_dim, num_experts, self.names)
         self.num_experts = num_experts
         self.experts = nn.ModuleList(Mlp(token_dim, expert_hidden, self.out_dim) for _ in range(num_experts))

@@ -1,10 +1,12 @@
+import json
+
 import pytest
 import torch
 from _helpers import make_config
 from torch import nn
 
 from astra_core.config import ActionConfig
-from astra_core.errors import ShapeError
+from astra_core.errors import ConfigError, ShapeError
 from astra_core.moae import FixedRouter, MoAE, Router, SharedRouter, SoftRouter, TopKRouter
 from astra_core.modality import AlignedActions, Modality, Normalizer
 from astra_core.model.actions import AstraNet
@@ -321,3 +323,119 @@ def test_normaliser_statistics_travel_in_checkpoints(tmp_path):
     norm = loaded.moae.normalizers["camera_se3"]
     assert bool(norm.fitted) and torch.allclose(norm.mean, data.mean(0)) and torch.allclose(norm.std, data.std(0))
     assert not bool(loaded.moae.normalizers["discrete_cmd"].fitted)
+
+
+def _combinators():
+    from astra_core.moae import MixtureRouter, PerModalityRouter
+
+    return [
+        PerModalityRouter({"a": FixedRouter(), "b": TopKRouter(k=1)}, default=None),
+        PerModalityRouter({"b": SoftRouter()}),
+        MixtureRouter([FixedRouter(), TopKRouter(k=2)]),
+        MixtureRouter(
+            [PerModalityRouter({"a": SharedRouter()}, default="soft"), {"name": "topk", "options": {"k": 1}}]
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_composed_routers_keep_the_contract_and_their_spec_round_trips(index):
+    from astra_core import check_router
+    from astra_core.moae import build_router, router_spec
+
+    router = _combinators()[index]
+    check_router(router)
+    spec = router_spec(router)
+    assert json.loads(json.dumps(spec)) == spec  # plain JSON, nested for combinators
+    rebuilt = build_router(spec)
+    check_router(rebuilt)
+    rebuilt.load_state_dict(router.state_dict())
+    tokens, mods = torch.randn(7, 8), torch.tensor([0, 1, 0, 1, 1, 0, 0])
+    for a, b in zip(router(tokens, mods)[:2], rebuilt(tokens, mods)[:2]):
+        assert torch.equal(a, b)
+
+
+def test_per_modality_routing_sends_each_modality_through_its_own_router():
+    from astra_core.moae import PerModalityRouter
+
+    router = PerModalityRouter({"a": FixedRouter({"a": 3}), "b": SharedRouter()}, default=None)
+    router.setup(8, 4, ["a", "b"])
+    weights, ids, _, _ = router(torch.randn(4, 8), torch.tensor([0, 1, 1, 0]))
+    assert ids[:, 0].tolist() == [3, 0, 0, 3] and torch.equal(weights, torch.ones(4, 1))
+    with pytest.raises(ConfigError, match=r"no router for \['b'\]"):
+        PerModalityRouter({"a": FixedRouter()}, default=None).setup(8, 4, ["a", "b"])
+    with pytest.raises(ConfigError, match=r"routers for \['sonar'\]"):
+        PerModalityRouter({"sonar": FixedRouter()}).setup(8, 4, ["a", "b"])
+
+
+def test_a_router_composed_in_python_saves_loads_and_shows_in_info(tmp_path, capsys):
+    """ActionConfig takes the router object and stores its spec; the checkpoint rebuilds it."""
+    from astra_core.checkpoint import load_checkpoint, save_checkpoint
+    from astra_core.cli import main
+    from astra_core.config import AstraConfig, dit_preset
+    from astra_core.moae import MixtureRouter, PerModalityRouter
+
+    router = MixtureRouter([FixedRouter({"camera_se3": 1}), PerModalityRouter({"robot_ee": TopKRouter(k=1)})])
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=16),
+        action=ActionConfig(
+            encoder="moae", modalities=("camera_se3", "robot_ee"), router=router, token_dim=8, expert_hidden=8
+        ),
+    )
+    assert cfg.action.router == "mixture"
+    assert cfg.action.router_options["routers"][0] == {"name": "fixed", "options": {"table": {"camera_se3": 1}}}
+    torch.manual_seed(0)
+    net = AstraNet(cfg)
+    for expert in net.moae.experts:
+        torch.nn.init.normal_(expert.fc2.weight, std=0.1)
+    path = save_checkpoint(tmp_path / "m.safetensors", net)
+    loaded = load_checkpoint(path)
+    actions = {"camera_se3": torch.randn(2, 3, 9), "robot_ee": torch.randn(2, 3, 7)}
+    assert torch.equal(net.moae(actions).features, loaded.moae(actions).features)
+    assert main(["info", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["action"]["router_options"]["routers"][1]["name"] == "per_modality"
+
+
+def test_yaml_composes_routers_by_spec():
+    from astra_core.config import TrainConfig
+    from astra_core.moae import PerModalityRouter
+
+    cfg = TrainConfig.from_dict(
+        {
+            "model": {
+                "dit": {
+                    "preset": "tiny",
+                    "dim": 32,
+                    "ffn_dim": 64,
+                    "num_heads": 2,
+                    "num_layers": 1,
+                    "in_dim": 48,
+                    "out_dim": 48,
+                },
+                "action": {
+                    "encoder": "moae",
+                    "modalities": ["camera_se3", "robot_ee"],
+                    "router": "per_modality",
+                    "router_options": {"routers": {"camera_se3": {"name": "fixed"}}, "default": {"name": "soft"}},
+                    "token_dim": 8,
+                    "expert_hidden": 8,
+                },
+            }
+        }
+    )
+    net = AstraNet(cfg.model)
+    assert isinstance(net.moae.router, PerModalityRouter)
+    assert isinstance(net.moae.router.routers["camera_se3"], FixedRouter)
+    assert isinstance(net.moae.router.default, SoftRouter)
+
+
+def test_an_unregistered_router_class_cannot_be_stored():
+    from astra_core import RouterContractError
+    from astra_core.moae import router_spec
+
+    class Private(SharedRouter):
+        pass
+
+    with pytest.raises(RouterContractError, match="Private is not a registered router"):
+        router_spec(Private())

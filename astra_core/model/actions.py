@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import AstraConfig
 from ..errors import ConfigError, ShapeError
-from ..moae import MoAE, SharedActionEncoder
+from ..moae import MoAE, SharedActionEncoder, build_router
 from .dit import AstraDiT
 
 
@@ -38,29 +38,9 @@ Actions = torch.Tensor | Mapping[str, torch.Tensor]
 Masks = torch.Tensor | Mapping[str, torch.Tensor] | None
 
 
-def _options_of(factory) -> str:
-    """The keyword options a router class (or factory) accepts, with their defaults, for error messages."""
-    import inspect
-
-    try:
-        params = [
-            p
-            for p in inspect.signature(factory).parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        return "the options its documentation names"
-    if not params:
-        return "no options"
-    shown = [p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params]
-    return "{" + ", ".join(shown) + "}"
-
-
 def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
     """The per-modality action module of a config: an MoAE (modalities and the router class from the
     plugin registry), or for encoder "shared" its ablation with one shared encoder."""
-    from ..plugins import get_registry
-
     cfg = config.action
     if cfg.encoder == "shared":
         return SharedActionEncoder(
@@ -70,14 +50,10 @@ def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
             expert_hidden=cfg.expert_hidden,
             zero_init=cfg.zero_init,
         )
-    router_cls = get_registry().get("routers", cfg.router)
     try:
-        router = router_cls(**cfg.router_options)
-    except TypeError as err:
-        raise ConfigError(
-            f"action.router_options {cfg.router_options} do not fit router {cfg.router!r}, which takes "
-            f"{_options_of(router_cls)}: {err}"
-        ) from None
+        router = build_router({"name": cfg.router, "options": cfg.router_options})
+    except ConfigError as err:
+        raise ConfigError(f"action.router_options: {err}") from None
     return MoAE(
         list(cfg.modalities),
         router=router,
