@@ -205,3 +205,18 @@ def shard_tokenizer(path: str | Path) -> dict[str, Any]:
             return json.loads(f.attrs["tokenizer"])
     except (OSError, KeyError, ValueError) as err:
         raise CacheError(f"{path}: truncated or corrupt cache shard ({err})") from None
+
+
+HELD_OUT_SHARE = 0.1
+
+
+def split_episodes(episodes: list, embodiment_of=lambda e: e.embodiment) -> tuple[list, list]:
+    """The held-out rule, shared by training on a cache and `astra eval --cache/--reader`: per
+    embodiment, in the order given (shard files sorted by path and episodes in shard order; reader
+    files in the order named), the first max(1, round(0.1·n)) of its n episodes are held out and the
+    rest train. Whole episodes go to one side only. -> (train, held_out), each in the given order."""
+    groups: dict[str, list] = {}
+    for episode in episodes:
+        groups.setdefault(embodiment_of(episode), []).append(episode)
+    held = {id(e) for group in groups.values() for e in group[: max(1, round(HELD_OUT_SHARE * len(group)))]}
+    return [e for e in episodes if id(e) not in held], [e for e in episodes if id(e) in held]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -171,8 +172,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         checkpoints["no_action"] = args.no_action
     seeds = {} if args.first_seed is None else {"first_seed": args.first_seed}
     settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons), **seeds)
-    results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
-    shown = tuple(args.horizons)[:3]
+    if args.paths and not args.reader:
+        raise ConfigError(f"PATHS {args.paths[:3]} given without --reader NAME")
+    if args.cache or args.reader:
+        results = _eval_data(args, checkpoints, settings)
+        used = sorted({int(k.split("@")[1]) for r in results.values() for k in r if re.fullmatch(r"astra/psnr@\d+", k)})
+        shown = tuple(used)[:3]
+    else:
+        results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
+        shown = tuple(args.horizons)[:3]
     write_report(results, Path(args.out), shown)
     print(markdown_table(results, shown))
     print(f"written: {Path(args.out) / 'eval.json'}, {Path(args.out) / 'eval.md'}")
@@ -182,6 +190,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for path in write_plots(results, Path(args.out), tuple(args.horizons)):
             print(f"written: {path}")
     return 0
+
+
+def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
+    """`astra eval --cache` / `--reader`: the checkpoint on recorded episodes (the held-out ones)."""
+    from .evaluate import episodes_from_cache, episodes_from_reader, evaluate_data
+    from .plugins import get_registry
+    from .world import WorldModel
+
+    options = {k: v for k, v in {"guidance_scale": args.guidance, "num_steps": args.steps}.items() if v is not None}
+    models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
+    first = next(iter(models.values()))
+    if args.cache:
+        episodes = episodes_from_cache(args.cache, first.tokenizer, held_out=not args.all_episodes)
+    else:
+        if not args.paths:
+            raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
+        reader = get_registry().get("readers", args.reader)
+        episodes = episodes_from_reader(reader, args.paths, held_out=not args.all_episodes)
+    return evaluate_data(episodes, models, settings)
 
 
 def _rollout_options(args: argparse.Namespace) -> dict:
@@ -327,8 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="override the config's steps")
     train.add_argument("--out", help="override the config's out_dir")
     train.set_defaults(func=_cmd_train)
-    ev = sub.add_parser("eval", help="the toy benchmark: rollouts against exact ground truth")
+    ev = sub.add_parser(
+        "eval", help="the toy benchmark against exact ground truth, or a checkpoint on your data (--cache, --reader)"
+    )
     ev.add_argument("--checkpoint", required=True)
+    data = ev.add_mutually_exclusive_group()
+    data.add_argument("--cache", nargs="+", help="encoded shards (globs): score the held-out episodes of this cache")
+    data.add_argument("--reader", help="a registered reader: score the held-out episodes of the files PATHS")
+    ev.add_argument("paths", nargs="*", help="input files for --reader")
+    ev.add_argument(
+        "--all-episodes",
+        action="store_true",
+        help="with --cache or --reader: score every episode, not only those the held-out rule picks",
+    )
     ev.add_argument("--no-action", help="checkpoint of the same architecture trained without actions (baseline)")
     ev.add_argument("--episodes", type=int, default=20, help="held-out episodes per embodiment")
     ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .cache import split_episodes
 from .checkpoint import write_text_atomically, written_atomically
 from .errors import AstraError, ConfigError
 from .modality import raw_length, raw_rows
@@ -104,9 +105,15 @@ class EvalSettings:
             raise ConfigError(f"first_seed={self.first_seed} must not be negative")
 
 
-def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list, modality: str, context: int, horizon: int):
-    """Predict `horizon` frames after `context` context frames for a batch of episodes."""
-    return wm.rollout(frames[:, :, :context], [{modality: s} for s in streams], horizon)
+def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list[dict], context: int, horizon: int):
+    """Predict `horizon` frames after `context` context frames for a batch of episodes; `streams` holds
+    each episode's raw actions keyed by modality."""
+    return wm.rollout(frames[:, :, :context], streams, horizon)
+
+
+def _splice(wm: WorldModel, streams: dict, others: dict, at: int) -> dict:
+    """Each modality's stream up to `at`, then the other episode's, by that modality's own rule."""
+    return {m: wm.modalities[m].splice(stream, others[m], at) for m, stream in streams.items()}
 
 
 def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str, float | list[float]]:
@@ -178,41 +185,58 @@ def teacher_forced(wm: WorldModel, frames: torch.Tensor, streams: list, contexts
     return out
 
 
+@dataclass
+class EvalEpisode:
+    """One episode to score: frames [3, T, H, W] in [-1, 1] and the raw actions of those T frames,
+    keyed by modality; `source` names it in errors."""
+
+    frames: torch.Tensor
+    streams: dict
+    source: str = ""
+    embodiment: str = ""
+
+
 @torch.no_grad()
-def evaluate_embodiment(
-    world, models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+def evaluate_episodes(
+    label: str,
+    episodes: list[EvalEpisode],
+    others: list[EvalEpisode] | None,
+    models: dict[str, WorldModel],
+    settings: EvalSettings,
+    progress: bool = True,
+    responsiveness=None,
 ) -> dict[str, float]:
-    """Mean metrics over held-out episodes for each model and for copy-last-frame; the episodes of an
-    embodiment are rolled out together as one batch."""
+    """Mean metrics (and their spread) over `episodes` of one embodiment, for each model and for
+    copy-last-frame: rollout PSNR/SSIM/sharpness at `settings.horizons`, the teacher-forced next
+    step, and, with `others` (one per episode), action following: the error of a rollout driven by
+    the other episode's actions (spliced by each modality's rule) over that of the true actions.
+    `responsiveness(wm)`, where a world can render any future, adds per-episode responsiveness PSNRs.
+    Episodes are rolled out together as one batch, so they must share length and modalities."""
     horizon, context = max(settings.horizons), settings.context_frames
-    step = next(iter(models.values())).frames_per_step
-    needed = max(horizon, step + max(settings.switch_frames, step), settings.teacher_forced_contexts * step)
-    total = context + math.ceil(needed / step) * step
-    seed = settings.first_seed
-    episodes = [world.episode(seed + i, total) for i in range(settings.episodes)]
-    others = [world.episode(seed + 10_000 + i, total) for i in range(settings.episodes)]
     frames = torch.stack([ep.frames for ep in episodes])
-    streams = [ep.actions[world.modality] for ep in episodes]
-    spliced = [_splice(s, o.actions[world.modality], context) for s, o in zip(streams, others)]
+    streams = [ep.streams for ep in episodes]
+    spliced = [_splice(next(iter(models.values())), s, o.streams, context) for s, o in zip(streams, others or [])]
     truth = frames[:, :, context : context + horizon]
     last = frames[:, :, context - 1]
     per_episode: list[dict[str, float]] = [
         _metrics(last[i][:, None].expand_as(truth[i]), truth[i], last[i], settings, "copy_last/")
         for i in range(len(episodes))
     ]
-    for name, wm in tqdm(models.items(), desc=f"eval {world.name}", unit="model", leave=False, disable=not progress):
-        pred = _rollout(wm, frames, streams, world.modality, context, horizon)
-        wrong = _rollout(wm, frames, spliced, world.modality, context, horizon)
-        responsive = _responsiveness(wm, world, episodes, others, context, settings)
-        forced = teacher_forced(wm, frames, [{world.modality: s} for s in streams], settings.teacher_forced_contexts)
+    for name, wm in tqdm(models.items(), desc=f"eval {label}", unit="model", leave=False, disable=not progress):
+        pred = _rollout(wm, frames, streams, context, horizon)
+        wrong = _rollout(wm, frames, spliced, context, horizon) if spliced else None
+        responsive = responsiveness(wm) if responsiveness is not None else None
+        forced = teacher_forced(wm, frames, streams, settings.teacher_forced_contexts)
         for i, results in enumerate(per_episode):
             results.update(_metrics(pred[i], truth[i], last[i], settings, f"{name}/"))
-            for h in settings.horizons:
-                err_true = float((pred[i][:, :h] - truth[i][:, :h]).pow(2).mean())
-                err_shuffled = float((wrong[i][:, :h] - truth[i][:, :h]).pow(2).mean())
-                results[f"{name}/action_following@{h}"] = err_shuffled / max(err_true, 1e-10)
-            results[f"{name}/action_following"] = results[f"{name}/action_following@{horizon}"]
-            results[f"{name}/responsiveness_psnr"] = responsive[i]
+            if wrong is not None:
+                for h in settings.horizons:
+                    err_true = float((pred[i][:, :h] - truth[i][:, :h]).pow(2).mean())
+                    err_shuffled = float((wrong[i][:, :h] - truth[i][:, :h]).pow(2).mean())
+                    results[f"{name}/action_following@{h}"] = err_shuffled / max(err_true, 1e-10)
+                results[f"{name}/action_following"] = results[f"{name}/action_following@{horizon}"]
+            if responsive is not None:
+                results[f"{name}/responsiveness_psnr"] = responsive[i]
             for key, value in forced[i].items():
                 if key.startswith("tf_copy_last"):
                     results[f"copy_last/{key.replace('_copy_last', '')}"] = value
@@ -230,11 +254,40 @@ def evaluate_embodiment(
         else:
             out[key] = sum(values) / len(values)
             out[f"{key}/std"] = statistics.pstdev(values)  # the spread over episodes
+    modalities = sorted({m for s in streams for m in s})
     for name, wm in models.items():
-        usage = router_usage(wm, streams, world.modality)
-        if usage is not None:
-            out[f"{name}/router_usage"] = usage
+        if len(modalities) == 1:
+            usage = router_usage(wm, [s[modalities[0]] for s in streams], modalities[0])
+            if usage is not None:
+                out[f"{name}/router_usage"] = usage
     return out
+
+
+def evaluate_embodiment(
+    world, models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+) -> dict[str, float]:
+    """The toy benchmark for one world: held-out episodes from `settings.first_seed` on, others (for
+    action following and responsiveness) from 10,000 seeds further, scored by `evaluate_episodes`."""
+    horizon, context = max(settings.horizons), settings.context_frames
+    step = next(iter(models.values())).frames_per_step
+    needed = max(horizon, step + max(settings.switch_frames, step), settings.teacher_forced_contexts * step)
+    total = context + math.ceil(needed / step) * step
+    seed = settings.first_seed
+    episodes = [world.episode(seed + i, total) for i in range(settings.episodes)]
+    others = [world.episode(seed + 10_000 + i, total) for i in range(settings.episodes)]
+
+    def as_eval(ep):
+        return EvalEpisode(ep.frames, {world.modality: ep.actions[world.modality]}, ep.source)
+
+    return evaluate_episodes(
+        world.name,
+        [as_eval(ep) for ep in episodes],
+        [as_eval(o) for o in others],
+        models,
+        settings,
+        progress,
+        responsiveness=lambda wm: _responsiveness(wm, world, episodes, others, context, settings),
+    )
 
 
 @torch.no_grad()
@@ -248,52 +301,18 @@ def router_usage(wm: WorldModel, streams: list, modality: str) -> list[float] | 
     return [float(x) for x in stats["usage"][modality]]
 
 
-def _splice(stream, other, context: int):
-    """Another episode's actions after the context (pose streams re-anchored to this episode's last pose)."""
-    from .modality import concat_raw
-
-    return concat_raw(raw_rows(stream, 0, context), _reanchor(stream, other, context))
-
-
-def _reanchor(stream, other, context: int):
-    import numpy as np
-
-    rest = raw_rows(other, context, None)
-    if isinstance(stream, np.ndarray) and stream.ndim == 3:  # absolute camera poses: keep other's motion
-        anchor = stream[context - 1] @ np.linalg.inv(other[context - 1])
-        return anchor[None] @ rest
-    if isinstance(stream, dict) and "translation" in stream:  # ego poses: the same, in SE(3)
-        return _reanchor_ego(stream, other, context)
-    return rest
-
-
-def _reanchor_ego(stream, other, context: int):
-    import numpy as np
-    import quaternion
-
-    def pose(s, i):
-        m = np.eye(4)
-        m[:3, :3] = quaternion.as_rotation_matrix(quaternion.from_float_array(s["rotation"][i]))
-        m[:3, 3] = s["translation"][i]
-        return m
-
-    anchor = pose(stream, context - 1) @ np.linalg.inv(pose(other, context - 1))
-    poses = [anchor @ pose(other, i) for i in range(context, len(other["translation"]))]
-    rot = quaternion.as_float_array(quaternion.from_rotation_matrix(np.stack([p[:3, :3] for p in poses])))
-    return {"translation": np.stack([p[:3, 3] for p in poses]), "rotation": rot}
-
-
 def _responsiveness(wm, world, episodes, others, context, settings) -> list[float]:
     """Run on true actions, switch to another episode's actions after the first step, and score the
     frames right after the switch against the ground truth of the switched stream."""
     step = wm.frames_per_step
     horizon = step + max(settings.switch_frames, step)
+    modality = wm.modalities[world.modality]
     switched = [
-        _splice(ep.actions[world.modality], o.actions[world.modality], context + step)
+        modality.splice(ep.actions[world.modality], o.actions[world.modality], context + step)
         for ep, o in zip(episodes, others)
     ]
     frames = torch.stack([ep.frames for ep in episodes])
-    pred = _rollout(wm, frames, switched, world.modality, context, horizon)
+    pred = _rollout(wm, frames, [{world.modality: s} for s in switched], context, horizon)
     after = slice(step, step + settings.switch_frames)
     scores = []
     for i, ep in enumerate(episodes):
@@ -319,13 +338,98 @@ def run_benchmark(
     first = next(iter(models.values()))
     registry = get_registry()
     results = {}
-    for world in registry.worlds.values():
+    covered = [w for w in registry.worlds.values() if w.modality in first.modalities]
+    if not covered:
+        raise AstraError(
+            f"the checkpoint's modalities {sorted(first.modalities)} drive none of the toy worlds "
+            f"({', '.join(f'{w.name}: {w.modality}' for w in registry.worlds.values())}); evaluate it on "
+            "your own data with --cache or --reader"
+        )
+    for world in covered:
         if world.modality in first.modalities:
             results[world.name] = evaluate_embodiment(world, models, settings, progress)
             for label, wm in models.items():  # the settings every figure was taken at
                 results[world.name][f"{label}/sampling_steps"] = wm.latent.num_steps
                 results[world.name][f"{label}/guidance"] = wm.latent.guidance_scale
                 results[world.name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
+    return results
+
+
+def episodes_from_cache(patterns: list[str], tokenizer, held_out: bool = True) -> list[EvalEpisode]:
+    """The (held-out) episodes of the shards matching `patterns`, decoded to frames by `tokenizer`
+    (which must be the one that encoded them)."""
+    import glob
+
+    from .cache import read_shard
+
+    paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
+    if not paths:
+        raise ConfigError(f"--cache: no shard matches {patterns}")
+    episodes = [e for p in paths for e in read_shard(p, tokenizer.describe())]
+    chosen = split_episodes(episodes)[1] if held_out else episodes
+    out = []
+    for e in chosen:
+        frames = tokenizer.decode(e.latents[None].float())[0].clamp(-1, 1)
+        length = frames.shape[1]
+        streams = {m: raw_rows(r, 0, length) for m, r in e.raw.items()}
+        out.append(EvalEpisode(frames, streams, e.source, e.embodiment))
+    return out
+
+
+def episodes_from_reader(reader, paths: list[str], held_out: bool = True) -> list[EvalEpisode]:
+    """Episodes read from `paths` by a registered reader; the held-out rule picks among them unless
+    `held_out` is False (then all are scored, e.g. files kept apart for testing)."""
+    episodes = []
+    for path in paths:
+        episode = reader.read(path)
+        if episode.frames is None:
+            raise AstraError(f"{path}: the reader {reader.name!r} gives no frames, so it cannot be evaluated")
+        episodes.append(EvalEpisode(episode.frames.float(), dict(episode.actions), str(path), episode.embodiment))
+    return split_episodes(episodes)[1] if held_out else episodes
+
+
+def evaluate_data(
+    episodes: list[EvalEpisode], models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+) -> dict:
+    """{embodiment: metrics} for recorded episodes (`evaluate_episodes` per embodiment). Episodes of
+    one embodiment are cut to the shortest one's length; horizons beyond it and teacher-forced contexts
+    that do not fit are dropped (the settings used are stored with the figures); action following
+    drives each episode with the next one's actions, so it needs two episodes of an embodiment."""
+    from dataclasses import replace
+
+    first = next(iter(models.values()))
+    groups: dict[str, list[EvalEpisode]] = {}
+    for episode in episodes:
+        groups.setdefault(episode.embodiment or "episodes", []).append(episode)
+    usable = {name: g for name, g in groups.items() if all(set(e.streams) <= set(first.modalities) for e in g)}
+    if not usable:
+        data = sorted({m for e in episodes for m in e.streams})
+        raise AstraError(
+            f"the checkpoint's modalities {sorted(first.modalities)} cover none of the data's modalities {data}"
+        )
+    context, step = settings.context_frames, first.frames_per_step
+    results = {}
+    for name, group in usable.items():
+        length = min(e.frames.shape[1] for e in group)
+        available = (length - context) // step * step
+        if available < step:
+            raise AstraError(
+                f"{name}: the shortest episode ({min(group, key=lambda e: e.frames.shape[1]).source}) has "
+                f"{length} frames; evaluation needs at least {context + step}"
+            )
+        horizons = tuple(h for h in settings.horizons if h <= available) or (available,)
+        contexts = max(1, min(settings.teacher_forced_contexts, (length - 1) // step))
+        cut = [
+            EvalEpisode(e.frames[:, :length], {m: raw_rows(r, 0, length) for m, r in e.streams.items()}, e.source, name)
+            for e in group
+        ]
+        others = cut[1:] + cut[:1] if len(cut) > 1 else None
+        here = replace(settings, horizons=horizons, teacher_forced_contexts=contexts)
+        results[name] = evaluate_episodes(name, cut, others, models, here, progress)
+        for label, wm in models.items():
+            results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
+            results[name][f"{label}/guidance"] = wm.latent.guidance_scale
+            results[name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
     return results
 
 

@@ -158,6 +158,14 @@ class Modality(ABC):
             "bounds": {part: list(b) for part, b in self.bounds.items()},
         }
 
+    def splice(self, stream: Any, other: Any, at: int) -> Any:
+        """`stream`'s rows before `at`, then `other`'s rows from `at` on, joined so the result is one
+        plausible stream: what the action-following test feeds a model (an episode driven by another
+        episode's actions). The default joins the rows as they are, right for streams of per-frame
+        changes (deltas, keys); a modality of absolute states (poses) overrides it to carry `other`'s
+        motion on from `stream`'s state at `at − 1`, instead of jumping to `other`'s place."""
+        return concat_raw(raw_rows(stream, 0, at), raw_rows(other, at, None))
+
     def check_values(self, values: np.ndarray, part: str = "raw") -> None:
         """Finite, and within `bounds[part]` when the modality declares one."""
         if part in self.bounds:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .cache import CachedEpisode, read_shard
+from .cache import CachedEpisode, read_shard, split_episodes
 from .checkpoint import (
     publish,
     read_checkpoint,
@@ -236,18 +236,27 @@ class Trainer:
                 raise ConfigError(f"data.cache: no shard matches {list(data.cache)}")
             episodes = [e for p in paths for e in read_shard(p, self.tokenizer.describe())]
             _check_modalities(self.cfg, {e.embodiment: (sorted(e.actions), e.source) for e in episodes})
-            held = {}
-            pools: dict[str, list] = {}
+            counts: dict[str, int] = {}
             for ep in episodes:
-                pools.setdefault(ep.embodiment, []).extend(ep.clips(self.clip_frames(), data.clip_stride))
-            for name, clips in pools.items():
-                if len(clips) < 2:
+                counts[ep.embodiment] = counts.get(ep.embodiment, 0) + 1
+            few = {name: n for name, n in counts.items() if n < 2}
+            if few:
+                raise ConfigError(
+                    f"data.cache: embodiment(s) {few} have a single episode; whole episodes are held out "
+                    "(split_episodes), so each needs at least 2: encode more episodes"
+                )
+            train, held_out = split_episodes(episodes)  # whole episodes, never one on both sides
+            pools: dict[str, list] = {}
+            held: dict[str, list] = {}
+            for side, chosen in ((pools, train), (held, held_out)):
+                for ep in chosen:
+                    side.setdefault(ep.embodiment, []).extend(ep.clips(self.clip_frames(), data.clip_stride))
+            for name in counts:
+                if not pools.get(name) or not held.get(name):
                     raise ConfigError(
-                        f"data.cache: embodiment {name!r} yields {len(clips)} clips of {self.clip_frames()} frames; "
-                        "need at least 2 (one is held out): add episodes or lower data.history_chunks"
+                        f"data.cache: embodiment {name!r} yields no clips of {self.clip_frames()} frames on one "
+                        "side of the split; add episodes or lower data.history_chunks"
                     )
-                cut = max(1, len(clips) // 10)
-                held[name], pools[name] = clips[:cut], clips[cut:]
             return pools, held
         train = self._world_clips(0, data.episodes_per_world, data.time_strides)
         return train, self._world_clips(10**6, data.held_out_per_world, (1,))

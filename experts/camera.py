@@ -37,6 +37,12 @@ class CameraSE3(Modality):
             raise ShapeError(f"{self.name}: the 3x3 blocks of the poses are not rotations")
         return poses
 
+    def splice(self, stream, other, at: int) -> np.ndarray:
+        """`other`'s camera motion from frame `at` on, re-anchored to `stream`'s pose at `at − 1`."""
+        stream, other = np.asarray(stream, dtype=np.float64), np.asarray(other, dtype=np.float64)
+        anchor = stream[at - 1] @ np.linalg.inv(other[at - 1])
+        return np.concatenate([stream[:at], anchor[None] @ other[at:]])
+
     @staticmethod
     def integrate(vectors: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Inverse of `align` at factor 1: chain the relative motions of latent frames 1… onto `start`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import quaternion  # numpy-quaternion
 
 from astra_core.errors import ShapeError
 from astra_core.modality import AlignedActions, Modality, latent_frame_indices
@@ -41,6 +42,14 @@ class VehiclePose(Modality):
         if np.any(norms < 1e-6):
             raise ShapeError(f"{self.name}: rotation has a zero quaternion at frame {int(np.argmin(norms))}")
         return make_pose(quat_wxyz_to_rotmat(q), t)
+
+    def splice(self, stream, other, at: int) -> dict:
+        """`other`'s ego motion from frame `at` on, re-anchored to `stream`'s pose at `at − 1`."""
+        mine, theirs = self.poses(stream), self.poses(other)
+        anchor = mine[at - 1] @ np.linalg.inv(theirs[at - 1])
+        poses = np.concatenate([mine[:at], anchor[None] @ theirs[at:]])
+        rotation = quaternion.as_float_array(quaternion.from_rotation_matrix(poses[:, :3, :3]))
+        return {"translation": poses[:, :3, 3], "rotation": rotation}
 
     @staticmethod
     def integrate(vectors: np.ndarray, start: np.ndarray) -> np.ndarray:

@@ -1,5 +1,8 @@
 import json
+import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from _helpers import make_config
@@ -10,6 +13,7 @@ from astra_core.config import ActionConfig
 from astra_core.evaluate import psnr, sharpness, ssim, teacher_forced
 from astra_core.model.actions import AstraNet
 from astra_core.tokenizer import PixelTokenizer
+from astra_core.world import DEFAULT_CHECKPOINT as SHIPPED
 
 
 def test_psnr_and_ssim_basics():
@@ -139,3 +143,190 @@ def test_teacher_forced_step_scores_a_perfect_predictor_above_copy_last():
         assert copy["tf_margin"] == pytest.approx(0.0, abs=1e-6)
         assert good["tf_copy_last_psnr"] == pytest.approx(copy["tf_psnr"], abs=1e-6)
         assert len(good["tf_psnr_by_context"]) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# your own data: astra eval --cache / --reader
+# ------------------------------------------------------------------------------------------------
+def _reader_fixture(name, tmp_path):
+    """Two episodes' inputs for a built-in reader, from test_readers' fixture writers -> PATHS."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import test_readers as tr
+
+    from astra_core.plugins import get_registry
+    from astra_core.video import frames_to_uint8, write_mp4
+
+    paths = []
+    for i in range(2):
+        root = tmp_path / f"ep{i}"
+        root.mkdir()
+        if name == "realestate10k":
+            ep = tr._toy_episode(frames=9)
+            tr._write_re10k(root / "clip.txt", ep.actions["camera_se3"], np.arange(9) * 100_000)
+            write_mp4(root / "clip.mp4", frames_to_uint8(ep.frames), fps=10)
+            paths.append(root / "clip.txt")
+        elif name == "spatialvid":
+            folder, _ = tr._write_spatialvid(root, tr._toy_episode(frames=9), stride=2)
+            paths.append(folder)
+        elif name == "robot_hdf5":
+            paths.append(tr._write_robomimic(root / "lift.hdf5", demos=1, frames=9))
+        elif name == "nuscenes":
+            tables, _ = tr._write_nuscenes(root, frames=9)
+            paths.append(f"{tables}:scene-0061")
+        elif name == "lerobot":
+            tr._write_lerobot(root, "v2.1", episodes=1, frames=9)
+            paths.append(f"{root}:0")
+        elif name == "rt1_tfrecord":
+            shard = root / "fractal20220817_data-train.tfrecord-00000-of-01024"
+            shard.write_bytes(tr._frame(tr._example(steps=5, seed=i)[0]))
+            paths.append(shard)
+        elif name == "game_log":
+            ep = get_registry().get("worlds", "keyboard_game").episode(seed=3 + i, num_frames=9)
+            write_mp4(root / "run.mp4", frames_to_uint8(ep.frames), fps=20)
+            records = [{"keyboard": {"keys": ["key.keyboard.w"]}, "mouse": {"dx": 1.0, "dy": 0}}] * 9
+            (root / "run.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+            paths.append(root / "run.mp4")
+    return [str(p) for p in paths]
+
+
+READERS = ["realestate10k", "spatialvid", "robot_hdf5", "nuscenes", "lerobot", "rt1_tfrecord", "game_log"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_eval_scores_the_shipped_model_on_each_readers_fixture(reader, tmp_path, capsys):
+    from astra_core.cli import main
+
+    paths = _reader_fixture(reader, tmp_path)
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(SHIPPED),
+            "--reader",
+            reader,
+            *paths,
+            "--all-episodes",
+            "--steps",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "eval.json").read_text())
+    (figures,) = results.values()
+    for key in ("astra/psnr@", "copy_last/psnr@", "astra/sharpness@", "astra/action_following@"):
+        assert any(k.startswith(key) for k in figures), key
+    assert "astra/tf_margin" in figures and "copy_last/tf_psnr" in figures
+    assert math.isfinite(figures["astra/tf_psnr"])
+    assert "next step PSNR" in capsys.readouterr().out
+
+
+def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_path, capsys):
+    from astra_core.cache import read_shard, split_episodes
+    from astra_core.cli import main
+
+    cache = tmp_path / "cache"
+    assert main(["encode", "--world", "car", "--episodes", "12", "--frames", "9", "--out", str(cache)]) == 0
+    capsys.readouterr()
+    episodes = [e for p in sorted(cache.glob("shard-*.h5")) for e in read_shard(p)]
+    train, held = split_episodes(episodes)
+    assert len(held) == 1 and {e.source for e in held}.isdisjoint({e.source for e in train})
+    out = tmp_path / "eval"
+    assert (
+        main(["eval", "--checkpoint", str(SHIPPED), "--cache", str(cache / "*.h5"), "--steps", "1", "--out", str(out)])
+        == 0
+    )
+    car = json.loads((out / "eval.json").read_text())["car"]
+    assert "astra/action_following@8" not in car  # one held-out episode: nothing to swap actions with
+    assert "astra/psnr@8" in car and car["astra/tf_margin/std"] == 0.0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(SHIPPED),
+                "--cache",
+                str(cache / "*.h5"),
+                "--all-episodes",
+                "--steps",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "astra/action_following@8" in json.loads((out / "eval.json").read_text())["car"]
+
+
+def test_split_holds_out_whole_episodes_and_training_never_sees_them(tmp_path):
+    """No episode on both sides: the trainer's held-out clips come only from held-out episodes."""
+    from astra_core.cache import read_shard, split_episodes
+    from astra_core.cli import main
+    from astra_core.config import TrainConfig
+    from astra_core.train import Trainer
+
+    cache = tmp_path / "cache"
+    assert main(["encode", "--world", "free_camera", "--episodes", "20", "--frames", "9", "--out", str(cache)]) == 0
+    episodes = [e for p in sorted(cache.glob("shard-*.h5")) for e in read_shard(p)]
+    train, held = split_episodes(episodes)
+    assert [e.source for e in held] == [episodes[0].source, episodes[1].source]  # the first 10 % in order
+    cfg = TrainConfig.from_dict(
+        {
+            "model": {
+                "dit": {
+                    "preset": "tiny",
+                    "dim": 32,
+                    "ffn_dim": 64,
+                    "num_heads": 2,
+                    "num_layers": 1,
+                    "in_dim": 48,
+                    "out_dim": 48,
+                },
+                "action": {"encoder": "moae", "modalities": ["camera_se3"], "token_dim": 8, "expert_hidden": 8},
+                "history": {"chunk_size": 2, "window": 4},
+            },
+            "data": {
+                "source": "cache",
+                "cache": [str(cache / "*.h5")],
+                "weights": {"free_camera": 1.0},
+                "history_chunks": 1,
+            },
+            "steps": 1,
+            "out_dir": str(tmp_path / "run"),
+        }
+    )
+    trainer = Trainer(cfg, progress=False)
+
+    def from_held(clip):
+        return any(torch.equal(clip.latents[:, 0], e.latents[:, t]) for e in held for t in range(e.latents.shape[1]))
+
+    assert trainer.held_out["free_camera"] and all(from_held(c) for c in trainer.held_out["free_camera"])
+    assert not any(from_held(c) for c in trainer.pools["free_camera"])
+
+
+def test_eval_refuses_data_and_worlds_the_checkpoint_does_not_cover(tmp_path, capsys):
+    from astra_core.checkpoint import save_checkpoint
+    from astra_core.cli import main
+    from astra_core.config import ActionConfig, AstraConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+    from astra_core.tokenizer import PixelTokenizer
+
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=48, out_dim=48),
+        action=ActionConfig(encoder="moae", modalities=("camera_se3",), token_dim=8, expert_hidden=8),
+    )
+    path = save_checkpoint(tmp_path / "cam.safetensors", AstraNet(cfg), tokenizer=PixelTokenizer(4))
+    cache = tmp_path / "cache"
+    assert main(["encode", "--world", "tabletop_arm", "--episodes", "2", "--frames", "5", "--out", str(cache)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(path), "--cache", str(cache / "*.h5"), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "modalities ['camera_se3'] cover none of the data's modalities ['robot_ee']" in err
+    assert not (tmp_path / "e").exists()
+    assert main(["eval", "--checkpoint", str(path), "--out", str(tmp_path / "e"), "somefile"]) == 2
+    assert "without --reader" in capsys.readouterr().err

@@ -541,12 +541,15 @@ def test_example_real_data_config_trains_from_reader_shards(tmp_path):
     example = root / "examples" / "configs" / "real_data.yaml"
     TrainConfig.from_yaml(example)  # the shipped file is valid as it stands
     ep = _toy_episode(frames=9)
-    txt = tmp_path / "clip.txt"
-    _write_re10k(txt, ep.actions["camera_se3"], np.arange(9) * 100_000)
-    write_mp4(tmp_path / "clip.mp4", frames_to_uint8(ep.frames), fps=10)
-    robot = _write_robomimic(tmp_path / "lift.hdf5", demos=1, frames=9)
-    assert main(["encode", "--reader", "realestate10k", str(txt), "--out", str(tmp_path / "cache" / "re10k")]) == 0
-    assert main(["encode", "--reader", "robot_hdf5", str(robot), "--out", str(tmp_path / "cache" / "libero")]) == 0
+    clips, robots = [], []
+    for i in range(2):  # whole episodes are held out, so each embodiment needs two
+        txt = tmp_path / f"clip{i}.txt"
+        _write_re10k(txt, ep.actions["camera_se3"], np.arange(9) * 100_000)
+        write_mp4(tmp_path / f"clip{i}.mp4", frames_to_uint8(ep.frames), fps=10)
+        clips.append(str(txt))
+        robots.append(str(_write_robomimic(tmp_path / f"lift{i}.hdf5", demos=1, frames=9)))
+    assert main(["encode", "--reader", "realestate10k", *clips, "--out", str(tmp_path / "cache" / "re10k")]) == 0
+    assert main(["encode", "--reader", "robot_hdf5", *robots, "--out", str(tmp_path / "cache" / "libero")]) == 0
     cfg = yaml.safe_load(example.read_text())
     cfg["model"]["dit"] = {"preset": "tiny", "dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 1}
     cfg["model"]["dit"] |= {"in_dim": 48, "out_dim": 48}
