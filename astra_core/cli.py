@@ -144,6 +144,14 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import new_plugin
+
+    folder = new_plugin(args.name, args.out)
+    print(f"wrote the plugin package {folder}/; next: cd {folder} and follow its README (pip install -e .)")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .train import Trainer
@@ -412,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="HxW: scale and centre-crop every episode's frames to this size (default: all must match the first)",
     )
     enc.set_defaults(func=_cmd_encode)
+    scaffold = sub.add_parser("new-plugin", help="write a pip-installable plugin package for a new embodiment")
+    scaffold.add_argument("name", help="the embodiment's name: lowercase letters, digits, underscores")
+    scaffold.add_argument("--out", help="the folder to write (default: ./astra-NAME)")
+    scaffold.set_defaults(func=_cmd_new_plugin)
     demo = sub.add_parser("demo", help="roll out every preset of every embodiment with the shipped model")
     demo.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
     demo.add_argument("--out", default="astra-demo", help="output folder")
