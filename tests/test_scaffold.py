@@ -3,6 +3,7 @@ sample data to an evaluated model with the commands its README gives."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,59 +13,53 @@ import pytest
 from astra_core.cli import main
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(args, cwd, **env):
-    result = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2", **env}
-    )
-    assert result.returncode == 0, f"{args}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+def _tutorial() -> list[str]:
+    """The bash block of docs/plugins.md's tutorial, one command per line, comments dropped."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    block = re.search(r"## Add your embodiment.*?```bash\n(.*?)```", text, flags=re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
-def test_new_plugin_installs_tests_trains_and_evaluates(tmp_path, capsys):
-    assert main(["new-plugin", "scaffoldtest", "--out", str(tmp_path / "pkg")]) == 0
-    pkg = tmp_path / "pkg"
-    assert (pkg / "pyproject.toml").is_file() and (pkg / "README.md").is_file()
-    pip = [sys.executable, "-m", "pip"]
-    _run(pip + ["install", "-q", "--no-deps", "--no-build-isolation", "-e", str(pkg)], tmp_path)
+def test_the_plugin_tutorial_runs_from_zero_to_an_evaluated_model(tmp_path):
+    """docs/plugins.md's commands, run as written (pip without build isolation, so no download; 3
+    training steps): the package installs, passes its tests, encodes, trains and evaluates."""
+    lines = _tutorial()
+    assert lines[0] == "astra new-plugin hexapod" and lines[1] == "cd astra-hexapod"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "2"}
+    cwd = tmp_path
+    outputs = {}
     try:
-        listed = json.loads(_run([str(BIN / "astra"), "plugins", "--json"], pkg))
-        (row,) = [r for r in listed["plugins"] if r["name"] == "scaffoldtest"]
-        assert row["registers"] == {
-            "modalities": ["scaffoldtest_cmd"],
-            "readers": ["scaffoldtest_npz"],
-            "embodiments": ["scaffoldtest"],
-        }
-        _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], pkg)
-        _run([sys.executable, "-m", "astra_scaffoldtest.sample", "data"], pkg)
-        data = sorted(str(p) for p in (pkg / "data").glob("*.npz"))
-        _run([str(BIN / "astra"), "encode", "--reader", "scaffoldtest_npz", *data, "--out", "cache"], pkg)
-        _run([str(BIN / "astra"), "train", "configs/train.yaml", "--steps", "3"], pkg)
-        checkpoint = pkg / "runs" / "scaffoldtest" / "model.safetensors"
-        info = json.loads(_run([str(BIN / "astra"), "info", str(checkpoint)], pkg))
-        assert info["plugins"]["modality:scaffoldtest_cmd"]["package"] == "astra-scaffoldtest"
-        _run(
-            [
-                str(BIN / "astra"),
-                "eval",
-                "--checkpoint",
-                str(checkpoint),
-                "--cache",
-                "cache/*.h5",
-                "--steps",
-                "1",
-                "--horizons",
-                "8",
-                "--out",
-                "eval",
-            ],
-            pkg,
-        )
-        figures = json.loads((pkg / "eval" / "eval.json").read_text())["scaffoldtest"]
+        for line in lines:
+            if line.startswith("cd "):
+                cwd = cwd / line[3:]
+                continue
+            command = line
+            if command == "pip install -e .":
+                command = f"{sys.executable} -m pip install -q --no-deps --no-build-isolation -e ."
+            if command.startswith("astra train"):
+                command += " --steps 3"
+            result = subprocess.run(
+                command, shell=True, executable="/bin/bash", cwd=cwd, env=env, capture_output=True, text=True
+            )
+            assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            outputs[line] = result.stdout
+        assert "hexapod_cmd" in outputs["astra plugins"] and "hexapod_npz" in outputs["astra plugins"]
+        figures = json.loads((cwd / "eval" / "eval.json").read_text())["hexapod"]
         assert "astra/tf_margin" in figures and "astra/action_following@8" in figures
+        info = subprocess.run(
+            [str(BIN / "astra"), "info", "runs/hexapod/model.safetensors"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(info.stdout)["plugins"]["modality:hexapod_cmd"]["package"] == "astra-hexapod"
     finally:
-        _run(pip + ["uninstall", "-y", "-q", "astra-scaffoldtest"], tmp_path)
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "astra-hexapod"], capture_output=True)
 
 
 @pytest.mark.parametrize("name, message", [("Bad-Name", "lowercase"), ("x", "lowercase"), ("class", "lowercase")])
