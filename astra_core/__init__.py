@@ -7,7 +7,7 @@ the rest load on first use, so `import astra_core` stays quick and never pulls i
 
 from importlib import import_module
 
-from .config import (
+from astra_core.config import (
     ActionConfig,
     AstraConfig,
     DataConfig,
@@ -20,44 +20,44 @@ from .config import (
     TrainConfig,
     dit_preset,
 )
-from .errors import AstraError, CheckpointError, ConfigError, ReaderError, ShapeError, WeightLoadError
-from .model import AstraDiT, KVCache
-from .plugins import hookimpl
+from astra_core.errors import AstraError, CheckpointError, ConfigError, ReaderError, ShapeError, WeightLoadError
+from astra_core.model import AstraDiT, KVCache
+from astra_core.plugins import hookimpl
 
 __version__ = "0.3.0"
 
 # name -> the submodule that defines it, imported when the name is first used
 _LAZY = {
     "WorldModel": "world",
-    "LatentWorldModel": "rollout",
+    "LatentWorldModel": "model.rollout",
     "AstraNet": "model.actions",
-    "MoAE": "moae",
-    "SharedActionEncoder": "moae",
-    "Router": "moae",
-    "TopKRouter": "moae",
-    "SoftRouter": "moae",
-    "FixedRouter": "moae",
-    "SharedRouter": "moae",
-    "RouterContractError": "moae",
-    "PerModalityRouter": "moae",
-    "MixtureRouter": "moae",
-    "router_spec": "moae",
-    "build_router": "moae",
-    "check_router": "moae",
-    "WorldModelObjective": "objective",
-    "RectifiedFlow": "flow",
-    "Trainer": "train",
+    "MoAE": "model.moae",
+    "SharedActionEncoder": "model.moae",
+    "Router": "model.moae",
+    "TopKRouter": "model.moae",
+    "SoftRouter": "model.moae",
+    "FixedRouter": "model.moae",
+    "SharedRouter": "model.moae",
+    "RouterContractError": "model.moae",
+    "PerModalityRouter": "model.moae",
+    "MixtureRouter": "model.moae",
+    "router_spec": "model.moae",
+    "build_router": "model.moae",
+    "check_router": "model.moae",
+    "WorldModelObjective": "model.objective",
+    "RectifiedFlow": "model.flow",
+    "Trainer": "apps.train",
     "get_registry": "plugins",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "load_world_checkpoint": "checkpoint",
-    "PixelTokenizer": "tokenizer",
-    "CausalVideoVAE": "tokenizer",
-    "EvalSettings": "evaluate",
-    "evaluate_embodiment": "evaluate",
-    "run_benchmark": "evaluate",
-    "teacher_forced": "evaluate",
-    "sharpness": "evaluate",
+    "PixelTokenizer": "data.tokenizer",
+    "CausalVideoVAE": "data.tokenizer",
+    "EvalSettings": "apps.evaluate",
+    "evaluate_embodiment": "apps.evaluate",
+    "run_benchmark": "apps.evaluate",
+    "teacher_forced": "apps.evaluate",
+    "sharpness": "apps.evaluate",
 }
 
 

@@ -17,9 +17,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import AstraConfig
-from .errors import CheckpointError, ConfigError
-from .model.actions import AstraNet
+from astra_core.config import AstraConfig
+from astra_core.errors import CheckpointError, ConfigError
+from astra_core.model.actions import AstraNet
 
 FORMAT = "astra-world"
 # 2: configs may hold history.last_frame_channels and the delta / warp predictions, which version 1
@@ -101,7 +101,7 @@ def save_checkpoint(
 ) -> Path:
     """Save `net` with its config (and optionally its video tokenizer, whose weights get the prefix
     `tokenizer.`); `extra_metadata` (strings) joins the header."""
-    from . import __version__
+    from astra_core import __version__
 
     metadata = {
         "format": FORMAT,
@@ -122,7 +122,7 @@ def plugin_provenance(config: AstraConfig) -> dict[str, dict[str, str]]:
     """Which plugin (entry-point name, package, version) provides each modality and the router a model
     uses, keyed "modality:NAME" and "router:NAME": stored in checkpoints so that loading one without
     the plugin can say which package to install."""
-    from .plugins import get_registry, plugins
+    from astra_core.plugins import get_registry, plugins
 
     registry = get_registry()
     needs = [("modalities", f"modality:{m}", m) for m in config.action.modalities]
@@ -174,7 +174,7 @@ def read_checkpoint(path: str | Path) -> tuple[AstraConfig, dict[str, torch.Tens
         raise CheckpointError(f"{path}: metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}")
     version = metadata.get("format_version", "")
     if not version.isdigit() or int(version) > FORMAT_VERSION:
-        from . import __version__
+        from astra_core import __version__
 
         writer = metadata.get("astra_version", "an unknown version")
         raise CheckpointError(
@@ -220,8 +220,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Ast
 
 def load_world_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(network, tokenizer or None) from a checkpoint."""
-    from .plugins import PluginError
-    from .tokenizer import build_tokenizer
+    from astra_core.data.tokenizer import build_tokenizer
+    from astra_core.plugins import PluginError
 
     config, tensors, metadata = read_checkpoint(path)
     net_tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
+from astra_core.errors import ConfigError
 
 
 class _Config(BaseModel):
@@ -133,7 +133,7 @@ class ActionConfig(_Config):
         needs = not isinstance(router, (str, type(None))) or _holds_router(options)
         if not needs:
             return data
-        from .moae import _spec_values, router_spec
+        from astra_core.model.moae import _spec_values, router_spec
 
         data = dict(data)
         if not isinstance(router, (str, type(None))):

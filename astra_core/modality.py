@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ShapeError
+from astra_core.errors import ShapeError
 
 
 @dataclass

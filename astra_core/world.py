@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import AstraError, CheckpointError, ShapeError
-from .modality import concat_raw, num_latent_frames, raw_length, raw_rows
-from .model.actions import AstraNet
-from .rollout import LatentWorldModel
+from astra_core.errors import AstraError, CheckpointError, ShapeError
+from astra_core.modality import concat_raw, num_latent_frames, raw_length, raw_rows
+from astra_core.model.actions import AstraNet
+from astra_core.model.rollout import LatentWorldModel
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_default.safetensors"
 
@@ -33,7 +33,7 @@ def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
 
 class WorldModel:
     def __init__(self, net: AstraNet, tokenizer, **rollout_options: Any):
-        from .plugins import get_registry
+        from astra_core.plugins import get_registry
 
         self.net, self.tokenizer = net, tokenizer
         names = list(net.config.action.modalities)
@@ -50,7 +50,7 @@ class WorldModel:
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu", **rollout_options: Any) -> WorldModel:
         """Model, tokenizer and normaliser statistics from one checkpoint file; with no path, the
         default toy model shipped inside the package (no network needed)."""
-        from .checkpoint import load_world_checkpoint
+        from astra_core.checkpoint import load_world_checkpoint
 
         if path is None:
             path = DEFAULT_CHECKPOINT
@@ -62,7 +62,7 @@ class WorldModel:
         return cls(net, tokenizer, **rollout_options)
 
     def _as_dict(self, raw: Any) -> dict[str, Any]:
-        from .plugins import get_registry
+        from astra_core.plugins import get_registry
 
         if isinstance(raw, dict) and raw and set(raw) <= set(get_registry().modalities) | set(self.modalities):
             unknown = set(raw) - set(self.modalities)

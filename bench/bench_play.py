@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from astra_core.play import PlaySession
+from astra_core.apps.play import PlaySession
 from astra_core.plugins import get_registry
 from astra_core.world import WorldModel
 
@@ -53,7 +53,7 @@ def session_speed(model: WorldModel, world, steps: int) -> dict[str, float]:
 def demo_memory(checkpoint: str | None) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of `astra demo` in a child process."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "astra_core.cli", "demo", "--out", out, "--quiet"]
+        cmd = [sys.executable, "-m", "astra_core.apps.cli", "demo", "--out", out, "--quiet"]
         if checkpoint:
             cmd += ["--checkpoint", checkpoint]
         start = time.perf_counter()

@@ -15,7 +15,7 @@ from _timing import alternating_medians
 
 from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, SamplerConfig, dit_preset
 from astra_core.model.actions import AstraNet
-from astra_core.rollout import LatentWorldModel
+from astra_core.model.rollout import LatentWorldModel
 
 
 def session(net: AstraNet, history_chunks: int, guidance: float, cached: bool, latent_hw: int) -> LatentWorldModel:

@@ -17,8 +17,8 @@ import torch
 from _timing import matmul_peak
 from bench_dit import video_matmul_params
 
+from astra_core.apps.train import Trainer
 from astra_core.config import TrainConfig
-from astra_core.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

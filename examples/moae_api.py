@@ -5,7 +5,7 @@ Run: python examples/moae_api.py
 
 import torch
 
-from astra_core.moae import FixedRouter, MoAE, SharedRouter, SoftRouter, TopKRouter
+from astra_core.model.moae import FixedRouter, MoAE, SharedRouter, SoftRouter, TopKRouter
 from astra_core.plugins import get_registry
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from astra_core.ablate import MARK_END, MARK_START, VARIANTS, variant_config
+from astra_core.apps.ablate import MARK_END, MARK_START, VARIANTS, variant_config
+from astra_core.apps.cli import main
 from astra_core.checkpoint import load_checkpoint
-from astra_core.cli import main
 from astra_core.config import TrainConfig
 from astra_core.errors import ConfigError
-from astra_core.moae import FixedRouter, SharedActionEncoder
+from astra_core.model.moae import FixedRouter, SharedActionEncoder
 
 BASE = {
     "model": {
@@ -112,7 +112,7 @@ def test_unknown_variant(tmp_path):
     config = tmp_path / "base.yaml"
     config.write_text(yaml.safe_dump(BASE))
     with pytest.raises(ConfigError, match="unknown \\['no_moae'\\]"):
-        from astra_core.ablate import run_ablation
+        from astra_core.apps.ablate import run_ablation
 
         run_ablation(config, tmp_path, variants=["no_moae"])
 
@@ -126,7 +126,7 @@ def test_a_worker_whose_parent_dies_gets_sigterm(tmp_path):
     flag = tmp_path / "stopped"
     grandchild = (
         "import signal, sys, time\n"
-        "from astra_core.ablate import stop_when_orphaned\n"
+        "from astra_core.apps.ablate import stop_when_orphaned\n"
         f"signal.signal(signal.SIGTERM, lambda *a: (open({str(flag)!r}, 'w').close(), sys.exit(0)))\n"
         "stop_when_orphaned(int(sys.argv[1]), interval=0.05)\n"
         "print('ready', flush=True)\n"

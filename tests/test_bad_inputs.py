@@ -23,10 +23,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from astra_core.action_files import ActionFileError, load_action_file
-from astra_core.cache import CacheError, read_shard, write_shard
 from astra_core.checkpoint import load_world_checkpoint
 from astra_core.config import TrainConfig
+from astra_core.data.action_files import ActionFileError, load_action_file
+from astra_core.data.cache import CacheError, read_shard, write_shard
 from astra_core.errors import AstraError, CheckpointError, ConfigError, ReaderError, ShapeError
 from astra_core.plugins import PluginError, get_registry, hookimpl, plugins, reset_plugins
 from astra_core.world import DEFAULT_CHECKPOINT, WorldModel
@@ -150,7 +150,7 @@ def _(tmp):
 
 
 def _trainer(data, tmp):
-    from astra_core.train import Trainer
+    from astra_core.apps.train import Trainer
 
     data = {**data, "out_dir": str(tmp / "run")}
     return lambda: Trainer(TrainConfig.from_dict(data), progress=False)
@@ -317,7 +317,7 @@ def _(tmp):
 
 def _run(tmp) -> TrainConfig:
     """A finished 2-step run in `tmp/run`."""
-    from astra_core.train import Trainer
+    from astra_core.apps.train import Trainer
 
     cfg = TrainConfig.from_dict({**TINY, "out_dir": str(tmp / "run")})
     Trainer(cfg, progress=False).train()
@@ -325,7 +325,7 @@ def _run(tmp) -> TrainConfig:
 
 
 def _resume(cfg, **kwargs):
-    from astra_core.train import Trainer
+    from astra_core.apps.train import Trainer
 
     return lambda: Trainer(cfg, resume=True, progress=False, **kwargs)
 
@@ -340,7 +340,7 @@ class _RunsOnLoad:
 
 @case("checkpoints", "a training state that would run code")
 def _(tmp):
-    from astra_core.train import read_training_state
+    from astra_core.apps.train import read_training_state
 
     cfg = _run(tmp)
     state = read_training_state(tmp / "run" / "state.pt")
@@ -381,8 +381,8 @@ def _(tmp):
 # caches
 # ------------------------------------------------------------------------------------------------
 def _shard(tmp, edit=None, name="s.h5") -> Path:
-    from astra_core.encode import encode_episode
-    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.apps.encode import encode_episode
+    from astra_core.data.tokenizer import PixelTokenizer
 
     episode = get_registry().worlds["car"].episode(0, 5)
     encoded = encode_episode(episode, PixelTokenizer(4), get_registry().modalities)
@@ -482,8 +482,8 @@ def _(tmp):
 
 @case("caches", "encode into a used folder")
 def _(tmp):
-    from astra_core.encode import encode_to_shards
-    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.apps.encode import encode_to_shards
+    from astra_core.data.tokenizer import PixelTokenizer
 
     _shard(tmp, name="shard-00000.h5")
     episodes = [get_registry().worlds["car"].episode(1, 5)]
@@ -494,8 +494,8 @@ def _(tmp):
 def _(tmp):
     from dataclasses import replace
 
-    from astra_core.encode import encode_to_shards
-    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.apps.encode import encode_to_shards
+    from astra_core.data.tokenizer import PixelTokenizer
 
     world = get_registry().worlds["car"]
     big = world.episode(1, 5)
@@ -580,7 +580,7 @@ def _(tmp):
 
 @case("readers", "game log: not JSON")
 def _(tmp):
-    from astra_core.video import frames_to_uint8, write_mp4
+    from astra_core.data.video import frames_to_uint8, write_mp4
 
     write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
     (tmp / "g.jsonl").write_text('{"keyboard": {"keys": []}}\nnot json\n{}\n')
@@ -589,7 +589,7 @@ def _(tmp):
 
 @case("readers", "game log: missing log")
 def _(tmp):
-    from astra_core.video import frames_to_uint8, write_mp4
+    from astra_core.data.video import frames_to_uint8, write_mp4
 
     write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
     return lambda: _reader("game_log").read(tmp / "g.mp4"), ReaderError, ["g.jsonl", "no such"]
@@ -864,7 +864,7 @@ _SERVER: dict = {}
 
 
 def _server():
-    from astra_core.play import PlayServer, PlaySession
+    from astra_core.apps.play import PlayServer, PlaySession
 
     if "srv" not in _SERVER:
         session = PlaySession(_model(num_steps=1), get_registry().get("worlds", "keyboard_game"), seed=1)
@@ -924,7 +924,7 @@ for label, request, status, needles in WEB:
 
 @case("web server", "a busy port")
 def _(tmp):
-    from astra_core.play import PlayServer, PlaySession
+    from astra_core.apps.play import PlayServer, PlaySession
 
     port = _server().httpd.server_address[1]
     session = PlaySession(_model(num_steps=1), get_registry().get("worlds", "keyboard_game"), seed=1)
@@ -966,7 +966,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_a_bad_input_is_one_clear_error(surface, name, build, tmp_path, capsys):
     built = build(tmp_path)
     if built[0] == "cli":
-        from astra_core.cli import main
+        from astra_core.apps.cli import main
 
         (tmp_path / "empty.yaml").write_text("")
         argv = [a.replace("{tmp}", str(tmp_path)) for a in built[1]]

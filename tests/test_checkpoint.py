@@ -6,8 +6,8 @@ from _helpers import make_config, make_net
 from safetensors.torch import save_file
 
 import astra_core
+from astra_core.apps.cli import main
 from astra_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from astra_core.cli import main
 from astra_core.errors import CheckpointError
 from astra_core.model.actions import AstraNet
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from astra_embodiments.toy.worlds import PRESET_FRAMES
 
-from astra_core.action_files import ActionFileError, load_action_file
-from astra_core.cli import main
-from astra_core.demo import run_demo
+from astra_core.apps.cli import main
+from astra_core.apps.demo import run_demo
+from astra_core.data.action_files import ActionFileError, load_action_file
 from astra_core.errors import AstraError
 from astra_core.plugins import get_registry
 

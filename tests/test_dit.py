@@ -4,7 +4,7 @@ from _helpers import has_cuda
 
 from astra_core import AstraDiT, ConfigError, ShapeError, dit_preset
 from astra_core.config import DIT_PRESETS
-from astra_core.memory import sequence_chunk_ids
+from astra_core.model.memory import sequence_chunk_ids
 
 
 def _small_dit(**kw) -> AstraDiT:

@@ -27,7 +27,7 @@ def test_the_python_api_page_runs(tmp_path, monkeypatch):
             exec(compile(block, f"docs/python-api.md block {number}", "exec"), namespace)
         assert (tmp_path / "runs" / "api-walkthrough" / "model.safetensors").is_file()
         # the YAML form of the composed router is the spec the Python one stores
-        from astra_core.moae import build_router, router_spec
+        from astra_core.model.moae import build_router, router_spec
 
         (action,) = [yaml.safe_load(b)["action"] for b in _blocks(text, "yaml") if "router:" in b]
         from_yaml = build_router({"name": action["router"], "options": action["router_options"]})

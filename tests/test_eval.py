@@ -7,12 +7,12 @@ import pytest
 import torch
 from _helpers import make_config
 
+from astra_core.apps.cli import main
+from astra_core.apps.evaluate import psnr, sharpness, ssim, teacher_forced
 from astra_core.checkpoint import save_checkpoint
-from astra_core.cli import main
 from astra_core.config import ActionConfig
-from astra_core.evaluate import psnr, sharpness, ssim, teacher_forced
+from astra_core.data.tokenizer import PixelTokenizer
 from astra_core.model.actions import AstraNet
-from astra_core.tokenizer import PixelTokenizer
 from astra_core.world import DEFAULT_CHECKPOINT as SHIPPED
 
 
@@ -155,8 +155,8 @@ def _reader_fixture(name, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     import test_readers as tr
 
+    from astra_core.data.video import frames_to_uint8, write_mp4
     from astra_core.plugins import get_registry
-    from astra_core.video import frames_to_uint8, write_mp4
 
     paths = []
     for i in range(2):
@@ -196,7 +196,7 @@ READERS = ["realestate10k", "spatialvid", "robot_hdf5", "nuscenes", "lerobot", "
 
 @pytest.mark.parametrize("reader", READERS)
 def test_eval_scores_the_shipped_model_on_each_readers_fixture(reader, tmp_path, capsys):
-    from astra_core.cli import main
+    from astra_core.apps.cli import main
 
     paths = _reader_fixture(reader, tmp_path)
     out = tmp_path / "eval"
@@ -226,8 +226,8 @@ def test_eval_scores_the_shipped_model_on_each_readers_fixture(reader, tmp_path,
 
 
 def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_path, capsys):
-    from astra_core.cache import read_shard, split_episodes
-    from astra_core.cli import main
+    from astra_core.apps.cli import main
+    from astra_core.data.cache import read_shard, split_episodes
 
     cache = tmp_path / "cache"
     assert main(["encode", "--world", "car", "--episodes", "12", "--frames", "9", "--out", str(cache)]) == 0
@@ -265,10 +265,10 @@ def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_pa
 
 def test_split_holds_out_whole_episodes_and_training_never_sees_them(tmp_path):
     """No episode on both sides: the trainer's held-out clips come only from held-out episodes."""
-    from astra_core.cache import read_shard, split_episodes
-    from astra_core.cli import main
+    from astra_core.apps.cli import main
+    from astra_core.apps.train import Trainer
     from astra_core.config import TrainConfig
-    from astra_core.train import Trainer
+    from astra_core.data.cache import read_shard, split_episodes
 
     cache = tmp_path / "cache"
     assert main(["encode", "--world", "free_camera", "--episodes", "20", "--frames", "9", "--out", str(cache)]) == 0
@@ -310,11 +310,11 @@ def test_split_holds_out_whole_episodes_and_training_never_sees_them(tmp_path):
 
 
 def test_eval_refuses_data_and_worlds_the_checkpoint_does_not_cover(tmp_path, capsys):
+    from astra_core.apps.cli import main
     from astra_core.checkpoint import save_checkpoint
-    from astra_core.cli import main
     from astra_core.config import ActionConfig, AstraConfig, dit_preset
+    from astra_core.data.tokenizer import PixelTokenizer
     from astra_core.model.actions import AstraNet
-    from astra_core.tokenizer import PixelTokenizer
 
     cfg = AstraConfig(
         dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=48, out_dim=48),

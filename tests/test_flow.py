@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from astra_core.config import FlowConfig
-from astra_core.flow import RectifiedFlow
-from astra_core.sampling import SAMPLERS, euler, heun
+from astra_core.model.flow import RectifiedFlow
+from astra_core.model.sampling import SAMPLERS, euler, heun
 
 
 def test_noising_and_target_define_the_straight_path():
@@ -176,7 +176,7 @@ def test_the_network_learns_to_move_the_context_as_its_action_says():
     copy the context at this length: the reason for `edm`.)"""
     from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
     from astra_core.model.actions import AstraNet
-    from astra_core.objective import WorldModelObjective
+    from astra_core.model.objective import WorldModelObjective
 
     cfg = AstraConfig(
         dit=dit_preset("tiny", dim=64, ffn_dim=128, num_heads=4, num_layers=2, in_dim=8, out_dim=8),
@@ -219,8 +219,8 @@ def test_the_network_learns_to_move_the_context_as_its_action_says():
 def test_warp_moves_pixel_detail_by_the_flow():
     """A flow of half a latent cell moves the pixel tokenizer's picture by exactly 2 of its 4 pixels per
     cell; a zero flow hands the latents back; the border repeats where the sample falls outside."""
-    from astra_core.flow import warp
-    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.model.flow import warp
 
     tokenizer = PixelTokenizer(4)
     image = torch.rand(2, 3, 2, 32, 32) * 2 - 1
@@ -243,8 +243,8 @@ def test_a_per_pixel_flow_moves_one_pixel_and_leaves_its_neighbours():
     """`warp_flow: pixel`: a flow of 2·p² channels gives each fine pixel its own vector. A uniform one
     equals the per-cell flow; a flow on one pixel only moves that pixel, where a per-cell flow (upsampled
     bilinearly) drags the neighbours in its cell along."""
-    from astra_core.flow import warp
-    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.model.flow import warp
 
     tokenizer = PixelTokenizer(4)
     image = torch.rand(1, 3, 1, 16, 16) * 2 - 1
@@ -292,7 +292,7 @@ def test_warp_prediction_learns_a_shift_that_the_action_says():
     a one-number action says, which needs the flow, not the residual, to carry the detail."""
     from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
     from astra_core.model.actions import AstraNet
-    from astra_core.objective import WorldModelObjective
+    from astra_core.model.objective import WorldModelObjective
 
     torch.manual_seed(0)
     cfg = AstraConfig(
@@ -329,7 +329,7 @@ def test_warp_prediction_learns_a_shift_that_the_action_says():
 
 
 def test_motion_weights_move_the_loss_to_what_changed_and_keep_each_sample_at_mean_one():
-    from astra_core.objective import MOTION_SCALE, motion_weights
+    from astra_core.model.objective import MOTION_SCALE, motion_weights
 
     last = torch.zeros(2, 3, 1, 4, 4)
     target = torch.zeros(2, 3, 2, 4, 4)

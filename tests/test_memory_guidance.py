@@ -4,10 +4,10 @@ from _helpers import make_config, make_net
 
 from astra_core.config import FlowConfig, HistoryConfig
 from astra_core.errors import ConfigError, ShapeError
-from astra_core.flow import RectifiedFlow
-from astra_core.memory import BatchDraws, augment_history, segments_to_evict, sequence_chunk_ids
-from astra_core.objective import WorldModelObjective
-from astra_core.sampling import action_free_guidance
+from astra_core.model.flow import RectifiedFlow
+from astra_core.model.memory import BatchDraws, augment_history, segments_to_evict, sequence_chunk_ids
+from astra_core.model.objective import WorldModelObjective
+from astra_core.model.sampling import action_free_guidance
 
 
 def test_chunk_ids_and_eviction_policy():

@@ -7,12 +7,12 @@ from torch import nn
 
 from astra_core.config import ActionConfig
 from astra_core.errors import ConfigError, ShapeError
-from astra_core.moae import FixedRouter, MoAE, Router, SharedRouter, SoftRouter, TopKRouter
 from astra_core.modality import AlignedActions, Modality, Normalizer
 from astra_core.model.actions import AstraNet
-from astra_core.objective import WorldModelObjective
+from astra_core.model.moae import FixedRouter, MoAE, Router, SharedRouter, SoftRouter, TopKRouter
+from astra_core.model.objective import WorldModelObjective
+from astra_core.model.rollout import LatentWorldModel
 from astra_core.plugins import get_registry
-from astra_core.rollout import LatentWorldModel
 
 ROUTERS = sorted(get_registry().routers)
 
@@ -326,7 +326,7 @@ def test_normaliser_statistics_travel_in_checkpoints(tmp_path):
 
 
 def _combinators():
-    from astra_core.moae import MixtureRouter, PerModalityRouter
+    from astra_core.model.moae import MixtureRouter, PerModalityRouter
 
     return [
         PerModalityRouter({"a": FixedRouter(), "b": TopKRouter(k=1)}, default=None),
@@ -341,7 +341,7 @@ def _combinators():
 @pytest.mark.parametrize("index", range(4))
 def test_composed_routers_keep_the_contract_and_their_spec_round_trips(index):
     from astra_core import check_router
-    from astra_core.moae import build_router, router_spec
+    from astra_core.model.moae import build_router, router_spec
 
     router = _combinators()[index]
     check_router(router)
@@ -356,7 +356,7 @@ def test_composed_routers_keep_the_contract_and_their_spec_round_trips(index):
 
 
 def test_per_modality_routing_sends_each_modality_through_its_own_router():
-    from astra_core.moae import PerModalityRouter
+    from astra_core.model.moae import PerModalityRouter
 
     router = PerModalityRouter({"a": FixedRouter({"a": 3}), "b": SharedRouter()}, default=None)
     router.setup(8, 4, ["a", "b"])
@@ -370,10 +370,10 @@ def test_per_modality_routing_sends_each_modality_through_its_own_router():
 
 def test_a_router_composed_in_python_saves_loads_and_shows_in_info(tmp_path, capsys):
     """ActionConfig takes the router object and stores its spec; the checkpoint rebuilds it."""
+    from astra_core.apps.cli import main
     from astra_core.checkpoint import load_checkpoint, save_checkpoint
-    from astra_core.cli import main
     from astra_core.config import AstraConfig, dit_preset
-    from astra_core.moae import MixtureRouter, PerModalityRouter
+    from astra_core.model.moae import MixtureRouter, PerModalityRouter
 
     router = MixtureRouter([FixedRouter({"camera_se3": 1}), PerModalityRouter({"robot_ee": TopKRouter(k=1)})])
     cfg = AstraConfig(
@@ -399,7 +399,7 @@ def test_a_router_composed_in_python_saves_loads_and_shows_in_info(tmp_path, cap
 
 def test_yaml_composes_routers_by_spec():
     from astra_core.config import TrainConfig
-    from astra_core.moae import PerModalityRouter
+    from astra_core.model.moae import PerModalityRouter
 
     cfg = TrainConfig.from_dict(
         {
@@ -432,7 +432,7 @@ def test_yaml_composes_routers_by_spec():
 
 def test_an_unregistered_router_class_cannot_be_stored():
     from astra_core import RouterContractError
-    from astra_core.moae import router_spec
+    from astra_core.model.moae import router_spec
 
     class Private(SharedRouter):
         pass

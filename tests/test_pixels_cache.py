@@ -8,16 +8,16 @@ import pytest
 import torch
 from _helpers import make_config
 
-from astra_core.cache import CacheError, read_shard, write_shard
+from astra_core.apps.cli import main
+from astra_core.apps.encode import encode_episode
 from astra_core.checkpoint import load_world_checkpoint, save_checkpoint
-from astra_core.cli import main
 from astra_core.config import ActionConfig
 from astra_core.data import Clip, ClipSampler, collate
-from astra_core.encode import encode_episode
+from astra_core.data.cache import CacheError, read_shard, write_shard
+from astra_core.data.tokenizer import CausalVideoVAE, PixelTokenizer, WanVAETokenizer
 from astra_core.errors import ConfigError, ShapeError
 from astra_core.model.actions import AstraNet
 from astra_core.plugins import get_registry
-from astra_core.tokenizer import CausalVideoVAE, PixelTokenizer, WanVAETokenizer
 from astra_core.world import WorldModel
 
 
@@ -184,7 +184,7 @@ def test_encoding_into_a_used_folder_is_refused_and_overwrite_replaces_every_sha
 
 
 def test_an_encode_that_fails_half_way_leaves_the_old_cache(tmp_path):
-    from astra_core.encode import encode_to_shards
+    from astra_core.apps.encode import encode_to_shards
 
     out = tmp_path / "cache"
     assert _encode(out) == 0
@@ -205,7 +205,7 @@ def test_an_encode_that_fails_half_way_leaves_the_old_cache(tmp_path):
 def test_frames_of_another_size_are_refused_naming_the_episode_or_resized(tmp_path):
     from dataclasses import replace
 
-    from astra_core.encode import encode_to_shards
+    from astra_core.apps.encode import encode_to_shards
 
     world = get_registry().worlds["car"]
     small = world.episode(0, 5)
@@ -281,7 +281,7 @@ def test_pixel_world_model_without_context_actions_needs_a_leading_row(tmp_path)
 
 
 def test_training_reads_from_the_cache(tmp_path):
-    from astra_core.objective import WorldModelObjective
+    from astra_core.model.objective import WorldModelObjective
 
     assert main(["encode", "--world", "free_camera", "--episodes", "2", "--frames", "9", "--out", str(tmp_path)]) == 0
     clips = [c for e in read_shard(tmp_path / "shard-00000.h5") for c in e.clips(5, stride=2)]
@@ -294,7 +294,7 @@ def test_training_reads_from_the_cache(tmp_path):
 
 
 def test_train_tokenizer_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
-    from astra_core.tokenizer_train import load_tokenizer
+    from astra_core.data.tokenizer_train import load_tokenizer
 
     out = tmp_path / "vae.safetensors"
     assert (
@@ -360,7 +360,7 @@ def test_the_shipped_model_beats_copy_last_and_follows_its_actions(shipped, worl
     # a rollout given another episode's actions must land further from the truth than one given the
     # episode's own. (The previous shipped model, a blurred average, was 6 dB behind copy-last on the
     # arm's next step, with sharpness 0.17 - 0.36 and no action following on the arm.)
-    from astra_core.evaluate import EvalSettings, evaluate_embodiment
+    from astra_core.apps.evaluate import EvalSettings, evaluate_embodiment
 
     world = get_registry().worlds[world_name]
     settings = EvalSettings(episodes=3, horizons=(8,), first_seed=3_100_000)

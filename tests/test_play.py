@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from astra_core.cli import main
+from astra_core.apps.cli import main
+from astra_core.apps.play import PlayServer, PlaySession, ansi_frame, parse_line
 from astra_core.errors import AstraError
-from astra_core.play import PlayServer, PlaySession, ansi_frame, parse_line
 from astra_core.plugins import get_registry
 from astra_core.world import WorldModel
 
@@ -211,7 +211,7 @@ def test_terminal_mode_reads_single_key_presses_on_a_tty(tmp_path):
 
     leader, follower = pty.openpty()
     out = tmp_path / "tty.mp4"
-    cmd = [sys.executable, "-m", "astra_core.cli", "play", "--embodiment", "free_camera", "--steps", "1"]
+    cmd = [sys.executable, "-m", "astra_core.apps.cli", "play", "--embodiment", "free_camera", "--steps", "1"]
     proc = subprocess.Popen(cmd + ["--out", str(out)], stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)
     seen = b""
@@ -311,7 +311,7 @@ def test_server_answers_malformed_requests_and_drops_slow_ones(model):
 
 
 def test_long_sessions_keep_bounded_history(model):
-    from astra_core import play
+    from astra_core.apps import play
 
     session = _session(model)
     session.max_trace = 3

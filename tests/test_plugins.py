@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import astra_core
-from astra_core.cli import main
+from astra_core.apps.cli import main
 from astra_core.errors import CheckpointError
 from astra_core.modality import AlignedActions, Modality
 from astra_core.plugins import PluginError, get_registry, hookimpl, manager, plugins, reset_plugins
@@ -165,7 +165,7 @@ def test_a_broken_plugin_is_reported_and_the_rest_still_load(fresh_plugins, monk
 def test_autoload_can_be_turned_off(fresh_plugins, monkeypatch):
     monkeypatch.setenv("ASTRA_DISABLE_PLUGIN_AUTOLOAD", "1")
     reg = get_registry()
-    assert not reg.modalities and set(reg.routers) == {"topk", "soft", "fixed", "shared"}
+    assert not reg.modalities and set(reg.routers) == {"topk", "soft", "fixed", "shared", "per_modality", "mixture"}
 
 
 def test_unknown_names_are_clear(fresh_plugins):

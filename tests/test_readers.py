@@ -10,9 +10,9 @@ from astra_experts.geometry import invert_pose, make_pose, rotvec_to_rotmat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from astra_core.data.video import frames_to_uint8, write_mp4
 from astra_core.errors import ReaderError
 from astra_core.plugins import get_registry
-from astra_core.video import frames_to_uint8, write_mp4
 
 
 def _toy_episode(frames=9):
@@ -306,8 +306,8 @@ def test_game_log_fuzz_only_raises_reader_errors(tmp_path, lines):
 
 def test_reader_episodes_encode_into_the_latent_cache(tmp_path):
     """`astra encode --reader` takes real-format files into HDF5 shards the trainer reads."""
-    from astra_core.cache import read_shard
-    from astra_core.cli import main
+    from astra_core.apps.cli import main
+    from astra_core.data.cache import read_shard
 
     ep = _toy_episode(frames=5)
     txt = tmp_path / "clip.txt"
@@ -534,7 +534,7 @@ def test_example_real_data_config_trains_from_reader_shards(tmp_path):
 
     import yaml
 
-    from astra_core.cli import main
+    from astra_core.apps.cli import main
     from astra_core.config import TrainConfig
 
     root = Path(__file__).resolve().parents[1]

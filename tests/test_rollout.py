@@ -3,8 +3,8 @@ import torch
 from _helpers import make_net
 
 from astra_core.config import FlowConfig
-from astra_core.errors import ShapeError
-from astra_core.rollout import LatentWorldModel
+from astra_core.errors import AstraError, ShapeError
+from astra_core.model.rollout import LatentWorldModel
 
 
 def _actions(n, chunk=2, seed=5):
@@ -84,7 +84,7 @@ def test_seeded_rollouts_are_bitwise_reproducible():
 def test_heun_sampler_rollout_and_bad_inputs():
     net = make_net()
     wm = LatentWorldModel(net, sampler="heun", num_steps=2)
-    with pytest.raises(RuntimeError, match="reset"):
+    with pytest.raises(AstraError, match="reset"):
         wm.step(torch.zeros(1, 2, 3))
     with pytest.raises(ShapeError, match="context"):
         wm.reset(torch.zeros(1, 3, 1, 4, 4))
@@ -248,7 +248,7 @@ def test_bad_sampling_settings_are_one_clear_error(options, message):
 
 
 def test_frames_outside_the_unit_range_are_refused_with_a_hint():
-    from astra_core.tokenizer import PixelTokenizer
+    from astra_core.data.tokenizer import PixelTokenizer
     from astra_core.world import WorldModel
 
     cfg = make_net().config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from astra_core.cli import main
+from astra_core.apps.cli import main
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

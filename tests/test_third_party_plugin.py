@@ -15,7 +15,7 @@ TRAIN = r"""
 import numpy as np, torch
 from astra_core.config import ActionConfig
 from astra_core.model.actions import AstraNet
-from astra_core.objective import WorldModelObjective
+from astra_core.model.objective import WorldModelObjective
 from astra_core.plugins import get_registry
 from _helpers import make_config
 
@@ -69,7 +69,7 @@ def installed(tmp_path_factory):
 
 def test_installed_plugin_shows_up_in_astra_plugins(installed):
     out = subprocess.run(
-        [sys.executable, "-m", "astra_core.cli", "plugins", "--json"],
+        [sys.executable, "-m", "astra_core.apps.cli", "plugins", "--json"],
         env=installed,
         capture_output=True,
         text=True,

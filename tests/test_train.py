@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
+from astra_core.apps.cli import main
+from astra_core.apps.train import Trainer, held_out_partners, held_out_picks, read_training_state
 from astra_core.checkpoint import save_checkpoint
-from astra_core.cli import main
 from astra_core.config import TrainConfig
 from astra_core.data import collate
 from astra_core.errors import CheckpointError, ConfigError
 from astra_core.model.actions import AstraNet
-from astra_core.train import Trainer, held_out_partners, held_out_picks, read_training_state
 
 BASE = {
     "model": {
@@ -179,7 +179,7 @@ def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     cfg = _config(tmp_path, "interrupted", steps=100, checkpoint_every=0, eval_every=0)
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "astra_core.cli", "train", str(cfg)],
+        [sys.executable, "-m", "astra_core.apps.cli", "train", str(cfg)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -247,13 +247,13 @@ def test_fsdp2_resume_continues_exactly(tmp_path):
     sharded = {"parallel": "fsdp", "steps": 4, "eval_every": 0, "checkpoint_every": 0}
     straight = _config(tmp_path, "straight", **sharded)
     split = _config(tmp_path, "split", **sharded)
-    _torchrun(29521, "-m", "astra_core.cli", "train", str(straight))
+    _torchrun(29521, "-m", "astra_core.apps.cli", "train", str(straight))
     stop_early = tmp_path / "two_steps.py"
     stop_early.write_text(
         "import sys\n"
         "import torch.distributed as dist\n"
         "from astra_core.config import TrainConfig\n"
-        "from astra_core.train import Trainer\n"
+        "from astra_core.apps.train import Trainer\n"
         "trainer = Trainer(TrainConfig.from_yaml(sys.argv[1]), progress=False)\n"
         "trainer.train_step()\n"
         "trainer.train_step()\n"
@@ -262,7 +262,7 @@ def test_fsdp2_resume_continues_exactly(tmp_path):
     )
     _torchrun(29523, str(stop_early), str(split))
     assert read_training_state(tmp_path / "split" / "state.pt")["step"] == 2
-    _torchrun(29525, "-m", "astra_core.cli", "train", str(split), "--resume")
+    _torchrun(29525, "-m", "astra_core.apps.cli", "train", str(split), "--resume")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert a.keys() == b.keys()
     diff = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
@@ -284,7 +284,7 @@ def _single_vs_torchrun(tmp_path, name: str, port: int, **parallel) -> float:
     two = _config(tmp_path, name, steps=2, batch_size=2, eval_every=0, model=model, **parallel)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(
-        [sys.executable, "-m", "astra_core.cli", "train", str(one)], check=True, env=env, capture_output=True
+        [sys.executable, "-m", "astra_core.apps.cli", "train", str(one)], check=True, env=env, capture_output=True
     )
     result = subprocess.run(
         [
@@ -296,7 +296,7 @@ def _single_vs_torchrun(tmp_path, name: str, port: int, **parallel) -> float:
             "--master_port",
             str(port),
             "-m",
-            "astra_core.cli",
+            "astra_core.apps.cli",
             "train",
             str(two),
         ],
@@ -361,7 +361,7 @@ def test_opening_prob_outside_0_1_fails_naming_the_field(tmp_path):
 
 
 def test_time_strides_add_faster_clips_of_the_same_episodes(tmp_path):
-    from astra_core.encode import encode_episode
+    from astra_core.apps.encode import encode_episode
     from astra_core.plugins import get_registry
 
     data = {**BASE["data"], "episode_frames": 13}

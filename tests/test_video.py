@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from astra_core.data.video import frames_to_uint8, read_context, resize_crop, side_by_side, write_gif, write_mp4
 from astra_core.errors import AstraError
-from astra_core.video import frames_to_uint8, read_context, resize_crop, side_by_side, write_gif, write_mp4
 
 
 def test_frames_round_trip_and_side_by_side():

@@ -1,6 +1,6 @@
 """Networks: the DiT backbone, the action path, and Wan weight I/O."""
 
-from .dit import AstraDiT
-from .kv_cache import KVCache
+from astra_core.model.dit import AstraDiT
+from astra_core.model.kv_cache import KVCache
 
 __all__ = ["AstraDiT", "KVCache"]

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..config import AstraConfig
-from ..errors import ConfigError, ShapeError
-from ..moae import MoAE, SharedActionEncoder, build_router
-from .dit import AstraDiT
+from astra_core.config import AstraConfig
+from astra_core.errors import ConfigError, ShapeError
+from astra_core.model.dit import AstraDiT
+from astra_core.model.moae import MoAE, SharedActionEncoder, build_router
 
 
 class MLPActionEncoder(nn.Module):

@@ -30,9 +30,9 @@ import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
-from ..config import DiTConfig, dit_preset
-from ..errors import ShapeError
-from .kv_cache import KVCache, LayerKV
+from astra_core.config import DiTConfig, dit_preset
+from astra_core.errors import ShapeError
+from astra_core.model.kv_cache import KVCache, LayerKV
 
 # --------------------------------------------------------------------------------------------
 # Embeddings

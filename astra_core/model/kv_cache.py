@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..memory import segments_to_evict
+from astra_core.model.memory import segments_to_evict
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import WeightLoadError
-from .dit import AstraDiT
+from astra_core.errors import WeightLoadError
+from astra_core.model.dit import AstraDiT
 
 # (diffusers pattern, Wan original replacement); applied to a key in order, first match wins.
 _DIFFUSERS_TO_WAN: list[tuple[str, str]] = [

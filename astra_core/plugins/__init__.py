@@ -1,7 +1,7 @@
 """The plugin system: hook specifications, loading from the `astra` entry-point group, registries."""
 
-from .hookspecs import hookimpl, hookspec
-from .manager import (
+from astra_core.plugins.hookspecs import hookimpl, hookspec
+from astra_core.plugins.manager import (
     AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,
     AstraPlugins,

@@ -23,7 +23,7 @@ def astra_register_embodiments(register):
 
 @hookspec
 def astra_register_routers(register):
-    """Register MoAE routers: `register(name, router_class)` with a `astra_core.moae.Router` subclass."""
+    """Register MoAE routers: `register(name, router_class)` with a `astra_core.model.moae.Router` subclass."""
 
 
 @hookspec

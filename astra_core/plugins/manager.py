@@ -17,8 +17,8 @@ from typing import Any
 
 import pluggy
 
-from ..errors import AstraError
-from . import hookspecs
+from astra_core.errors import AstraError
+from astra_core.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "astra"
 AUTOLOAD_ENV = "ASTRA_DISABLE_PLUGIN_AUTOLOAD"
@@ -94,7 +94,7 @@ def _item_name(kind: str, args: tuple) -> tuple[str, Any]:
     if not isinstance(name, str) or not name:
         raise TypeError(f"register() got {type(item).__name__}, which has no string `name`")
     if kind == "modalities":
-        from ..modality import Modality
+        from astra_core.modality import Modality
 
         if not isinstance(item, Modality):
             raise TypeError(f"modality {name!r} is a {type(item).__name__}, not an astra_core.Modality")
@@ -113,10 +113,8 @@ class AstraPlugins:
         if self._loaded:
             return
         self._loaded = True
-        from .. import (
-            __version__,
-            moae,  # the core's own routers, registered through the same hook
-        )
+        from astra_core import __version__
+        from astra_core.model import moae  # the core's own routers, registered through the same hook
 
         self.register_plugin(moae, "astra_core", version=__version__, source="core")
         if os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false"):

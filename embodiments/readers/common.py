@@ -8,8 +8,8 @@ import numpy as np
 import quaternion  # numpy-quaternion
 import torch
 
+from astra_core.data.video import IMAGE_SUFFIXES, resize_crop, uint8_to_frames
 from astra_core.errors import ReaderError
-from astra_core.video import IMAGE_SUFFIXES, resize_crop, uint8_to_frames
 
 DEFAULT_SIZE = (64, 64)  # (H, W) of the toy models
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from astra_core.data import Episode
+from astra_core.data.video import resize_crop, uint8_to_frames
 from astra_core.errors import ReaderError
-from astra_core.video import resize_crop, uint8_to_frames
 
 from .common import DEFAULT_SIZE
 

@@ -29,8 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .cache import CachedEpisode, read_shard, split_episodes
-from .checkpoint import (
+from astra_core.checkpoint import (
     publish,
     read_checkpoint,
     remove_leftovers,
@@ -38,11 +37,12 @@ from .checkpoint import (
     temporary_beside,
     write_text_atomically,
 )
-from .config import TrainConfig
-from .data import Batch, ClipSampler, collate
-from .errors import CheckpointError, ConfigError
-from .model.actions import AstraNet, map_actions
-from .objective import WorldModelObjective
+from astra_core.config import TrainConfig
+from astra_core.data import Batch, ClipSampler, collate
+from astra_core.data.cache import CachedEpisode, read_shard, split_episodes
+from astra_core.errors import CheckpointError, ConfigError
+from astra_core.model.actions import AstraNet, map_actions
+from astra_core.model.objective import WorldModelObjective
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -122,7 +122,7 @@ def check_data_against_model(cfg: TrainConfig) -> None:
     modalities the model encodes; every embodiment of a cache is checked once its shards are read."""
     if cfg.data.source != "worlds":
         return
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     registry = get_registry()
     streams = {}
@@ -262,8 +262,8 @@ class Trainer:
         return train, self._world_clips(10**6, data.held_out_per_world, (1,))
 
     def _world_clips(self, seed0: int, count: int, strides: tuple[int, ...]) -> dict[str, list]:
-        from .encode import encode_episode
-        from .plugins import get_registry
+        from astra_core.apps.encode import encode_episode
+        from astra_core.plugins import get_registry
 
         registry = get_registry()
         pools = {}
@@ -624,8 +624,8 @@ def read_training_state(path: str | Path) -> dict:
 
 
 def _build_tokenizer(cfg: TrainConfig):
-    from .tokenizer import PixelTokenizer
-    from .tokenizer_train import load_tokenizer
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.data.tokenizer_train import load_tokenizer
 
     if cfg.data.tokenizer == "pixel":
         return PixelTokenizer(cfg.data.pixel_patch)
@@ -636,9 +636,9 @@ def _load_backbone(net: AstraNet, path: str) -> None:
     """Adapter mode: the backbone of an Astra checkpoint, or a Wan2.1 state dict (either layout)."""
     from safetensors.torch import load_file
 
-    from .checkpoint import read_checkpoint
-    from .model.dit import is_astra_addition
-    from .model.wan_io import load_wan_state_dict
+    from astra_core.checkpoint import read_checkpoint
+    from astra_core.model.dit import is_astra_addition
+    from astra_core.model.wan_io import load_wan_state_dict
 
     if not path or not Path(path).is_file():
         raise CheckpointError(f"init_checkpoint {path!r}: no such file (adapter mode starts from it)")

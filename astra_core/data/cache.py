@@ -23,9 +23,9 @@ import h5py
 import numpy as np
 import torch
 
-from .checkpoint import publish, temporary_beside
-from .data import Clip
-from .errors import AstraError
+from astra_core.checkpoint import publish, temporary_beside
+from astra_core.data import Clip
+from astra_core.errors import AstraError
 
 FORMAT = "astra-latent-cache"
 VERSION = 1

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .cache import split_episodes
-from .checkpoint import write_text_atomically, written_atomically
-from .errors import AstraError, ConfigError
-from .modality import raw_length, raw_rows
-from .world import WorldModel
+from astra_core.checkpoint import write_text_atomically, written_atomically
+from astra_core.data.cache import split_episodes
+from astra_core.errors import AstraError, ConfigError
+from astra_core.modality import raw_length, raw_rows
+from astra_core.world import WorldModel
 
 EVAL_SEED = 2_000_000
 
@@ -331,7 +331,7 @@ def run_benchmark(
 ) -> dict:
     """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
     first model's modalities cover."""
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     options = {k: v for k, v in {"guidance_scale": guidance, "num_steps": num_steps}.items() if v is not None}
     models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
@@ -360,7 +360,7 @@ def episodes_from_cache(patterns: list[str], tokenizer, held_out: bool = True) -
     (which must be the one that encoded them)."""
     import glob
 
-    from .cache import read_shard
+    from astra_core.data.cache import read_shard
 
     paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
     if not paths:

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import AstraError
-from .modality import raw_rows
-from .video import frames_to_uint8
-from .world import WorldModel
+from astra_core.data.video import frames_to_uint8
+from astra_core.errors import AstraError
+from astra_core.modality import raw_rows
+from astra_core.world import WorldModel
 
 KEY_ALIASES = {"ARROWUP": "UP", "ARROWDOWN": "DOWN", "ARROWLEFT": "LEFT", "ARROWRIGHT": "RIGHT", " ": "SPACE"}
 MAX_MESSAGE_BYTES = 4096
@@ -201,7 +201,7 @@ def play_terminal(session: PlaySession, out: Path | None = None, preview: bool =
                 except AstraError as err:
                     print(f"error: {err}", file=sys.stderr)
     if out is not None:
-        from .video import write_mp4
+        from astra_core.data.video import write_mp4
 
         fps = float(getattr(world, "fps", 10.0))
         frames = frames_to_uint8(session.video())

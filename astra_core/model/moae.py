@@ -32,9 +32,9 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from .errors import ConfigError, ShapeError
-from .modality import Modality, check_finite
-from .plugins.hookspecs import hookimpl
+from astra_core.errors import ConfigError, ShapeError
+from astra_core.modality import Modality, check_finite
+from astra_core.plugins.hookspecs import hookimpl
 
 # --------------------------------------------------------------------------------------------
 # Routers
@@ -215,7 +215,7 @@ RouterLike = Router | Mapping[str, Any] | str
 
 
 def _registered_name(router: Router) -> str:
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     for name, factory in get_registry().routers.items():
         if factory is type(router):
@@ -254,7 +254,7 @@ def _spec_values(value: Any) -> Any:
 
 def build_router(spec: RouterLike) -> Router:
     """A router from its spec (or a registered name); a Router object is returned as it is."""
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     if isinstance(spec, Router):
         return spec
@@ -408,7 +408,7 @@ class MoAEOutput:
 def _resolve_modality(modality: Modality | str) -> Modality:
     if isinstance(modality, Modality):
         return modality
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     return get_registry().get("modalities", modality)
 

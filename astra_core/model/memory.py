@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import HistoryConfig
-from .errors import ShapeError
+from astra_core.config import HistoryConfig
+from astra_core.errors import ShapeError
 
 
 def sequence_chunk_ids(num_frames: int, context_frames: int, chunk_size: int, device=None) -> torch.Tensor:

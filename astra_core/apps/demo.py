@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import write_text_atomically, written_atomically
-from .errors import AstraError
-from .modality import raw_length, raw_rows
-from .video import frames_to_uint8, side_by_side, write_gif, write_mp4
-from .world import WorldModel
+from astra_core.checkpoint import write_text_atomically, written_atomically
+from astra_core.data.video import frames_to_uint8, side_by_side, write_gif, write_mp4
+from astra_core.errors import AstraError
+from astra_core.modality import raw_length, raw_rows
+from astra_core.world import WorldModel
 
 DEMO_SEED = 3_000_000  # disjoint from the training seeds (from 0) and the benchmark's (from 2,000,000)
 SHEET_COLUMNS = 9
@@ -51,7 +51,7 @@ class DemoResult:
 
 def demo_worlds(model: WorldModel, names: list[str] | None = None) -> list:
     """The registered toy worlds the model can drive (optionally only those in `names`)."""
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     worlds = [w for w in get_registry().worlds.values() if w.modality in model.modalities]
     if names:
@@ -179,9 +179,9 @@ def run_rollout(
     the raw rows fed to the model and the per-latent-frame vectors they became)."""
     import json
 
-    from .action_files import load_action_file, stream_rows_to_json
-    from .plugins import get_registry
-    from .video import read_context
+    from astra_core.data.action_files import load_action_file, stream_rows_to_json
+    from astra_core.data.video import read_context
+    from astra_core.plugins import get_registry
 
     registry = get_registry()
     body = registry.get("embodiments", embodiment)

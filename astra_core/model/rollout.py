@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import AstraError, ConfigError, ShapeError
-from .flow import RectifiedFlow
-from .memory import segments_to_evict, with_last_frame_channels
-from .model.actions import Actions, AstraNet, Masks, action_shape, map_actions
-from .model.kv_cache import KVCache
-from .sampling import SAMPLERS, action_free_guidance
+from astra_core.errors import AstraError, ConfigError, ShapeError
+from astra_core.model.actions import Actions, AstraNet, Masks, action_shape, map_actions
+from astra_core.model.flow import RectifiedFlow
+from astra_core.model.kv_cache import KVCache
+from astra_core.model.memory import segments_to_evict, with_last_frame_channels
+from astra_core.model.sampling import SAMPLERS, action_free_guidance
 
 
 @dataclass

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cache import write_shard
-from .data import Episode
-from .errors import ConfigError, ShapeError
-from .modality import raw_length, raw_rows
-from .video import resize_crop
+from astra_core.data import Episode
+from astra_core.data.cache import write_shard
+from astra_core.data.video import resize_crop
+from astra_core.errors import ConfigError, ShapeError
+from astra_core.modality import raw_length, raw_rows
 
 
 @torch.no_grad()
@@ -90,8 +90,8 @@ def encode_to_shards(
     is encoded, so an error or an interrupt leaves `out_dir` as it was. A folder that already holds
     shards is refused unless `overwrite`, which replaces all of them (never a mix of old and new).
     Every episode must have the frame size of the first; `size` (height, width) scales and centre-crops
-    each to that size instead (`astra_core.video.resize_crop`)."""
-    from .plugins import get_registry
+    each to that size instead (`astra_core.data.video.resize_crop`)."""
+    from astra_core.plugins import get_registry
 
     if shard_size < 1:
         raise ConfigError(f"shard_size={shard_size} must be at least 1")

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from .flow import RectifiedFlow
-from .memory import BatchDraws, augment_history, check_training_layout, sequence_chunk_ids, with_last_frame_channels
-from .model.actions import Actions, AstraNet, Masks
+from astra_core.model.actions import Actions, AstraNet, Masks
+from astra_core.model.flow import RectifiedFlow
+from astra_core.model.memory import (
+    BatchDraws,
+    augment_history,
+    check_training_layout,
+    sequence_chunk_ids,
+    with_last_frame_channels,
+)
 
 MOTION_SCALE = 0.1  # a change of this much (in latent units; 13/255 for pixel latents) counts fully as motion
 

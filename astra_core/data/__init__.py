@@ -59,7 +59,7 @@ class Batch:
 
 def collate(clips: list[Clip]) -> Batch:
     """Stack clips that may carry different modalities: a missing one gets zeros with mask 0."""
-    from .errors import ShapeError
+    from astra_core.errors import ShapeError
 
     if not clips:
         raise ShapeError("collate: no clips")
@@ -86,7 +86,7 @@ class ClipSampler:
     position (`state_dict`) lets a resumed run continue the same sequence."""
 
     def __init__(self, pools: dict[str, list], weights: dict[str, float] | None = None, seed: int = 0):
-        from .errors import ConfigError
+        from astra_core.errors import ConfigError
 
         self.pools = {k: v for k, v in pools.items() if v}
         if not self.pools:

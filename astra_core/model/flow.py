@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .config import FlowConfig
-from .memory import BatchDraws
+from astra_core.config import FlowConfig
+from astra_core.model.memory import BatchDraws
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

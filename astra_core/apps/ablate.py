@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import write_text_atomically
-from .config import TrainConfig
-from .errors import ConfigError
+from astra_core.checkpoint import write_text_atomically
+from astra_core.config import TrainConfig
+from astra_core.errors import ConfigError
 
 MARK_START = "<!-- astra ablate: start -->"
 MARK_END = "<!-- astra ablate: end -->"
@@ -113,8 +113,8 @@ def _variant_worker(
     """
     import torch
 
-    from .evaluate import EvalSettings, run_benchmark
-    from .train import Trainer
+    from astra_core.apps.evaluate import EvalSettings, run_benchmark
+    from astra_core.apps.train import Trainer
 
     if parent is not None:
         stop_when_orphaned(parent)

@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .errors import ConfigError, ShapeError
+from astra_core.errors import ConfigError, ShapeError
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from string import Template
 
-from .errors import ConfigError
+from astra_core.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,30}")
 
@@ -64,7 +64,7 @@ from astra_core import hookimpl
 from astra_core.data import Episode
 from astra_core.errors import ReaderError, ShapeError
 from astra_core.modality import AlignedActions, Embodiment, Modality, latent_frame_indices
-from astra_core.video import resize_crop, uint8_to_frames
+from astra_core.data.video import resize_crop, uint8_to_frames
 
 MODALITY = "${name}_cmd"
 READER = "${name}_npz"
@@ -324,7 +324,7 @@ FILES = {
 def new_plugin(name: str, out: str | Path | None = None) -> Path:
     """Write the plugin package for embodiment `name` into `out` (default: ./astra-NAME); returns its
     folder. Refuses a name that is not a lowercase identifier and a folder that exists."""
-    from . import __version__
+    from astra_core import __version__
 
     if not NAME_PATTERN.fullmatch(name) or keyword.iskeyword(name):
         raise ConfigError(

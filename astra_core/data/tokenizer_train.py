@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from .checkpoint import atomic_save_tensors
-from .errors import CheckpointError
-from .tokenizer import CausalVideoVAE, build_tokenizer, psnr_from_mse
+from astra_core.checkpoint import atomic_save_tensors
+from astra_core.data.tokenizer import CausalVideoVAE, build_tokenizer, psnr_from_mse
+from astra_core.errors import CheckpointError
 
 
 @dataclass
@@ -31,7 +31,7 @@ class TokenizerTrainConfig:
 
 def world_clips(num_episodes: int, clip_frames: int, seed_offset: int) -> torch.Tensor:
     """Clips [N, 3, T, 64, 64] from every registered toy world (episodes of 2·T frames, two clips each)."""
-    from .plugins import get_registry
+    from astra_core.plugins import get_registry
 
     clips = []
     for world in get_registry().worlds.values():

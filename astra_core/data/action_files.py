@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AstraError
-from .modality import raw_length
+from astra_core.errors import AstraError
+from astra_core.modality import raw_length
 
 SUFFIXES = (".json", ".yaml", ".yml", ".npz")
 

@@ -8,8 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import AstraError, ConfigError
+from astra_core import __version__
+from astra_core.errors import AstraError, ConfigError
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -31,7 +31,7 @@ def _json_or_text(text: str):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, read_checkpoint
+    from astra_core.checkpoint import load_checkpoint, read_checkpoint
 
     config, tensors, metadata = read_checkpoint(args.checkpoint)
     net = load_checkpoint(args.checkpoint)
@@ -57,8 +57,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_presets(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import DIT_PRESETS
-    from .model.dit import AstraDiT
+    from astra_core.config import DIT_PRESETS
+    from astra_core.model.dit import AstraDiT
 
     for name, cfg in DIT_PRESETS.items():
         with torch.device("meta"):
@@ -71,7 +71,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import plugins
+    from astra_core.plugins import plugins
 
     manager = plugins()
     registry_error = None
@@ -100,7 +100,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     import torch
 
-    from .tokenizer_train import TokenizerTrainConfig, train_tokenizer
+    from astra_core.data.tokenizer_train import TokenizerTrainConfig, train_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,10 +118,10 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    from .encode import encode_to_shards
-    from .plugins import get_registry
-    from .tokenizer import PixelTokenizer
-    from .tokenizer_train import load_tokenizer
+    from astra_core.apps.encode import encode_to_shards
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.data.tokenizer_train import load_tokenizer
+    from astra_core.plugins import get_registry
 
     tokenizer = PixelTokenizer(args.patch) if args.tokenizer == "pixel" else load_tokenizer(args.tokenizer)
     registry = get_registry()
@@ -145,7 +145,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_new_plugin(args: argparse.Namespace) -> int:
-    from .scaffold import new_plugin
+    from astra_core.apps.scaffold import new_plugin
 
     folder = new_plugin(args.name, args.out)
     print(f"wrote the plugin package {folder}/; next: cd {folder} and follow its README (pip install -e .)")
@@ -153,8 +153,8 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig
-    from .train import Trainer
+    from astra_core.apps.train import Trainer
+    from astra_core.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(args.config)
     updates = {k: v for k, v in {"steps": args.steps, "out_dir": args.out}.items() if v is not None}
@@ -168,7 +168,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import EvalSettings, markdown_table, run_benchmark, write_report
+    from astra_core.apps.evaluate import EvalSettings, markdown_table, run_benchmark, write_report
 
     if args.plots:
         try:
@@ -193,7 +193,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(results, shown))
     print(f"written: {Path(args.out) / 'eval.json'}, {Path(args.out) / 'eval.md'}")
     if args.plots:
-        from .evaluate import write_plots
+        from astra_core.apps.evaluate import write_plots
 
         for path in write_plots(results, Path(args.out), tuple(args.horizons)):
             print(f"written: {path}")
@@ -202,9 +202,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
     """`astra eval --cache` / `--reader`: the checkpoint on recorded episodes (the held-out ones)."""
-    from .evaluate import episodes_from_cache, episodes_from_reader, evaluate_data
-    from .plugins import get_registry
-    from .world import WorldModel
+    from astra_core.apps.evaluate import episodes_from_cache, episodes_from_reader, evaluate_data
+    from astra_core.plugins import get_registry
+    from astra_core.world import WorldModel
 
     options = {k: v for k, v in {"guidance_scale": args.guidance, "num_steps": args.steps}.items() if v is not None}
     models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
@@ -234,7 +234,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from astra_core.apps.demo import run_demo
 
     _set_threads(args)
     result = run_demo(
@@ -259,7 +259,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
-    from .demo import run_rollout
+    from astra_core.apps.demo import run_rollout
 
     _set_threads(args)
     result = run_rollout(
@@ -283,9 +283,9 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
-    from .play import PlayServer, PlaySession, play_terminal
-    from .plugins import get_registry
-    from .world import WorldModel
+    from astra_core.apps.play import PlayServer, PlaySession, play_terminal
+    from astra_core.plugins import get_registry
+    from astra_core.world import WorldModel
 
     _set_threads(args)
     model = WorldModel.from_checkpoint(args.checkpoint, **_rollout_options(args))
@@ -310,7 +310,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablate import run_ablation, write_results_section
+    from astra_core.apps.ablate import run_ablation, write_results_section
 
     _set_threads(args)
     results = run_ablation(
@@ -323,7 +323,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         jobs=args.jobs,
     )
-    from .ablate import ablation_table
+    from astra_core.apps.ablate import ablation_table
 
     print(ablation_table(results))
     print(f"written: {Path(args.out) / 'ablation.json'}, {Path(args.out) / 'ablation.md'}")
@@ -340,7 +340,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .ablate import VARIANTS
+    from astra_core.apps.ablate import VARIANTS
 
     parser = argparse.ArgumentParser(prog="astra", description="Astra world: interactive world models.")
     parser.add_argument("--version", action="version", version=f"astra-world {__version__}")
