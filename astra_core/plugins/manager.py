@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -22,6 +23,7 @@ from astra_core.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "astra"
 AUTOLOAD_ENV = "ASTRA_DISABLE_PLUGIN_AUTOLOAD"
+CORE_PLUGINS = ("astra_core.model.moae",)  # modules of the core that register through the hooks
 KINDS = ("modalities", "readers", "embodiments", "routers", "worlds")
 SINGULAR = {
     "modalities": "modality",
@@ -114,9 +116,11 @@ class AstraPlugins:
             return
         self._loaded = True
         from astra_core import __version__
-        from astra_core.model import moae  # the core's own routers, registered through the same hook
 
-        self.register_plugin(moae, "astra_core", version=__version__, source="core")
+        # The core's own routers come through the same hook, loaded by module name as entry points are,
+        # so the plugin machinery never imports the model (which imports the registry).
+        for module in CORE_PLUGINS:
+            self.register_plugin(import_module(module), "astra_core", version=__version__, source="core")
         if os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false"):
             return
         for ep in entry_points(group=ENTRY_POINT_GROUP):
