@@ -1,0 +1,220 @@
+"""The trainer's setup: config checks against the model and the data, the tokenizer, the network (and
+its adapter backbone), the clips and their held-out split, normaliser statistics, parallel wrappers."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from astra_core.checkpoint import (
+    read_checkpoint,
+)
+from astra_core.config import TrainConfig
+from astra_core.data import Batch, collate
+from astra_core.data.cache import CachedEpisode, read_shard, split_episodes
+from astra_core.errors import CheckpointError, ConfigError
+from astra_core.model.actions import AstraNet
+
+
+def pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shared encoder: every modality's vector padded to `width` and summed over modalities."""
+    b, f = batch.latents.shape[0], batch.latents.shape[2]
+    vector, mask = torch.zeros(b, f, width), torch.zeros(b, f)
+    for name, a in batch.actions.items():
+        if a.shape[-1] > width:
+            raise ConfigError(f"action.action_dim={width} is narrower than modality {name!r} ({a.shape[-1]})")
+        m = batch.masks[name]
+        vector[..., : a.shape[-1]] += a * m[..., None]
+        mask = torch.maximum(mask, m)
+    return vector, mask
+
+
+def _check_modalities(cfg: TrainConfig, streams: dict[str, tuple[list[str], str]]) -> None:
+    """Every embodiment's action modalities must be ones the model encodes (MoAE and the shared encoder
+    name theirs; the plain MLP takes any one stream of `action.action_dim`)."""
+    action = cfg.model.action
+    if action.encoder not in ("moae", "shared"):
+        return
+    for embodiment, (modalities, where) in streams.items():
+        missing = [m for m in modalities if m not in action.modalities]
+        if missing:
+            raise ConfigError(
+                f"{where}: embodiment {embodiment!r} acts through {missing}, which model.action.modalities "
+                f"{list(action.modalities)} lacks; add them there or leave {embodiment!r} out of the data"
+            )
+
+
+def check_data_against_model(cfg: TrainConfig) -> None:
+    """Before any work: every toy world named in `data.weights` is registered and acts through
+    modalities the model encodes; every embodiment of a cache is checked once its shards are read."""
+    if cfg.data.source != "worlds":
+        return
+    from astra_core.plugins import get_registry
+
+    registry = get_registry()
+    streams = {}
+    for name in cfg.data.weights:
+        if name in registry.embodiments:
+            embodiment = registry.embodiments[name]
+            if embodiment.world is None:
+                raise ConfigError(
+                    f"data.weights: {name!r} is an embodiment read from files (reader {embodiment.reader!r}), "
+                    f"not a toy world; encode it with `astra encode --reader` and train with data.source: cache"
+                )
+            registry.get("worlds", embodiment.world)
+            streams[name] = (list(embodiment.modalities), f"data.weights.{name}")
+        elif name in registry.worlds:
+            streams[name] = ([registry.worlds[name].modality], f"data.weights.{name}")
+        else:
+            known = sorted(registry.worlds)
+            raise ConfigError(f"data.weights: {name!r} is no registered toy world; known: {known}")
+    _check_modalities(cfg, streams)
+
+
+def build_run_tokenizer(cfg: TrainConfig):
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.data.tokenizer_train import load_tokenizer
+
+    if cfg.data.tokenizer == "pixel":
+        return PixelTokenizer(cfg.data.pixel_patch)
+    return load_tokenizer(cfg.data.tokenizer)
+
+
+def _load_backbone(net: AstraNet, path: str) -> None:
+    """Adapter mode: the backbone of an Astra checkpoint, or a Wan2.1 state dict (either layout)."""
+    from safetensors.torch import load_file
+
+    from astra_core.model.dit import is_astra_addition
+    from astra_core.model.wan_io import load_wan_state_dict
+
+    if not path or not Path(path).is_file():
+        raise CheckpointError(f"init_checkpoint {path!r}: no such file (adapter mode starts from it)")
+    try:
+        _, tensors, _ = read_checkpoint(path)
+        tensors = {k[len("dit.") :]: v for k, v in tensors.items() if k.startswith("dit.")}
+    except CheckpointError as astra_error:  # not an Astra checkpoint: a plain Wan state dict?
+        try:
+            tensors = load_file(path)
+        except Exception as err:  # noqa: BLE001 - safetensors raises several types
+            raise CheckpointError(
+                f"init_checkpoint {path}: neither an Astra checkpoint ({astra_error}) nor a safetensors "
+                f"state dict ({type(err).__name__}: {err})"
+            ) from None
+    backbone = {k: v for k, v in tensors.items() if not is_astra_addition(k)}
+    load_wan_state_dict(net.dit, backbone)
+
+
+def init_distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def open_tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed; metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+class SetupMixin:
+    """Trainer methods that build what a run needs, before the first step."""
+
+    def _parallelize(self, module: nn.Module) -> nn.Module:
+        """DDP, or FSDP2 with every DiT block its own shard group and the rest in the root's."""
+        if self.world_size == 1:
+            return module
+        if not self.sharded:
+            return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        from torch.distributed.fsdp import fully_shard
+
+        for block in self.net.dit.blocks:
+            fully_shard(block)
+        fully_shard(module)
+        return module
+
+    def _build_net(self) -> AstraNet:
+        cfg = self.cfg
+        net = AstraNet(cfg.model)
+        if cfg.mode == "adapter":
+            _load_backbone(net, cfg.init_checkpoint)
+            net.select_adapter_parameters()
+        return net
+
+    def clip_frames(self) -> int:
+        h = self.cfg.model.history
+        return h.context_frames + (self.cfg.data.history_chunks + 1) * h.chunk_size
+
+    def _load_clips(self) -> tuple[dict[str, list], dict[str, list]]:
+        data = self.cfg.data
+        if data.source == "cache":
+            paths = sorted({p for pattern in data.cache for p in glob.glob(pattern)})
+            if not paths:
+                raise ConfigError(f"data.cache: no shard matches {list(data.cache)}")
+            episodes = [e for p in paths for e in read_shard(p, self.tokenizer.describe())]
+            _check_modalities(self.cfg, {e.embodiment: (sorted(e.actions), e.source) for e in episodes})
+            counts: dict[str, int] = {}
+            for ep in episodes:
+                counts[ep.embodiment] = counts.get(ep.embodiment, 0) + 1
+            few = {name: n for name, n in counts.items() if n < 2}
+            if few:
+                raise ConfigError(
+                    f"data.cache: embodiment(s) {few} have a single episode; whole episodes are held out "
+                    "(split_episodes), so each needs at least 2: encode more episodes"
+                )
+            train, held_out = split_episodes(episodes)  # whole episodes, never one on both sides
+            pools: dict[str, list] = {}
+            held: dict[str, list] = {}
+            for side, chosen in ((pools, train), (held, held_out)):
+                for ep in chosen:
+                    side.setdefault(ep.embodiment, []).extend(ep.clips(self.clip_frames(), data.clip_stride))
+            for name in counts:
+                if not pools.get(name) or not held.get(name):
+                    raise ConfigError(
+                        f"data.cache: embodiment {name!r} yields no clips of {self.clip_frames()} frames on one "
+                        "side of the split; add episodes or lower data.history_chunks"
+                    )
+            return pools, held
+        train = self._world_clips(0, data.episodes_per_world, data.time_strides)
+        return train, self._world_clips(10**6, data.held_out_per_world, (1,))
+
+    def _world_clips(self, seed0: int, count: int, strides: tuple[int, ...]) -> dict[str, list]:
+        from astra_core.apps.encode import encode_episode
+        from astra_core.plugins import get_registry
+
+        registry = get_registry()
+        pools = {}
+        needed = self.clip_frames()
+        for name in self.cfg.data.weights:
+            world = registry.get("worlds", registry.get("embodiments", name).world or name)
+            clips = []
+            for i in range(count):
+                episode = world.episode(seed0 + i, self.cfg.data.episode_frames)
+                for k in sorted(set(strides)):
+                    if 1 + (self.cfg.data.episode_frames - 1) // (k * self.tokenizer.temporal_factor) < needed:
+                        raise ConfigError(
+                            f"data.time_strides: stride {k} leaves fewer than {needed} frames of an "
+                            f"episode of data.episode_frames={self.cfg.data.episode_frames}"
+                        )
+                    encoded = encode_episode(episode, self.tokenizer, registry.modalities, time_stride=k)
+                    clips.extend(CachedEpisode.from_encoded(encoded).clips(needed, self.cfg.data.clip_stride))
+            pools[name] = clips
+        return pools
+
+    def _fit_normalizers(self) -> None:
+        if self.net.moae is None:
+            return
+        everything = collate([c for clips in self.pools.values() for c in clips])
+        for name in self.net.moae.names:
+            if name in everything.actions and not bool(self.net.moae.normalizers[name].fitted):
+                self.net.moae.normalizers[name].fit(everything.actions[name], everything.masks[name])
