@@ -330,3 +330,37 @@ def test_eval_refuses_data_and_worlds_the_checkpoint_does_not_cover(tmp_path, ca
     assert not (tmp_path / "e").exists()
     assert main(["eval", "--checkpoint", str(path), "--out", str(tmp_path / "e"), "somefile"]) == 2
     assert "without --reader" in capsys.readouterr().err
+
+
+def test_the_benchmark_refuses_a_checkpoint_that_drives_no_toy_world(tmp_path, capsys):
+    """A model of a plugin's modality alone: `astra eval` without --cache/--reader is one clear error,
+    never an empty table with exit 0."""
+    import types
+
+    from astra_core import hookimpl
+    from astra_core.config import AstraConfig, dit_preset
+    from astra_core.modality import AlignedActions, Modality
+    from astra_core.plugins import plugins, reset_plugins
+
+    class Sonar(Modality):
+        name, action_dim, raw_format = "sonar_ping", 2, "[T, 2]"
+
+        def align(self, raw, temporal_factor):
+            return AlignedActions(raw, raw[:, 0] * 0 + 1)
+
+    module = types.ModuleType("sonar_plugin")
+    module.astra_register_modalities = hookimpl(lambda register: register(Sonar()))
+    reset_plugins()
+    try:
+        plugins().register_plugin(module, "sonar")
+        cfg = AstraConfig(
+            dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=48, out_dim=48),
+            action=ActionConfig(encoder="moae", modalities=("sonar_ping",), token_dim=8, expert_hidden=8),
+        )
+        path = save_checkpoint(tmp_path / "sonar.safetensors", AstraNet(cfg), tokenizer=PixelTokenizer(4))
+        assert main(["eval", "--checkpoint", str(path), "--episodes", "1", "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert "['sonar_ping'] drive none of the toy worlds" in err and "--cache or --reader" in err
+        assert not (tmp_path / "e").exists()
+    finally:
+        reset_plugins()
