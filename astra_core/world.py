@@ -18,6 +18,7 @@ from astra_core.modality import concat_raw, num_latent_frames, raw_length, raw_r
 from astra_core.model.actions import AstraNet
 from astra_core.model.rollout import LatentWorldModel
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_default.safetensors"
 
 
@@ -32,7 +33,10 @@ def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
 
 
 class WorldModel:
-    def __init__(self, net: AstraNet, tokenizer, **rollout_options: Any):
+    def __init__(self, net: AstraNet, tokenizer, precision: str = "fp32", **rollout_options: Any):
+        """`precision`: "fp32", or "bf16" for the DiT's weights and activations (the action path, the
+        flow arithmetic and the sampler stay in float32); `rollout_options` go to `LatentWorldModel`
+        (num_steps, guidance_scale, use_kv_cache, ...)."""
         from astra_core.plugins import get_registry
 
         self.net, self.tokenizer = net, tokenizer
@@ -40,6 +44,10 @@ class WorldModel:
         if not names:
             raise ShapeError("WorldModel needs a model whose config names its modalities (action.modalities)")
         self.modalities = {n: get_registry().get("modalities", n) for n in names}
+        if precision not in PRECISIONS:
+            raise ShapeError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
+        net.dit.to(PRECISIONS[precision])  # the action path and the sampler's arithmetic stay in float32
+        self.precision = precision
         self.latent = LatentWorldModel(net, **rollout_options)
         self.frames_per_step = net.config.history.chunk_size * tokenizer.temporal_factor
         self._last_raw: list[dict[str, Any]] | None = None

@@ -1,7 +1,8 @@
 """Interactive speed of a world model (default: the shipped one) and the peak memory of `astra demo`.
 
 One key-driven session (batch 1, 64x64 toy world) per setting, run side by side in this process:
-with and without action-free guidance, with and without the KV cache. For each: frames/s over a
+with and without action-free guidance, with and without the KV cache, and the DiT in fp32 against
+bf16 (`--precision`), timed in turn. For each: frames/s over a
 stream of steps, and the latency from an action to the first frame that shows it (a step generates
 its whole chunk at once, so that is the step's wall time). The sampling settings are those of the
 quality table in docs/results.md unless given. Then `astra demo` runs in a child process, and its
@@ -83,6 +84,24 @@ def compare(checkpoint: str | None, baseline: str, world, steps: int, rounds: in
     print(f"  model / baseline frames/s: {fps['model'] / fps['baseline']:.2f}x")
 
 
+def compare_precisions(checkpoint: str | None, world, steps: int, options: dict, rounds: int = 3) -> None:
+    """fp32 (the reference) and bf16 for the DiT, at the table settings with the KV cache, timed in turn
+    `rounds` times; medians, p90 latency and the ratio."""
+    models = {p: WorldModel.from_checkpoint(checkpoint, precision=p, **options) for p in ("fp32", "bf16")}
+    runs: dict[str, list[dict[str, float]]] = {p: [] for p in models}
+    for _ in range(rounds):
+        for p, model in models.items():
+            runs[p].append(session_speed(model, world, steps))
+    print(f"precision, side by side ({rounds} rounds in turn, table settings, KV cache):")
+    fps = {}
+    for p in models:
+        fps[p] = statistics.median(r["fps"] for r in runs[p])
+        latency = statistics.median(r["latency_ms"] for r in runs[p])
+        p90 = statistics.median(r["latency_p90_ms"] for r in runs[p])
+        print(f"  {p}: {fps[p]:.1f} frames/s, key-to-frame latency {latency:.0f} ms median, {p90:.0f} ms p90")
+    print(f"  bf16 / fp32 frames/s: {fps['bf16'] / fps['fp32']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="default: the shipped toy model")
@@ -118,6 +137,8 @@ def main() -> None:
     base = rows["table settings, KV cache"]["fps"]
     for name, r in rows.items():
         print(f"  {name}: {r['fps'] / base:.2f}x the frames/s of the table settings with the cache")
+    table = {k: v for k, v in settings["table settings, KV cache"].items() if v is not None}
+    compare_precisions(args.checkpoint, world, args.steps, table)
     if args.baseline:
         compare(args.checkpoint, args.baseline, world, args.steps)
     if not args.no_demo:

@@ -187,7 +187,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         used = sorted({int(k.split("@")[1]) for r in results.values() for k in r if re.fullmatch(r"astra/psnr@\d+", k)})
         shown = tuple(used)[:3]
     else:
-        results = run_benchmark(checkpoints, settings, args.guidance, args.steps)
+        results = run_benchmark(checkpoints, settings, args.guidance, args.steps, precision=args.precision or "fp32")
         shown = tuple(args.horizons)[:3]
     write_report(results, Path(args.out), shown)
     print(markdown_table(results, shown))
@@ -206,7 +206,7 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
     from astra_core.plugins import get_registry
     from astra_core.world import WorldModel
 
-    options = {k: v for k, v in {"guidance_scale": args.guidance, "num_steps": args.steps}.items() if v is not None}
+    options = _rollout_options(args)
     models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
     first = next(iter(models.values()))
     if args.cache:
@@ -220,7 +220,7 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
 
 
 def _rollout_options(args: argparse.Namespace) -> dict:
-    opts = {"guidance_scale": args.guidance, "num_steps": args.steps}
+    opts = {"guidance_scale": args.guidance, "num_steps": args.steps, "precision": getattr(args, "precision", None)}
     if getattr(args, "no_cache", False):
         opts["use_kv_cache"] = False
     return {k: v for k, v in opts.items() if v is not None}
@@ -336,6 +336,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="action-free guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the checkpoint's)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32, the reference)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
 
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
+    ev.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32)")
     ev.add_argument(
         "--first-seed",
         type=int,

@@ -328,12 +328,14 @@ def run_benchmark(
     guidance: float | None = None,
     num_steps: int | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> dict:
     """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
-    first model's modalities cover."""
+    first model's modalities cover. `precision`: the DiT's, "fp32" or "bf16"."""
     from astra_core.plugins import get_registry
 
     options = {k: v for k, v in {"guidance_scale": guidance, "num_steps": num_steps}.items() if v is not None}
+    options["precision"] = precision
     models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
     first = next(iter(models.values()))
     registry = get_registry()

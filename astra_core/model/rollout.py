@@ -78,7 +78,8 @@ class LatentWorldModel:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+        """The DiT's dtype: what its inputs are cast to (the action path may stay in float32)."""
+        return next(self.net.dit.parameters()).dtype
 
     @property
     def frames_generated(self) -> int:
