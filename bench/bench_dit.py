@@ -2,7 +2,11 @@
 
 FLOPs are counted as 2·(matmul parameters acting on video tokens)·tokens + 4·tokens²·dim·layers;
 the peak is the median of 2048x2048 matmuls in the same process and dtype; each variant's time is the
-median of alternating runs after warm-up. Run: python bench/bench_dit.py [--repeats 10]
+median of alternating runs after warm-up. Then the toy model's own case, which the comparison config
+does not exercise: the shipped model's DiT (tiny, no text) over a training clip with the block-causal
+chunk mask (1 context frame and 4 chunks of 2 frames, 576 tokens), fp32 against bf16, with the same
+FLOP formula (it counts full attention, so the block-causal shares are upper bounds).
+Run: python bench/bench_dit.py [--repeats 10] [--toy-only]
 """
 
 from __future__ import annotations
@@ -34,9 +38,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--toy-only", action="store_true", help="only the shipped toy model's block-causal case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if not args.toy_only:
+        compare_with_diffusers(args.repeats)
+    toy_model(args.repeats)
+
+
+def toy_model(repeats: int) -> None:
+    """The shipped model's DiT, block-causal over a training clip, fp32 vs bf16, timed in turn."""
+    from astra_core import WorldModel
+    from astra_core.model.memory import sequence_chunk_ids
+
+    net = WorldModel.from_checkpoint().net
+    cfg, history = net.dit.config, net.config.history
+    frames = history.context_frames + 4 * history.chunk_size
+    x = torch.randn(1, cfg.in_dim, frames, 16, 16)
+    t = torch.rand(1, frames) * 1000
+    features = torch.randn(1, frames, cfg.dim) * 0.1
+    chunk_ids = sequence_chunk_ids(frames, history.context_frames, history.chunk_size)
+    tokens = frames * 16 * 16 // (cfg.patch_size[1] * cfg.patch_size[2])
+    flops = 2 * video_matmul_params(net.dit) * tokens + 4 * tokens**2 * cfg.dim * cfg.num_layers
+    print(
+        f"toy model: dim {cfg.dim}, ffn {cfg.ffn_dim}, heads {cfg.num_heads}, layers {cfg.num_layers}, "
+        f"{frames} latent frames, {tokens} tokens, block-causal chunks of {history.chunk_size}; "
+        f"{flops / 1e9:.2f} GFLOP per forward (full-attention count)"
+    )
+    times, peaks = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        dit = net.dit.to(dtype)
+        xd, fd = x.to(dtype), features.to(dtype)
+        with torch.no_grad():
+            times[dtype] = alternating_medians(
+                {"toy": lambda: dit(xd, t, fd, chunk_ids=chunk_ids)},
+                repeats=repeats,  # noqa: B023
+            )["toy"]
+        peaks[dtype] = matmul_peak(dtype)
+        name = str(dtype).removeprefix("torch.")
+        achieved = flops / times[dtype]
+        print(
+            f"{name:9s} toy        {times[dtype] * 1e3:8.2f} ms  {achieved / 1e9:7.1f} GFLOP/s  "
+            f"{100 * achieved / peaks[dtype]:5.1f}% of peak ({peaks[dtype] / 1e9:.1f} GFLOP/s)"
+        )
+    print(f"toy model time ratio bf16/fp32 = {times[torch.bfloat16] / times[torch.float32]:.3f}")
+
+
+def compare_with_diffusers(repeats: int) -> None:
+    """The comparison config: AstraDiT against diffusers' Wan transformer, fp32 and bf16."""
 
     # dim 384, ffn 1536, 6 heads, 8 layers; 8 latent frames of 16x16 -> 8·8·8 = 512 tokens
     cfg = dit_preset("small", text_dim=384, attention="full", use_projector=False)
@@ -65,7 +115,7 @@ def main() -> None:
                     "astra": lambda: ours_d(xd, t, context=ctxd),
                     "diffusers": lambda: ref_d(xd, t, ctxd, return_dict=False),
                 },
-                repeats=args.repeats,
+                repeats=repeats,
             )
         peak = matmul_peak(dtype)
         name = str(dtype).removeprefix("torch.")
