@@ -211,8 +211,11 @@ if __name__ == "__main__":
 CONFIG = """\
 # Train a small world model on the $name sample data (see README.md for the steps before this):
 #   astra train configs/train.yaml
+# The choices of Astra world's shipped toy model, at a smaller width: each new frame is the last one
+# warped by a predicted flow plus a residual (so an untrained model starts as copy-last-frame), with
+# the last frame beside the noisy one on the input channels.
 model:
-  dit: {preset: tiny, dim: 64, ffn_dim: 128, num_heads: 4, num_layers: 2, in_dim: 48, out_dim: 48}
+  dit: {preset: tiny, dim: 96, ffn_dim: 384, num_heads: 4, num_layers: 3, in_dim: 96, out_dim: 50}
   action:
     encoder: moae
     modalities: [${name}_cmd]
@@ -221,15 +224,18 @@ model:
     router_options: {k: 1}
     token_dim: 32
     expert_hidden: 64
-    zero_init: false
-  history: {chunk_size: 2, context_frames: 1, window: 4}
+  history: {chunk_size: 2, context_frames: 1, window: 4, last_frame_channels: true}
+  guidance: {action_dropout: 0.1, scale: 1.0}
+  sampler: {name: euler, num_steps: 4}
+  flow: {prediction: warp, warp_unshuffle: 4, warp_mode: bicubic, sigma_floor: 0.9}
 data:
   source: cache
   cache: [cache/shard-*.h5]
   weights: {$name: 1.0}
   history_chunks: 1
-steps: 200
-batch_size: 4
+optim: {lr: 0.001, warmup_steps: 50}
+steps: 400
+batch_size: 8
 eval_every: 0
 checkpoint_every: 100
 out_dir: runs/$name
