@@ -10,6 +10,10 @@ from astra_core.model.actions import AstraNet
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+# A CPU-sized DiT in a training config's YAML form, for the pixel tokenizer's 48 channels.
+TINY_DIT = {"preset": "tiny", "dim": 32, "ffn_dim": 64, "num_heads": 2, "num_layers": 1, "in_dim": 48, "out_dim": 48}
+
+
 def make_config(
     dim: int = 64,
     layers: int = 2,

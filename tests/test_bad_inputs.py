@@ -11,7 +11,6 @@ cases return the HTTP status and the needles of the JSON error instead.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import types
 from collections import Counter
@@ -32,25 +31,15 @@ from astra_core.plugins import PluginError, get_registry, hookimpl, plugins, res
 from astra_core.world import DEFAULT_CHECKPOINT, WorldModel
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_play import _raw  # noqa: E402
 from test_readers import _write_re10k, _write_robomimic  # noqa: E402
+from test_train import BASE  # noqa: E402
 
+# test_train's small run, shortened: one world, two steps, no evaluation or intermediate checkpoints
 TINY = {
-    "model": {
-        "dit": {
-            "preset": "tiny",
-            "dim": 32,
-            "ffn_dim": 64,
-            "num_heads": 2,
-            "num_layers": 2,
-            "in_dim": 48,
-            "out_dim": 48,
-        },
-        "action": {"encoder": "moae", "modalities": ["camera_se3", "robot_ee"], "token_dim": 16, "expert_hidden": 16},
-        "history": {"chunk_size": 2, "window": 4},
-    },
-    "data": {"weights": {"free_camera": 1.0}, "episodes_per_world": 2, "held_out_per_world": 1, "episode_frames": 9},
+    **BASE,
+    "data": {**BASE["data"], "weights": {"free_camera": 1.0}},
     "steps": 2,
-    "batch_size": 2,
     "eval_every": 0,
     "checkpoint_every": 0,
 }
@@ -873,19 +862,7 @@ def _server():
 
 
 def _http(request: bytes) -> tuple[int, str]:
-    srv = _server()
-    with socket.create_connection(srv.httpd.server_address[:2], timeout=10) as conn:
-        conn.sendall(request)
-        chunks = []
-        while True:
-            try:
-                data = conn.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-    reply = b"".join(chunks).decode("utf-8", "replace")
+    reply = _raw(_server(), request).decode("utf-8", "replace")
     return int(reply.split(" ", 2)[1]), reply
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import make_config
+from _helpers import TINY_DIT, make_config
 
 from astra_core.apps.cli import main
 from astra_core.apps.evaluate import psnr, sharpness, ssim, teacher_forced
@@ -279,15 +279,7 @@ def test_split_holds_out_whole_episodes_and_training_never_sees_them(tmp_path):
     cfg = TrainConfig.from_dict(
         {
             "model": {
-                "dit": {
-                    "preset": "tiny",
-                    "dim": 32,
-                    "ffn_dim": 64,
-                    "num_heads": 2,
-                    "num_layers": 1,
-                    "in_dim": 48,
-                    "out_dim": 48,
-                },
+                "dit": TINY_DIT,
                 "action": {"encoder": "moae", "modalities": ["camera_se3"], "token_dim": 8, "expert_hidden": 8},
                 "history": {"chunk_size": 2, "window": 4},
             },

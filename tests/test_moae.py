@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from _helpers import make_config
+from _helpers import TINY_DIT, make_config
 from torch import nn
 
 from astra_core.config import ActionConfig
@@ -404,15 +404,7 @@ def test_yaml_composes_routers_by_spec():
     cfg = TrainConfig.from_dict(
         {
             "model": {
-                "dit": {
-                    "preset": "tiny",
-                    "dim": 32,
-                    "ffn_dim": 64,
-                    "num_heads": 2,
-                    "num_layers": 1,
-                    "in_dim": 48,
-                    "out_dim": 48,
-                },
+                "dit": TINY_DIT,
                 "action": {
                     "encoder": "moae",
                     "modalities": ["camera_se3", "robot_ee"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from astra_core.checkpoint import write_text_atomically, written_atomically
+from astra_core.data import Episode
 from astra_core.data.cache import split_episodes
 from astra_core.errors import AstraError, ConfigError
 from astra_core.modality import raw_length, raw_rows
@@ -185,22 +186,11 @@ def teacher_forced(wm: WorldModel, frames: torch.Tensor, streams: list, contexts
     return out
 
 
-@dataclass
-class EvalEpisode:
-    """One episode to score: frames [3, T, H, W] in [-1, 1] and the raw actions of those T frames,
-    keyed by modality; `source` names it in errors."""
-
-    frames: torch.Tensor
-    streams: dict
-    source: str = ""
-    embodiment: str = ""
-
-
 @torch.no_grad()
 def evaluate_episodes(
     label: str,
-    episodes: list[EvalEpisode],
-    others: list[EvalEpisode] | None,
+    episodes: list[Episode],
+    others: list[Episode] | None,
     models: dict[str, WorldModel],
     settings: EvalSettings,
     progress: bool = True,
@@ -214,8 +204,8 @@ def evaluate_episodes(
     Episodes are rolled out together as one batch, so they must share length and modalities."""
     horizon, context = max(settings.horizons), settings.context_frames
     frames = torch.stack([ep.frames for ep in episodes])
-    streams = [ep.streams for ep in episodes]
-    spliced = [_splice(next(iter(models.values())), s, o.streams, context) for s, o in zip(streams, others or [])]
+    streams = [ep.actions for ep in episodes]
+    spliced = [_splice(next(iter(models.values())), s, o.actions, context) for s, o in zip(streams, others or [])]
     truth = frames[:, :, context : context + horizon]
     last = frames[:, :, context - 1]
     per_episode: list[dict[str, float]] = [
@@ -277,7 +267,7 @@ def evaluate_embodiment(
     others = [world.episode(seed + 10_000 + i, total) for i in range(settings.episodes)]
 
     def as_eval(ep):
-        return EvalEpisode(ep.frames, {world.modality: ep.actions[world.modality]}, ep.source)
+        return replace(ep, actions={world.modality: ep.actions[world.modality]})
 
     return evaluate_episodes(
         world.name,
@@ -357,7 +347,7 @@ def run_benchmark(
     return results
 
 
-def episodes_from_cache(patterns: list[str], tokenizer, held_out: bool = True) -> list[EvalEpisode]:
+def episodes_from_cache(patterns: list[str], tokenizer, held_out: bool = True) -> list[Episode]:
     """The (held-out) episodes of the shards matching `patterns`, decoded to frames by `tokenizer`
     (which must be the one that encoded them)."""
     import glob
@@ -374,11 +364,11 @@ def episodes_from_cache(patterns: list[str], tokenizer, held_out: bool = True) -
         frames = tokenizer.decode(e.latents[None].float())[0].clamp(-1, 1)
         length = frames.shape[1]
         streams = {m: raw_rows(r, 0, length) for m, r in e.raw.items()}
-        out.append(EvalEpisode(frames, streams, e.source, e.embodiment))
+        out.append(Episode(e.embodiment, streams, frames, e.fps, e.source))
     return out
 
 
-def episodes_from_reader(reader, paths: list[str], held_out: bool = True) -> list[EvalEpisode]:
+def episodes_from_reader(reader, paths: list[str], held_out: bool = True) -> list[Episode]:
     """Episodes read from `paths` by a registered reader; the held-out rule picks among them unless
     `held_out` is False (then all are scored, e.g. files kept apart for testing)."""
     episodes = []
@@ -386,26 +376,24 @@ def episodes_from_reader(reader, paths: list[str], held_out: bool = True) -> lis
         episode = reader.read(path)
         if episode.frames is None:
             raise AstraError(f"{path}: the reader {reader.name!r} gives no frames, so it cannot be evaluated")
-        episodes.append(EvalEpisode(episode.frames.float(), dict(episode.actions), str(path), episode.embodiment))
+        episodes.append(replace(episode, frames=episode.frames.float(), source=str(path)))
     return split_episodes(episodes)[1] if held_out else episodes
 
 
 def evaluate_data(
-    episodes: list[EvalEpisode], models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+    episodes: list[Episode], models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
 ) -> dict:
     """{embodiment: metrics} for recorded episodes (`evaluate_episodes` per embodiment). Episodes of
     one embodiment are cut to the shortest one's length; horizons beyond it and teacher-forced contexts
     that do not fit are dropped (the settings used are stored with the figures); action following
     drives each episode with the next one's actions, so it needs two episodes of an embodiment."""
-    from dataclasses import replace
-
     first = next(iter(models.values()))
-    groups: dict[str, list[EvalEpisode]] = {}
+    groups: dict[str, list[Episode]] = {}
     for episode in episodes:
         groups.setdefault(episode.embodiment or "episodes", []).append(episode)
-    usable = {name: g for name, g in groups.items() if all(set(e.streams) <= set(first.modalities) for e in g)}
+    usable = {name: g for name, g in groups.items() if all(set(e.actions) <= set(first.modalities) for e in g)}
     if not usable:
-        data = sorted({m for e in episodes for m in e.streams})
+        data = sorted({m for e in episodes for m in e.actions})
         raise AstraError(
             f"the checkpoint's modalities {sorted(first.modalities)} cover none of the data's modalities {data}"
         )
@@ -422,7 +410,7 @@ def evaluate_data(
         horizons = tuple(h for h in settings.horizons if h <= available) or (available,)
         contexts = max(1, min(settings.teacher_forced_contexts, (length - 1) // step))
         cut = [
-            EvalEpisode(e.frames[:, :length], {m: raw_rows(r, 0, length) for m, r in e.streams.items()}, e.source, name)
+            replace(e, frames=e.frames[:, :length], actions={m: raw_rows(r, 0, length) for m, r in e.actions.items()})
             for e in group
         ]
         others = cut[1:] + cut[:1] if len(cut) > 1 else None

@@ -48,8 +48,10 @@ class RouterContractError(ShapeError):
 REQUIRED_STATS = ("entropy",)
 
 
-def check_router_output(router: nn.Module, output, num_tokens: int, num_experts: int) -> None:
-    """One clear `RouterContractError` naming the router and the piece of its output at fault."""
+def check_router_output(router: nn.Module, output, num_tokens: int, num_experts: int, values: bool = True) -> None:
+    """One clear `RouterContractError` naming the router and the piece of its output at fault. The
+    expert ids' range is read only with `values` (it waits for the device, so the MoAE reads it on its
+    first call only; types and shapes cost nothing and are checked every call)."""
     name = type(router).__name__
     if not isinstance(output, tuple) or len(output) != 4:
         got = f"a {len(output)}-tuple" if isinstance(output, tuple) else type(output).__name__
@@ -64,7 +66,7 @@ def check_router_output(router: nn.Module, output, num_tokens: int, num_experts:
         )
     if len(weights) != num_tokens:
         raise RouterContractError(f"{name}: weights have {len(weights)} rows for {num_tokens} tokens")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_experts):
+    if values and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_experts):
         raise RouterContractError(
             f"{name}: expert_ids range over [{int(ids.min())}, {int(ids.max())}], outside [0, {num_experts - 1}]"
         )
@@ -331,7 +333,7 @@ class PerModalityRouter(Router):
                 continue
             router = self.routers[name] if name in self.routers else self.default
             weights, ids, router_aux, stats = router(tokens[rows], modality_ids[rows])
-            check_router_output(router, (weights, ids, router_aux, stats), len(rows), self.num_experts)
+            check_router_output(router, (weights, ids, router_aux, stats), len(rows), self.num_experts, values=False)
             parts.append((rows, weights, ids))
             aux = aux + router_aux
             entropy += float(stats["entropy"]) * len(rows)
@@ -375,7 +377,7 @@ class MixtureRouter(Router):
         entropy = float(self._entropy(gate.detach()))
         for r, router in enumerate(self.routers):
             w, i, router_aux, stats = router(tokens, modality_ids)
-            check_router_output(router, (w, i, router_aux, stats), len(tokens), self.num_experts)
+            check_router_output(router, (w, i, router_aux, stats), len(tokens), self.num_experts, values=False)
             weights.append(w * gate[:, r : r + 1])
             ids.append(i)
             aux = aux + router_aux
@@ -452,6 +454,7 @@ class MoAE(_PerModalityActions):
         self.encoders = nn.ModuleDict({m.name: m.encoder(token_dim) for m in self.modalities.values()})
         self.router = build_router(router) if router is not None else TopKRouter(k=min(2, num_experts))
         self.router.setup(token_dim, num_experts, self.names)
+        self._router_checked = False  # the first call also checks the expert ids' range
         self.num_experts = num_experts
         self.experts = nn.ModuleList(Mlp(token_dim, expert_hidden, self.out_dim) for _ in range(num_experts))
         if zero_init:  # the experts' output layers start at zero: a new action path changes nothing yet
@@ -484,7 +487,8 @@ class MoAE(_PerModalityActions):
         tokens, mod_ids, where = torch.cat(tokens), torch.cat(mod_ids), torch.cat(where)
 
         routed = self.router(tokens, mod_ids)
-        check_router_output(self.router, routed, len(tokens), self.num_experts)
+        check_router_output(self.router, routed, len(tokens), self.num_experts, values=not self._router_checked)
+        self._router_checked = True
         weights, expert_ids, aux, router_stats = routed
         mixed = self._run_experts(tokens, weights, expert_ids)
         features = torch.zeros(b * f, self.out_dim, device=device, dtype=mixed.dtype).index_add_(0, where, mixed)
