@@ -111,7 +111,7 @@ def save_checkpoint(
         "plugins": json.dumps(plugin_provenance(net.config), sort_keys=True),
         **(extra_metadata or {}),
     }
-    tensors = dict(net.state_dict())
+    tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}  # a run on a GPU writes CPU tensors
     if tokenizer is not None:
         metadata["tokenizer"] = json.dumps(tokenizer.describe())
         tensors.update({TOKENIZER_PREFIX + k: v for k, v in tokenizer.state_dict().items()})

@@ -434,6 +434,11 @@ class TrainConfig(_Config):
     batch_size: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # "auto": a CUDA device when there is one (under torchrun, the rank's own: LOCAL_RANK), else the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch.compile (inductor) the DiT of the trained network: faster steps after a one-off compile of
+    # each history layout (about 30 s each on a 2-core CPU; bench/bench_train.py measures both)
+    compile: bool = False
     parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; "fsdp" shards every DiT block (FSDP2)
     activation_checkpointing: bool = False
     eval_every: int = Field(250, ge=0)  # 0: off

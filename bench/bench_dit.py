@@ -39,15 +39,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--toy-only", action="store_true", help="only the shipped toy model's block-causal case")
+    parser.add_argument("--compile", action="store_true", help="also time the toy forward under torch.compile")
+    parser.add_argument("--profile", action="store_true", help="also print the toy forward's top operators")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if not args.toy_only:
         compare_with_diffusers(args.repeats)
-    toy_model(args.repeats)
+    toy_model(args.repeats, args.compile, args.profile)
 
 
-def toy_model(repeats: int) -> None:
+def toy_model(repeats: int, compiled: bool = False, profile: bool = False) -> None:
     """The shipped model's DiT, block-causal over a training clip, fp32 vs bf16, timed in turn."""
     from astra_core import WorldModel
     from astra_core.model.memory import sequence_chunk_ids
@@ -83,6 +85,93 @@ def toy_model(repeats: int) -> None:
             f"{100 * achieved / peaks[dtype]:5.1f}% of peak ({peaks[dtype] / 1e9:.1f} GFLOP/s)"
         )
     print(f"toy model time ratio bf16/fp32 = {times[torch.bfloat16] / times[torch.float32]:.3f}")
+    net.dit.to(torch.float32)
+    if profile:
+        top_operators(net, x, t, features, chunk_ids)
+    if compiled:
+        compiled_forward(net, x, t, features, chunk_ids, repeats)
+    cached_step(net, repeats)
+
+
+def top_operators(net, x, t, features, chunk_ids, rows: int = 12) -> None:
+    """torch.profiler over 5 forwards in each precision: the operators with the most self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for dtype in (torch.float32, torch.bfloat16):
+        dit = net.dit.to(dtype)
+        xd, fd = x.to(dtype), features.to(dtype)
+        with torch.no_grad():
+            dit(xd, t, fd, chunk_ids=chunk_ids)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(5):
+                    dit(xd, t, fd, chunk_ids=chunk_ids)
+        print(f"top operators, {str(dtype).removeprefix('torch.')} (self CPU time over 5 forwards):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
+    net.dit.to(torch.float32)
+
+
+def compiled_forward(net, x, t, features, chunk_ids, repeats: int) -> None:
+    """The same block-causal forward, eager against torch.compile (inductor), in fp32 and bf16."""
+    import copy
+    import time
+
+    for dtype in (torch.float32, torch.bfloat16):
+        eager = copy.deepcopy(net.dit).to(dtype)
+        compiled = copy.deepcopy(net.dit).to(dtype)
+        compiled.compile()
+        xd, fd = x.to(dtype), features.to(dtype)
+        with torch.no_grad():
+            start = time.perf_counter()
+            compiled(xd, t, fd, chunk_ids=chunk_ids)
+            compile_s = time.perf_counter() - start
+            times = alternating_medians(
+                {
+                    "eager": lambda: eager(xd, t, fd, chunk_ids=chunk_ids),  # noqa: B023
+                    "compiled": lambda: compiled(xd, t, fd, chunk_ids=chunk_ids),  # noqa: B023
+                },
+                repeats=repeats,
+            )
+        name = str(dtype).removeprefix("torch.")
+        print(
+            f"{name:9s} toy eager {times['eager'] * 1e3:.2f} ms, compiled {times['compiled'] * 1e3:.2f} ms: "
+            f"eager/compiled = {times['eager'] / times['compiled']:.2f}x (compile {compile_s:.1f} s)"
+        )
+
+
+def cached_step(net, repeats: int) -> None:
+    """One KV-cached rollout step at batch 1 (the play path: the chunk's tokens over a full window of
+    cached history, every Euler step plus the commit pass), fp32 against bf16."""
+    import copy
+
+    from astra_core.model.rollout import LatentWorldModel
+
+    history = net.config.history
+    channels = net.config.latent_channels
+    times = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        copy_net = copy.deepcopy(net)
+        copy_net.dit.to(dtype)
+        wm = LatentWorldModel(copy_net, seed=0)
+        modalities = copy_net.config.action.modalities
+        wm.reset(torch.randn(1, channels, history.context_frames, 16, 16))
+
+        def actions():
+            if not modalities:
+                return torch.zeros(1, history.chunk_size, copy_net.config.action.action_dim)
+            from astra_core.plugins import get_registry
+
+            name = modalities[0]
+            return {name: torch.zeros(1, history.chunk_size, get_registry().get("modalities", name).action_dim)}
+
+        step_actions = actions()
+        for _ in range(history.window // history.chunk_size + 1):  # fill the window
+            wm.step(step_actions)
+        times[dtype] = alternating_medians({"step": lambda: wm.fork().step(step_actions)}, repeats=repeats)["step"]  # noqa: B023
+    print(
+        f"toy model KV-cached step (batch 1, {net.config.sampler.num_steps} Euler steps + commit, "
+        f"{history.window} cached frames): fp32 {times[torch.float32] * 1e3:.2f} ms, bf16 "
+        f"{times[torch.bfloat16] * 1e3:.2f} ms, bf16/fp32 = {times[torch.bfloat16] / times[torch.float32]:.3f}"
+    )
 
 
 def compare_with_diffusers(repeats: int) -> None:

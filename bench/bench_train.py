@@ -1,14 +1,18 @@
-"""Training throughput of a config: latent tokens/s and achieved GFLOP/s against the measured matmul peak.
+"""Training throughput of a config, side by side in one run: fp32 eager, bf16 eager and bf16 with the
+DiT compiled (`compile: true`, torch.compile with inductor), each a trainer built from the same seed so
+all of them draw the same clips and history layouts. Each variant first warms up until it has met every
+history layout (the compiled one compiles there; its warm-up time is reported as the compile cost),
+then the variants run one step each in turn; latent tokens/s is the sum over the timed steps.
 
 Training FLOPs per step are counted as 3x the forward's (forward + backward):
-3 · (2 · matmul parameters · tokens + 4 · tokens² · dim · layers) per sample.
-Run: python bench/bench_train.py [--config examples/configs/toy.yaml] [--steps 20]
+3 · (2 · matmul parameters · tokens + 4 · tokens² · dim · layers) per sample; the share is of the
+fp32 matmul peak for fp32 and of the bf16 peak for bf16, both measured in the same process.
+Run: python bench/bench_train.py [--config examples/configs/toy.yaml] [--steps 20] [--variants ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,44 +25,76 @@ from astra_core.apps.train import Trainer
 from astra_core.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "fp32": {"precision": "fp32", "compile": False},
+    "bf16": {"precision": "bf16", "compile": False},
+    "bf16+compile": {"precision": "bf16", "compile": True},
+    "fp32+compile": {"precision": "fp32", "compile": True},
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "examples" / "configs" / "toy.yaml"))
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     parser.add_argument("--episodes", type=int, default=4, help="episodes per world to build clips from")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["fp32", "bf16", "bf16+compile"])
     args = parser.parse_args()
-    cfg = TrainConfig.from_yaml(args.config)
+    base = TrainConfig.from_yaml(args.config)
+    layouts = base.data.history_chunks + 1
+    trainers, warmup = {}, {}
     with tempfile.TemporaryDirectory() as out:
-        data = cfg.data.model_copy(update={"episodes_per_world": args.episodes, "held_out_per_world": 1})
-        cfg = cfg.model_copy(
-            update={"data": data, "out_dir": out, "eval_every": 0, "checkpoint_every": 0, "steps": args.steps + 3}
-        )
-        trainer = Trainer(cfg, progress=False)
-        times, tokens = [], []
-        for step in range(args.steps + 3):
-            start = time.perf_counter()
-            logs = trainer.train_step()
-            if step >= 3:  # warm-up
-                times.append(time.perf_counter() - start)
-                tokens.append(logs["tokens_per_s"] * times[-1])
-    dit = trainer.net.dit
-    per_sample_tokens = statistics.median(tokens) / cfg.batch_size
+        for name in args.variants:
+            data = base.data.model_copy(update={"episodes_per_world": args.episodes, "held_out_per_world": 1})
+            cfg = base.model_copy(
+                update={
+                    "data": data,
+                    "out_dir": str(Path(out) / name.replace("+", "_")),
+                    "eval_every": 0,
+                    "checkpoint_every": 0,
+                    "steps": 10**6,
+                    **VARIANTS[name],
+                }
+            )
+            trainer = Trainer(cfg, progress=False)
+            seen, start, steps = set(), time.perf_counter(), 0
+            while len(seen) < layouts or steps < 3:  # every history length once, so compiling is done
+                seen.add(trainer.train_step()["history_chunks"])
+                steps += 1
+            warmup[name] = (steps, time.perf_counter() - start)
+            trainers[name] = trainer
+        times = {name: 0.0 for name in trainers}
+        tokens = {name: 0.0 for name in trainers}
+        for _ in range(args.steps):
+            for name, trainer in trainers.items():
+                start = time.perf_counter()
+                logs = trainer.train_step()
+                seconds = time.perf_counter() - start
+                times[name] += seconds
+                tokens[name] += logs["tokens_per_s"] * seconds
+    dit = next(iter(trainers.values())).net.dit
     cfgd = dit.config
-    fwd = 2 * video_matmul_params(dit) * per_sample_tokens + 4 * per_sample_tokens**2 * cfgd.dim * cfgd.num_layers
-    flops = 3 * fwd * cfg.batch_size
-    seconds = statistics.median(times)
-    peak = matmul_peak(torch.float32)
+    per_sample = tokens[args.variants[0]] / args.steps / base.batch_size
+    fwd = 2 * video_matmul_params(dit) * per_sample + 4 * per_sample**2 * cfgd.dim * cfgd.num_layers
+    flops_per_step = 3 * fwd * base.batch_size
+    peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16) for p in ("fp32", "bf16")}
     print(
-        f"config {args.config}: preset dim {cfgd.dim} x {cfgd.num_layers} layers, batch {cfg.batch_size}, "
-        f"~{per_sample_tokens:.0f} tokens/sample, threads {torch.get_num_threads()}"
+        f"config {args.config}: dim {cfgd.dim} x {cfgd.num_layers} layers, batch {base.batch_size}, "
+        f"~{per_sample:.0f} tokens/sample; {args.steps} timed steps per variant, in turn; "
+        f"threads {torch.get_num_threads()}"
     )
-    print(
-        f"step {seconds * 1e3:.0f} ms (median of {len(times)}), {statistics.median(tokens) / seconds:.0f} latent "
-        f"tokens/s, {flops / seconds / 1e9:.1f} GFLOP/s = {100 * flops / seconds / peak:.1f}% of the fp32 matmul "
-        f"peak ({peak / 1e9:.1f} GFLOP/s)"
-    )
+    print(f"{'variant':14s} {'tokens/s':>9s} {'ms/step':>8s} {'% peak':>7s} {'vs fp32':>8s}  warm-up")
+    reference = tokens[args.variants[0]] / times[args.variants[0]]
+    for name in trainers:
+        rate = tokens[name] / times[name]
+        peak = peaks[VARIANTS[name]["precision"]]
+        share = 100 * flops_per_step * args.steps / times[name] / peak
+        n, seconds = warmup[name]
+        print(
+            f"{name:14s} {rate:9.0f} {1e3 * times[name] / args.steps:8.0f} {share:6.1f}% "
+            f"{rate / reference:7.2f}x  {n} steps in {seconds:.1f} s"
+        )
+    print(f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,6 +150,59 @@ def test_bf16_training_steps_keep_fp32_master_weights(tmp_path, action):
     assert any(not torch.equal(before[k], after[k]) for k in action_keys)
 
 
+def test_device_cuda_without_a_cuda_device_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "cuda", steps=1, device="cuda"))
+    with pytest.raises(ConfigError, match="device: 'cuda' asked for, but torch sees no CUDA device"):
+        Trainer(cfg, progress=False)
+    assert Trainer(TrainConfig.from_yaml(_config(tmp_path, "auto", steps=1)), progress=False).device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_on_cuda_keeps_fp32_master_weights_and_resumes(tmp_path, precision):
+    """`device: auto` trains on the GPU: the weights, the EMA and the optimiser state live there in float32,
+    the checkpoint loads on the CPU, and a resumed run continues from the saved step."""
+    from astra_core import WorldModel
+
+    cfg = TrainConfig.from_yaml(_config(tmp_path, precision, steps=3, precision=precision, checkpoint_every=2))
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.device.type == "cuda"
+    trainer.train()
+    assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in trainer.net.parameters())
+    moments = [t for st in trainer.opt.state.values() for t in st.values() if t.ndim > 0]
+    assert moments and all(t.device.type == "cuda" and t.dtype == torch.float32 for t in moments)
+    model = WorldModel.from_checkpoint(tmp_path / precision / "model.safetensors")
+    assert next(model.net.parameters()).device.type == "cpu"
+    longer = TrainConfig.from_dict({**cfg.model_dump(mode="json"), "steps": 4})
+    resumed = Trainer(longer, resume=True, progress=False)
+    assert resumed.step == 3
+    assert math.isfinite(resumed.train_step()["loss"])
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile needs a C++ compiler"
+)
+def test_compiled_training_matches_eager_and_keeps_checkpoint_names(tmp_path):
+    """`compile: true` compiles the DiT in place: the same losses as eager (to float rounding), and the
+    checkpoint's parameter names unchanged, so it loads like any other."""
+    from astra_core import WorldModel
+
+    losses = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        cfg = TrainConfig.from_yaml(
+            _config(tmp_path, name, steps=2, eval_every=0, checkpoint_every=0, compile=compiled)
+        )
+        trainer = Trainer(cfg, progress=False)
+        losses[name] = [trainer.train_step()["loss"] for _ in range(2)]
+        trainer.save_state()
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    eager, compiled = (read_training_state(tmp_path / n / "state.pt")["model"] for n in ("eager", "compiled"))
+    assert sorted(eager) == sorted(compiled)
+    assert WorldModel.from_checkpoint(tmp_path / "compiled" / "model.safetensors").net is not None
+
+
 class _RunsOnLoad:
     """A pickle payload that would create a file if it were unpickled with code execution allowed."""
 
@@ -273,14 +327,14 @@ def test_fsdp2_resume_continues_exactly(tmp_path):
         Trainer(TrainConfig.from_yaml(split), resume=True, progress=False)
 
 
-def _single_vs_torchrun(tmp_path, name: str, port: int, **parallel) -> float:
+def _single_vs_torchrun(tmp_path, name: str, port: int, one_overrides: dict | None = None, **parallel) -> float:
     """Largest weight difference after 2 steps: one process with batch 4 vs two ranks with batch 2 each.
 
     The router's load-balancing loss is computed on each rank's own tokens (as MoE trainers do), which
     is not linear in the batch; it is switched off here so that the comparison is exact."""
     model = json.loads(json.dumps(BASE["model"]))
     model["action"]["aux_loss_weight"] = 0.0
-    one = _config(tmp_path, "one", steps=2, batch_size=4, eval_every=0, model=model)
+    one = _config(tmp_path, "one", steps=2, batch_size=4, eval_every=0, model=model, **(one_overrides or {}))
     two = _config(tmp_path, name, steps=2, batch_size=2, eval_every=0, model=model, **parallel)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(
@@ -316,6 +370,16 @@ def test_two_processes_match_one_process_with_the_combined_batch(tmp_path):
 
 def test_fsdp2_with_activation_checkpointing_matches_one_process(tmp_path):
     assert _single_vs_torchrun(tmp_path, "fsdp", 29519, parallel="fsdp", activation_checkpointing=True) < 1e-5
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_bf16_under_torchrun_matches_one_process_in_bf16(tmp_path, parallel):
+    """bf16 autocast under DDP and FSDP2: two ranks land where one process with the combined batch does,
+    to bf16's rounding (the matmuls of a rank see half the rows, so their bf16 results may round apart)."""
+    port = 29527 if parallel == "ddp" else 29529
+    one_process = {"precision": "bf16"}
+    diff = _single_vs_torchrun(tmp_path, parallel, port, one_overrides=one_process, parallel=parallel, precision="bf16")
+    assert diff < 2e-3
 
 
 def test_short_history_clips_come_in_both_rollout_layouts(tmp_path):

@@ -1,7 +1,8 @@
 """The trainer behind `astra train CONFIG.yaml`: the step and the loop here; its setup in
 `train_setup`, its held-out evaluation in `train_eval`, its checkpoints and resume in `train_state`.
 
-- AdamW with linear warmup then cosine (or constant) decay, gradient clipping, bf16 autocast, EMA.
+- AdamW with linear warmup then cosine (or constant) decay, gradient clipping, bf16 autocast, EMA;
+  on a CUDA device when there is one (`device: auto`), the CPU otherwise.
 - Clips from the toy worlds (encoded on the fly) or from HDF5 latent-cache shards, drawn per
   embodiment with mixing weights; each step uses a random number of history chunks, cropped the way
   a rollout's window is (the context chunk plus the most recent chunks, original positions kept).
@@ -33,6 +34,7 @@ from astra_core.apps.train_setup import (  # noqa: F401
     init_distributed,
     open_tensorboard,
     pad_to_one_vector,
+    training_device,
 )
 from astra_core.apps.train_state import RESUMABLE_CHANGES, CheckpointMixin, read_training_state  # noqa: F401
 from astra_core.checkpoint import (
@@ -81,7 +83,8 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.cfg = cfg
         self.accept_config_changes = accept_config_changes
         check_data_against_model(cfg)  # before any folder is made or any episode rendered or read
-        self.rank, self.world_size = init_distributed()
+        self.device = training_device(cfg.device)
+        self.rank, self.world_size = init_distributed(self.device)
         self.out = Path(cfg.out_dir)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -92,9 +95,12 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.net = self._build_net()
         self.pools, self.held_out = self._load_clips()
         self._fit_normalizers()
+        self.net.to(self.device)  # after the normalisers are fitted on the CPU, before the EMA copy and the optimiser
         self.sampler = ClipSampler(self.pools, {k: v for k, v in cfg.data.weights.items() if k in self.pools}, cfg.seed)
         self.sharded = cfg.parallel == "fsdp" and self.world_size > 1
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        if cfg.compile:  # in place, after the EMA copy: the parameter names stay those of the checkpoint
+            self.net.dit.compile()
         self.net.dit.gradient_checkpointing = cfg.activation_checkpointing
         self.loss_module = self._parallelize(
             _LossModule(self.net, touch_all=self.sharded)
@@ -165,11 +171,10 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
             {k: v[rows] for k, v in batch.actions.items()},
             {k: v[rows] for k, v in batch.masks.items()},
             batch.embodiments[rows],
-        )
+        ).to(self.device)
+        positions = positions.to(self.device)
         start = time.perf_counter()
-        with torch.autocast(
-            "cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"
-        ):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss, logs = self.loss_module(local, num_history, positions, self.generator, rows, total)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,16 +49,19 @@ class EvaluationMixin:
             loss = held_out_loss(batch, actions, masks, num_history, positions)
             if batch.latents.shape[0] < 2 or not self.ema.config.action.use_actions:
                 return loss, None
-            partner = held_out_partners(batch.latents.shape[0])
+            partner = held_out_partners(batch.latents.shape[0]).to(batch.latents.device)
             shuffled = map_actions(actions, lambda a: a[partner])
             shuffled_masks = map_actions(masks, lambda m: m[partner]) if masks is not None else None
             return loss, held_out_loss(batch, shuffled, shuffled_masks, num_history, positions) / max(loss, 1e-12)
 
+        def on_device(batch, num_history, positions):
+            return batch.to(self.device), num_history, positions.to(self.device)
+
         losses, gains, opening_gains = {}, {}, {}
         for name, clips in self.held_out.items():
             batch = collate([clips[i] for i in held_out_picks(len(clips))])
-            losses[name], gain = loss_and_gain(*self._crop(batch, self.cfg.data.history_chunks))
-            _, opening_gain = loss_and_gain(*self._crop(batch, 0, opening=True))
+            losses[name], gain = loss_and_gain(*on_device(*self._crop(batch, self.cfg.data.history_chunks)))
+            _, opening_gain = loss_and_gain(*on_device(*self._crop(batch, 0, opening=True)))
             if gain is not None:
                 gains[name], opening_gains[name] = gain, opening_gain
         out = {"eval_loss": sum(losses.values()) / max(1, len(losses)), "eval_loss_per_embodiment": losses}

@@ -24,7 +24,8 @@ from astra_core.model.actions import AstraNet
 def pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One shared encoder: every modality's vector padded to `width` and summed over modalities."""
     b, f = batch.latents.shape[0], batch.latents.shape[2]
-    vector, mask = torch.zeros(b, f, width), torch.zeros(b, f)
+    device = batch.latents.device
+    vector, mask = torch.zeros(b, f, width, device=device), torch.zeros(b, f, device=device)
     for name, a in batch.actions.items():
         if a.shape[-1] > width:
             raise ConfigError(f"action.action_dim={width} is narrower than modality {name!r} ({a.shape[-1]})")
@@ -109,12 +110,26 @@ def _load_backbone(net: AstraNet, path: str) -> None:
     load_wan_state_dict(net.dit, backbone)
 
 
-def init_distributed() -> tuple[int, int]:
+def training_device(choice: str) -> torch.device:
+    """The device a run trains on: `TrainConfig.device` resolved. "auto" takes CUDA when there is a
+    device, the CPU otherwise; under torchrun each rank takes its own GPU (LOCAL_RANK)."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' asked for, but torch sees no CUDA device here (use 'auto' or 'cpu')")
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device: LOCAL_RANK={index}, but only {torch.cuda.device_count()} CUDA devices are visible")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -135,7 +150,8 @@ class SetupMixin:
         if self.world_size == 1:
             return module
         if not self.sharded:
-            return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
         from torch.distributed.fsdp import fully_shard
 
         for block in self.net.dit.blocks:

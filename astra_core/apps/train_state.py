@@ -33,7 +33,16 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 # Fields a resumed run may change without --accept-config-changes: how long it runs and how often it
 # logs, evaluates and saves, and where its files are.
-RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "checkpoint_every", "out_dir", "tensorboard")
+RESUMABLE_CHANGES = (
+    "steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "out_dir",
+    "tensorboard",
+    "device",
+    "compile",
+)
 
 
 def _differences(before, after, prefix: str = "") -> dict[str, tuple]:

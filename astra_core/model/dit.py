@@ -56,7 +56,8 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
 def rope_frequencies(
     frame_positions: torch.Tensor, height: int, width: int, head_dim: int, theta: float
 ) -> torch.Tensor:
-    """3-D rotary factors for tokens ordered (f h w): complex64 [F*h*w, 1, head_dim/2].
+    """3-D rotary factors for tokens ordered (f h w): float32 [F*h*w, 1, head_dim/2, 2], the cosine and
+    sine of each channel pair's angle (real arithmetic, which torch.compile can fuse; complex cannot).
 
     Angles are computed in float64 from the positions themselves, not looked up in a table, so
     temporal positions stay valid however long a rollout runs (Wan's table stops at 1024).
@@ -78,13 +79,16 @@ def rope_frequencies(
         ],
         dim=-1,
     ).reshape(f * h * w, 1, head_dim // 2)
-    return torch.polar(torch.ones_like(grid), grid).to(torch.complex64)
+    return torch.stack([grid.cos(), grid.sin()], dim=-1).float()
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x [B, N, H, D] by the complex factors freqs [N, 1, D/2]."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
-    return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)
+    """Rotate interleaved channel pairs (a, b) of x [B, N, H, D] by the angles in freqs [N, 1, D/2, 2]
+    (cos, sin): (a cos − b sin, a sin + b cos), in float32, returned in x's dtype."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    cos, sin = freqs[..., 0], freqs[..., 1]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).type_as(x)
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:

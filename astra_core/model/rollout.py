@@ -82,6 +82,12 @@ class LatentWorldModel:
         return next(self.net.dit.parameters()).dtype
 
     @property
+    def action_dtype(self) -> torch.dtype:
+        """The action path's dtype (float32 unless the whole network was cast): what actions are cast to."""
+        rest = (p for name, p in self.net.named_parameters() if not name.startswith("dit.") and p.is_floating_point())
+        return next(rest, torch.zeros(())).dtype
+
+    @property
     def frames_generated(self) -> int:
         """Latent frames so far (context included); also the next temporal position."""
         return self._next_position
@@ -181,7 +187,7 @@ class LatentWorldModel:
 
     def _features(self, actions: Actions, mask: Masks, frames: int) -> torch.Tensor:
         """Action features [B, f, dim], with the action-free branch's stacked below when guided."""
-        actions = map_actions(actions, lambda a: a.to(self.device, self.dtype))
+        actions = map_actions(actions, lambda a: a.to(self.device, self.action_dtype))
         mask = map_actions(mask, lambda m: m.to(self.device)) if mask is not None else None
         return self._with_free_branch(self.net.action_features(actions, mask).to(self.dtype), frames)
 

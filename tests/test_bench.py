@@ -1,0 +1,74 @@
+"""The GPU check's code path, run on CPU at a tiny size: it must work before a GPU session spends
+its few minutes on it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_check
+
+    return gpu_check
+
+
+def test_gpu_check_times_cache_against_recompute_on_cpu(gpu_check, capsys):
+    args = ["--device", "cpu", "--preset", "tiny", "--height", "64", "--width", "64", "--chunk", "2"]
+    assert gpu_check.main([*args, "--repeats", "1", "--peak-size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "16 tokens per latent frame" in out and "history 1 + 4 frames (80 tokens)" in out
+    cached, recompute = (
+        float(re.search(rf"^{name}\s+([\d.]+)", out, re.M).group(1)) for name in ("kv cache", "recompute")
+    )
+    assert cached > 0 and recompute > 0
+    ratio = float(re.search(r"recompute / kv cache = ([\d.]+)x", out).group(1))
+    assert ratio == pytest.approx(recompute / cached, rel=0.05, abs=0.01)
+    mfu = float(re.search(r"MFU ([\d.]+)%", out).group(1))
+    assert 0 < mfu < 100
+
+
+def test_gpu_check_refuses_sizes_the_latents_cannot_tile(gpu_check, capsys):
+    assert gpu_check.main(["--device", "cpu", "--preset", "tiny", "--height", "60", "--width", "64"]) == 2
+    assert "multiples of 16" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA device")
+def test_gpu_check_without_cuda_says_so_and_fails(gpu_check, capsys):
+    assert gpu_check.main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().out
+    env = {**os.environ, "PYTHON": sys.executable}
+    shell = subprocess.run(["bash", str(BENCH / "gpu_check.sh")], capture_output=True, text=True, env=env)
+    assert shell.returncode == 2 and "no CUDA device" in shell.stderr
+
+
+def test_rollout_casts_actions_for_the_action_path_when_only_the_dit_is_bf16():
+    """A bf16 DiT beside a float32 action encoder (what --precision bf16 builds): actions go to the
+    encoder in float32, the DiT gets bf16."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+    from astra_core.model.rollout import LatentWorldModel
+
+    torch.manual_seed(0)
+    config = AstraConfig(
+        dit=dit_preset("tiny", in_dim=4, out_dim=4, num_layers=1),
+        action=ActionConfig(action_dim=3),
+        history=HistoryConfig(chunk_size=1, window=2),
+    )
+    net = AstraNet(config).eval()
+    net.dit.to(torch.bfloat16)
+    wm = LatentWorldModel(net, num_steps=1)
+    wm.reset(torch.randn(1, 4, 1, 4, 4))
+    out = wm.step(torch.randn(1, 1, 3))
+    assert wm.action_dtype == torch.float32 and wm.dtype == torch.bfloat16
+    assert out.shape == (1, 4, 1, 4, 4) and torch.isfinite(out).all()
