@@ -16,6 +16,7 @@ import torch
 from astra_core.errors import AstraError, CheckpointError, ShapeError
 from astra_core.modality import concat_raw, num_latent_frames, raw_length, raw_rows
 from astra_core.model.actions import AstraNet
+from astra_core.model.dit import compile_dit
 from astra_core.model.rollout import LatentWorldModel
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -33,10 +34,14 @@ def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
 
 
 class WorldModel:
-    def __init__(self, net: AstraNet, tokenizer, precision: str = "fp32", **rollout_options: Any):
+    def __init__(
+        self, net: AstraNet, tokenizer, precision: str = "fp32", compile: bool = False, **rollout_options: Any
+    ):
         """`precision`: "fp32", or "bf16" for the DiT's weights and activations (the action path, the
-        flow arithmetic and the sampler stay in float32); `rollout_options` go to `LatentWorldModel`
-        (num_steps, guidance_scale, use_kv_cache, ...)."""
+        flow arithmetic and the sampler stay in float32); `compile`: torch.compile the DiT (inductor,
+        dynamic shapes), so the first steps compile each history length once (minutes on a 2-core CPU,
+        less when the compiler's cache holds them) and later steps run faster; `rollout_options` go to
+        `LatentWorldModel` (num_steps, guidance_scale, use_kv_cache, ...)."""
         from astra_core.plugins import get_registry
 
         self.net, self.tokenizer = net, tokenizer
@@ -48,6 +53,9 @@ class WorldModel:
             raise ShapeError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
         net.dit.to(PRECISIONS[precision])  # the action path and the sampler's arithmetic stay in float32
         self.precision = precision
+        if compile:
+            compile_dit(net.dit, dynamic=True)
+        self.compiled = bool(compile)
         self.latent = LatentWorldModel(net, **rollout_options)
         self.frames_per_step = net.config.history.chunk_size * tokenizer.temporal_factor
         self._last_raw: list[dict[str, Any]] | None = None

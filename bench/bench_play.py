@@ -2,13 +2,13 @@
 
 One key-driven session (batch 1, 64x64 toy world) per setting, run side by side in this process:
 with and without action-free guidance, with and without the KV cache, and the DiT in fp32 against
-bf16 (`--precision`), timed in turn. For each: frames/s over a
-stream of steps, and the latency from an action to the first frame that shows it (a step generates
+bf16 (`--precision`), and with `--compile` each under torch.compile too, timed in turn. For each:
+frames/s over a stream of steps, and the latency from an action to the first frame that shows it (a step generates
 its whole chunk at once, so that is the step's wall time). The sampling settings are those of the
 quality table in docs/results.md unless given. Then `astra demo` runs in a child process, and its
 wall time and peak resident memory are reported.
 
-Run: python bench/bench_play.py [--checkpoint PATH] [--steps 24] [--guidance 1.0] [--sampling-steps 8]
+Run: python bench/bench_play.py [--checkpoint PATH] [--steps 24] [--guidance 1.0] [--sampling-steps 8] [--compile]
      [--baseline OTHER.safetensors]   (both at their own defaults, in turn, with the frames/s ratio)
 """
 
@@ -33,9 +33,7 @@ KEYS = (["W"], ["W", "LEFT"], ["A"], ["W", "RIGHT"], ["S"], [])
 
 def session_speed(model: WorldModel, world, steps: int) -> dict[str, float]:
     session = PlaySession(model, world, seed=1)
-    for keys in KEYS[:2]:  # warm-up
-        session.step(keys)
-    session.reset()
+    session.warm_up()  # every history length once (a compiled model compiles here)
     latencies = []
     start = time.perf_counter()
     for i in range(steps):
@@ -84,10 +82,21 @@ def compare(checkpoint: str | None, baseline: str, world, steps: int, rounds: in
     print(f"  model / baseline frames/s: {fps['model'] / fps['baseline']:.2f}x")
 
 
-def compare_precisions(checkpoint: str | None, world, steps: int, options: dict, rounds: int = 3) -> None:
-    """fp32 (the reference) and bf16 for the DiT, at the table settings with the KV cache, timed in turn
-    `rounds` times; medians, p90 latency and the ratio."""
-    models = {p: WorldModel.from_checkpoint(checkpoint, precision=p, **options) for p in ("fp32", "bf16")}
+def compare_precisions(
+    checkpoint: str | None, world, steps: int, options: dict, rounds: int = 3, compiled: bool = False
+) -> None:
+    """fp32 (the reference) and bf16 for the DiT (and each under torch.compile with `compiled`), at the
+    table settings with the KV cache, timed in turn `rounds` times; medians, p90 latency and the ratios
+    to fp32. A compiled model's compile time (its warm-up over a full window) is reported beside it."""
+    variants = [("fp32", False), ("bf16", False)] + ([("fp32", True), ("bf16", True)] if compiled else [])
+    models, compile_s = {}, {}
+    for precision, on in variants:
+        name = precision + ("+compile" if on else "")
+        start = time.perf_counter()
+        models[name] = WorldModel.from_checkpoint(checkpoint, precision=precision, compile=on, **options)
+        if on:
+            PlaySession(models[name], world, seed=1).warm_up()
+            compile_s[name] = time.perf_counter() - start
     runs: dict[str, list[dict[str, float]]] = {p: [] for p in models}
     for _ in range(rounds):
         for p, model in models.items():
@@ -98,8 +107,11 @@ def compare_precisions(checkpoint: str | None, world, steps: int, options: dict,
         fps[p] = statistics.median(r["fps"] for r in runs[p])
         latency = statistics.median(r["latency_ms"] for r in runs[p])
         p90 = statistics.median(r["latency_p90_ms"] for r in runs[p])
-        print(f"  {p}: {fps[p]:.1f} frames/s, key-to-frame latency {latency:.0f} ms median, {p90:.0f} ms p90")
-    print(f"  bf16 / fp32 frames/s: {fps['bf16'] / fps['fp32']:.2f}x")
+        extra = f" (compiled in {compile_s[p]:.0f} s)" if p in compile_s else ""
+        print(
+            f"  {p}: {fps[p]:.1f} frames/s, key-to-frame latency {latency:.0f} ms median, {p90:.0f} ms p90, "
+            f"{fps[p] / fps['fp32']:.2f}x fp32{extra}"
+        )
 
 
 def main() -> None:
@@ -111,6 +123,7 @@ def main() -> None:
     parser.add_argument("--afg-scale", type=float, default=1.5, help="scale for the 'with AFG' rows")
     parser.add_argument("--sampling-steps", type=int, help="default: the checkpoint's")
     parser.add_argument("--no-demo", action="store_true", help="skip the astra demo measurement")
+    parser.add_argument("--compile", action="store_true", help="also time fp32 and bf16 under torch.compile")
     parser.add_argument(
         "--baseline", help="another checkpoint: both at their own defaults, timed in turn, and the ratio printed"
     )
@@ -138,7 +151,7 @@ def main() -> None:
     for name, r in rows.items():
         print(f"  {name}: {r['fps'] / base:.2f}x the frames/s of the table settings with the cache")
     table = {k: v for k, v in settings["table settings, KV cache"].items() if v is not None}
-    compare_precisions(args.checkpoint, world, args.steps, table)
+    compare_precisions(args.checkpoint, world, args.steps, table, compiled=args.compile)
     if args.baseline:
         compare(args.checkpoint, args.baseline, world, args.steps)
     if not args.no_demo:

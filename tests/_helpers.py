@@ -56,3 +56,10 @@ def make_net(seed: int = 0, live_actions: bool = True, **kw) -> AstraNet:
 
 def has_cuda() -> bool:
     return torch.cuda.is_available()
+
+
+def has_compiler() -> bool:
+    """torch.compile's CPU backend (inductor) builds C++; without a compiler it cannot run."""
+    import shutil
+
+    return shutil.which("g++") is not None or shutil.which("cc") is not None

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _helpers import has_compiler
 
 from astra_core.apps.cli import main
 from astra_core.apps.train import Trainer, held_out_partners, held_out_picks, read_training_state
@@ -181,9 +181,7 @@ def test_training_on_cuda_keeps_fp32_master_weights_and_resumes(tmp_path, precis
     assert math.isfinite(resumed.train_step()["loss"])
 
 
-@pytest.mark.skipif(
-    shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile needs a C++ compiler"
-)
+@pytest.mark.skipif(not has_compiler(), reason="torch.compile needs a C++ compiler")
 def test_compiled_training_matches_eager_and_keeps_checkpoint_names(tmp_path):
     """`compile: true` compiles the DiT in place: the same losses as eager (to float rounding), and the
     checkpoint's parameter names unchanged, so it loads like any other."""

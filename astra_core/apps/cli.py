@@ -221,6 +221,8 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
 
 def _rollout_options(args: argparse.Namespace) -> dict:
     opts = {"guidance_scale": args.guidance, "num_steps": args.steps, "precision": getattr(args, "precision", None)}
+    if getattr(args, "compile", False):
+        opts["compile"] = True
     if getattr(args, "no_cache", False):
         opts["use_kv_cache"] = False
     return {k: v for k, v in opts.items() if v is not None}
@@ -290,6 +292,9 @@ def _cmd_play(args: argparse.Namespace) -> int:
     _set_threads(args)
     model = WorldModel.from_checkpoint(args.checkpoint, **_rollout_options(args))
     session = PlaySession(model, get_registry().get("worlds", args.embodiment), seed=args.seed)
+    if model.compiled:
+        print("astra play: compiling the DiT over a full history window (minutes the first time) ...", flush=True)
+        session.warm_up()
     if args.web:
         server = PlayServer(session, args.host, args.port, timeout=args.timeout)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -337,6 +342,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="action-free guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the checkpoint's)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32, the reference)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the DiT: minutes of compiling first (less on later runs), faster steps after",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
 

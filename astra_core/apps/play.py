@@ -88,6 +88,14 @@ class PlaySession:
         self.frame_count = 1
         return self.start
 
+    def warm_up(self) -> None:
+        """Step until the history window is full, then start over: a compiled model meets every history
+        length once here, so no key press waits for the compiler later."""
+        history = self.model.net.config.history
+        for _ in range(history.window // history.chunk_size + 2):
+            self.step([])
+        self.reset()
+
     def parse_keys(self, keys: Any) -> list[str]:
         """A list of key names (case-free; browser names such as ArrowUp accepted) -> canonical names."""
         if not isinstance(keys, (list, tuple)):

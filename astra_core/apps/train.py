@@ -43,6 +43,7 @@ from astra_core.checkpoint import (
 from astra_core.config import TrainConfig
 from astra_core.data import Batch, ClipSampler, collate
 from astra_core.model.actions import AstraNet
+from astra_core.model.dit import compile_dit
 from astra_core.model.objective import WorldModelObjective
 
 
@@ -100,7 +101,7 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.sharded = cfg.parallel == "fsdp" and self.world_size > 1
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         if cfg.compile:  # in place, after the EMA copy: the parameter names stay those of the checkpoint
-            self.net.dit.compile()
+            compile_dit(self.net.dit)
         self.net.dit.gradient_checkpointing = cfg.activation_checkpointing
         self.loss_module = self._parallelize(
             _LossModule(self.net, touch_all=self.sharded)

@@ -246,6 +246,19 @@ def block_causal_mask(chunk_ids: torch.Tensor, tokens_per_frame: int, num_cached
     return mask
 
 
+def compile_dit(dit: nn.Module, dynamic: bool | None = None) -> nn.Module:
+    """torch.compile `dit` in place (inductor; parameter names unchanged, so checkpoints stay as they
+    are). Each history length the model meets compiles once. Dynamo keeps at most
+    `recompile_limit` compiled variants of one function for the whole process (8 by default), shared by
+    every compiled model; past it, calls fall back to eager without an error. The limit is raised to 64
+    here so that a rollout's growing history, or two compiled models in one process, stay compiled."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    dit.compile(dynamic=dynamic)
+    return dit
+
+
 class AstraDiT(nn.Module):
     """Wan2.1 DiT with per-frame timesteps, block-causal attention, a KV cache and the ACT-Adapter."""
 
@@ -371,12 +384,13 @@ class AstraDiT(nn.Module):
             raise ShapeError(f"x: height {hh} and width {ww} must be multiples of the patch size {(ph, pw)}")
         if timesteps.shape not in ((b,), (b, f)):
             raise ShapeError(f"timesteps: expected shape ({b},) or ({b}, {f}), got {tuple(timesteps.shape)}")
-        if not bool(torch.isfinite(timesteps).all()):
+        values = not torch.compiler.is_compiling()  # value checks wait on the data; a compiled graph skips them
+        if values and not bool(torch.isfinite(timesteps).all()):
             raise ShapeError("timesteps: contains NaN or Inf")
         if action_features is not None:
             if action_features.shape != (b, f, cfg.dim):
                 raise ShapeError(f"action_features: expected [{b}, {f}, {cfg.dim}], got {tuple(action_features.shape)}")
-            if not bool(torch.isfinite(action_features).all()):
+            if values and not bool(torch.isfinite(action_features).all()):
                 raise ShapeError("action_features: contains NaN or Inf")
         if (context is None) != (cfg.text_dim is None):
             need = f"[B, L, {cfg.text_dim}]" if cfg.text_dim else "None (text_dim is None)"
