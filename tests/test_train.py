@@ -64,10 +64,11 @@ def _weights(run: Path) -> dict:
     return read_training_state(run / "state.pt")["model"]
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = TrainConfig.from_yaml(_config(tmp_path, "straight"))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_exactly(tmp_path, precision):
+    straight = TrainConfig.from_yaml(_config(tmp_path, "straight", precision=precision))
     Trainer(straight, progress=False).train()
-    split = TrainConfig.from_yaml(_config(tmp_path, "split"))
+    split = TrainConfig.from_yaml(_config(tmp_path, "split", precision=precision))
     first = Trainer(split, progress=False)
     for _ in range(3):
         first.train_step()
@@ -275,6 +276,20 @@ def test_adapter_mode_trains_only_the_adapter(tmp_path):
     before = pretrained.state_dict()
     assert torch.equal(after["dit.blocks.0.ffn.0.weight"], before["dit.blocks.0.ffn.0.weight"])
     assert torch.equal(after["dit.head.head.weight"], before["dit.head.head.weight"])
+    assert not torch.equal(after["dit.blocks.0.self_attn.q.weight"], before["dit.blocks.0.self_attn.q.weight"])
+
+
+def test_adapter_fine_tuning_in_bf16_keeps_the_backbone_and_fp32_weights(tmp_path):
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "scratch"))
+    pretrained = AstraNet(cfg.model)
+    init = save_checkpoint(tmp_path / "pretrained.safetensors", pretrained)
+    adapter = _config(tmp_path, "adapter", mode="adapter", init_checkpoint=str(init), steps=2, precision="bf16")
+    trainer = Trainer(TrainConfig.from_yaml(adapter), progress=False)
+    losses = [trainer.train_step()["loss"] for _ in range(2)]
+    assert all(math.isfinite(x) for x in losses)
+    assert all(p.dtype == torch.float32 for p in trainer.net.parameters())
+    after, before = trainer.net.state_dict(), pretrained.state_dict()
+    assert torch.equal(after["dit.blocks.0.ffn.0.weight"], before["dit.blocks.0.ffn.0.weight"])
     assert not torch.equal(after["dit.blocks.0.self_attn.q.weight"], before["dit.blocks.0.self_attn.q.weight"])
 
 

@@ -31,8 +31,9 @@ def _atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
-# Fields a resumed run may change without --accept-config-changes: how long it runs and how often it
-# logs, evaluates and saves, and where its files are.
+# Fields a resumed run may change without --accept-config-changes: how long it runs, how often it
+# logs, evaluates and saves, where its files are, and where and how its steps run (device, compile:
+# the same arithmetic, so the run continues, though not bit for bit across devices or compilation).
 RESUMABLE_CHANGES = (
     "steps",
     "log_every",
