@@ -199,6 +199,12 @@ class FlowConfig(_Config):
     # thin part moves over a still scene (the arm) towards that part, without changing how much each
     # sample counts.
     motion_weight: float = Field(0.0, ge=0)
+    # Motion linear in the action (prediction "warp", a flow per cell): besides its flow, the network
+    # outputs at every cell a 2 x r matrix J, the frame's action feature is projected to r numbers a, and
+    # the flow gains J·a. Where nothing moves J is zero whatever the action; where a part moves (the
+    # arm's beads), the action steers it: a product of content and action that the per-frame action
+    # modulation can only approximate. 0: off. The DiT's out_dim grows by 2·r.
+    action_flow_rank: int = Field(0, ge=0)
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
 
@@ -218,6 +224,11 @@ class FlowConfig(_Config):
             )
         if self.warp_unshuffle < 1:
             raise ValueError(f"warp_unshuffle={self.warp_unshuffle} must be at least 1")
+        if self.action_flow_rank and (self.prediction != "warp" or self.warp_flow != "cell"):
+            raise ValueError(
+                f"action_flow_rank={self.action_flow_rank} needs prediction 'warp' with warp_flow 'cell' "
+                f"(here {self.prediction!r}, {self.warp_flow!r})"
+            )
         return self
 
     @property
@@ -227,6 +238,11 @@ class FlowConfig(_Config):
         if self.prediction != "warp":
             return 0
         return 2 * self.warp_unshuffle**2 if self.warp_flow == "pixel" else 2
+
+    @property
+    def head_channels(self) -> int:
+        """Output channels beyond the latents: the flow's, and the 2·r of `action_flow_rank`'s matrices."""
+        return self.flow_channels + 2 * self.action_flow_rank
 
 
 class HistoryConfig(_Config):
@@ -301,7 +317,7 @@ class AstraConfig(_Config):
         if c < 1:
             raise ValueError(
                 f"dit.out_dim={self.dit.out_dim}: prediction 'warp' outputs the latent channels "
-                f"+ {self.flow.flow_channels} flow channels"
+                f"+ {self.flow.head_channels} flow channels"
             )
         if c % self.flow.warp_unshuffle**2:
             raise ValueError(f"flow.warp_unshuffle={self.flow.warp_unshuffle}: {c} latent channels are no p·p stack")
@@ -312,7 +328,7 @@ class AstraConfig(_Config):
                 f"dit.in_dim={self.dit.in_dim} must be {want}: {why} the last frame's {c} latent "
                 f"channels beside the {c} of the noisy chunk"
                 + (
-                    f" (dit.out_dim − {self.flow.flow_channels} with prediction 'warp')"
+                    f" (dit.out_dim − {self.flow.head_channels} with prediction 'warp')"
                     if self.flow.prediction == "warp"
                     else ""
                 )
@@ -322,8 +338,8 @@ class AstraConfig(_Config):
     @property
     def latent_channels(self) -> int:
         """Channels of the latents the model generates: the DiT's out_dim less the flow channels of a
-        `warp` prediction (`FlowConfig.flow_channels`)."""
-        return self.dit.out_dim - self.flow.flow_channels
+        `warp` prediction (`FlowConfig.head_channels`)."""
+        return self.dit.out_dim - self.flow.head_channels
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AstraConfig:

@@ -344,3 +344,42 @@ def test_motion_weights_move_the_loss_to_what_changed_and_keep_each_sample_at_me
     assert torch.equal(motion_weights(target, last, 0.0), torch.ones_like(target))
     with pytest.raises(ValueError, match="motion_weight"):
         FlowConfig(motion_weight=-1)
+
+
+def test_action_flow_moves_a_cell_by_its_matrix_times_the_action():
+    """`action_flow_rank`: the network's output ends with a 2·r matrix per cell; the model returns the
+    latents and the flow plus that matrix times the projected action feature, so the same network output
+    moves a part one way for one action and the other way for the opposite one, and not at all where
+    the matrix is zero. Without actions the added motion is absent."""
+    from astra_core.config import ActionConfig, AstraConfig, ConfigError, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+
+    def config(**flow):
+        return AstraConfig(
+            dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4 + 2 + 2 * 3),
+            action=ActionConfig(action_dim=2, hidden_dim=16),
+            history=HistoryConfig(chunk_size=1, window=2),
+            flow=FlowConfig(prediction="warp", **flow),
+        )
+
+    torch.manual_seed(0)
+    net = AstraNet(config(action_flow_rank=3)).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.5)  # a trained head: non-zero matrices
+    torch.nn.init.normal_(net.action_flow.weight, std=0.5)
+    x, t = torch.randn(1, 4, 2, 4, 4), torch.rand(1, 2) * 1000
+    features = torch.randn(1, 2, 32)
+    with torch.no_grad():
+        raw = net.dit(x, t, features)
+        out = net(x, t, features)
+        flipped = net(x, t, -features)
+        none = net(x, t, None)
+    assert raw.shape[1] == 12 and out.shape[1] == 6 and none.shape[1] == 6
+    assert torch.equal(out[:, :4], raw[:, :4])  # the latents' residual untouched
+    code = net.action_flow(features)
+    jacobian = raw[:, 6:].unflatten(1, (2, 3))
+    expected = raw[:, 4:6] + torch.einsum("btrfhw,bfr->btfhw", jacobian, code)
+    assert torch.allclose(out[:, 4:6], expected, atol=1e-5)
+    assert torch.equal(none, net.dit(x, t, None)[:, :6])
+    assert not torch.allclose(out[:, 4:6], flipped[:, 4:6], atol=1e-3)
+    with pytest.raises(ConfigError, match="action_flow_rank=3 needs prediction 'warp' with warp_flow 'cell'"):
+        AstraConfig.from_dict({"flow": {"prediction": "warp", "warp_flow": "pixel", "action_flow_rank": 3}})

@@ -94,6 +94,8 @@ class AstraNet(nn.Module):
             )
         # Action-free guidance replaces dropped actions by this learned feature (Astra §3).
         self.null_action = nn.Parameter(torch.randn(config.dit.dim) * 0.02)
+        rank = config.flow.action_flow_rank
+        self.action_flow = nn.Linear(config.dit.dim, rank) if rank else None  # FlowConfig.action_flow_rank
         if config.flow.prediction in ("delta", "warp") and self.dit.head.head.weight.device.type != "meta":
             # the change (and flow) from the last frame starts at zero: an untrained model repeats it
             nn.init.zeros_(self.dit.head.head.weight)
@@ -153,11 +155,26 @@ class AstraNet(nn.Module):
         return self.null_action[None, None].expand(batch, frames, -1)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, action_features: torch.Tensor | None, **kw):
-        return self.dit(x, timesteps, action_features, **kw)
+        out = self.dit(x, timesteps, action_features, **kw)
+        if self.action_flow is None:
+            return out
+        # [latents, flow (2), J (2·r)] -> [latents, flow + J·a], a = the frame's action feature projected
+        c = self.config.latent_channels + 2
+        rank = self.config.flow.action_flow_rank
+        jacobian = out[:, c:].unflatten(1, (2, rank)).float()  # [B, 2, r, F, H, W]
+        if action_features is None:
+            return out[:, :c]
+        code = self.action_flow(action_features.to(self.action_flow.weight.dtype)).float()  # [B, F, r]
+        motion = torch.einsum("btrfhw,bfr->btfhw", jacobian, code).to(out.dtype)
+        return torch.cat([out[:, : c - 2], out[:, c - 2 : c] + motion], dim=1)
 
     def adapter_parameter_names(self) -> list[str]:
         """ACT-Adapter fine-tuning set: self-attention, projectors and the action modules."""
-        action = [n for n, _ in self.named_parameters() if n.startswith(("action_encoder.", "moae.", "null_action"))]
+        action = [
+            n
+            for n, _ in self.named_parameters()
+            if n.startswith(("action_encoder.", "moae.", "null_action", "action_flow."))
+        ]
         return ["dit." + n for n in self.dit.adapter_parameter_names()] + action
 
     def select_adapter_parameters(self) -> list[nn.Parameter]:
