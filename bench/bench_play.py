@@ -118,6 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="default: the shipped toy model")
     parser.add_argument("--world", default="keyboard_game")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="the DiT's precision in the settings table"
+    )
     parser.add_argument("--steps", type=int, default=24, help="steps per setting (each makes one chunk)")
     parser.add_argument("--guidance", type=float, help="default: the checkpoint's (1: no AFG)")
     parser.add_argument("--afg-scale", type=float, default=1.5, help="scale for the 'with AFG' rows")
@@ -129,7 +132,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     world = get_registry().get("worlds", args.world)
-    print(f"{args.world}, 64x64, batch 1, torch threads {torch.get_num_threads()}")
+    print(f"{args.world}, 64x64, batch 1, torch threads {torch.get_num_threads()}, settings table in {args.precision}")
     settings = {
         "table settings, KV cache": {"guidance_scale": args.guidance, "use_kv_cache": True},
         "table settings, no cache": {"guidance_scale": args.guidance, "use_kv_cache": False},
@@ -140,6 +143,7 @@ def main() -> None:
     for name, options in settings.items():
         if args.sampling_steps:
             options["num_steps"] = args.sampling_steps
+        options["precision"] = args.precision
         model = WorldModel.from_checkpoint(args.checkpoint, **options)
         rows[name] = session_speed(model, world, args.steps)
     steps = model.latent.num_steps
@@ -150,7 +154,7 @@ def main() -> None:
     base = rows["table settings, KV cache"]["fps"]
     for name, r in rows.items():
         print(f"  {name}: {r['fps'] / base:.2f}x the frames/s of the table settings with the cache")
-    table = {k: v for k, v in settings["table settings, KV cache"].items() if v is not None}
+    table = {k: v for k, v in settings["table settings, KV cache"].items() if v is not None and k != "precision"}
     compare_precisions(args.checkpoint, world, args.steps, table, compiled=args.compile)
     if args.baseline:
         compare(args.checkpoint, args.baseline, world, args.steps)
