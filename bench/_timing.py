@@ -23,9 +23,17 @@ def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int = 10,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
-    """Measured FLOP/s of a size x size matmul in `dtype` (median of `repeats`)."""
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10, device: str | torch.device = "cpu") -> float:
+    """Measured FLOP/s of a size x size matmul in `dtype` (median of `repeats`; on a GPU each timed
+    call waits for the device)."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
-    seconds = alternating_medians({"mm": lambda: torch.mm(a, b)}, repeats=repeats, warmup=2)["mm"]
+    cuda = torch.device(device).type == "cuda"
+
+    def mm() -> None:
+        torch.mm(a, b)
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    seconds = alternating_medians({"mm": mm}, repeats=repeats, warmup=2)["mm"]
     return 2 * size**3 / seconds

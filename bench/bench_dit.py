@@ -12,6 +12,8 @@ Run: python bench/bench_dit.py [--repeats 10] [--toy-only]
 from __future__ import annotations
 
 import argparse
+import copy
+import time
 
 import torch
 from _timing import alternating_medians, matmul_peak
@@ -112,9 +114,6 @@ def top_operators(net, x, t, features, chunk_ids, rows: int = 12) -> None:
 
 def compiled_forward(net, x, t, features, chunk_ids, repeats: int) -> None:
     """The same block-causal forward, eager against torch.compile (inductor), in fp32 and bf16."""
-    import copy
-    import time
-
     for dtype in (torch.float32, torch.bfloat16):
         eager = copy.deepcopy(net.dit).to(dtype)
         compiled = copy.deepcopy(net.dit).to(dtype)
@@ -141,8 +140,6 @@ def compiled_forward(net, x, t, features, chunk_ids, repeats: int) -> None:
 def cached_step(net, repeats: int) -> None:
     """One KV-cached rollout step at batch 1 (the play path: the chunk's tokens over a full window of
     cached history, every Euler step plus the commit pass), fp32 against bf16."""
-    import copy
-
     from astra_core.model.rollout import LatentWorldModel
 
     history = net.config.history

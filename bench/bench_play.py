@@ -62,24 +62,28 @@ def demo_memory(checkpoint: str | None) -> tuple[float, float]:
     return seconds, peak_kb / 1024
 
 
-def compare(checkpoint: str | None, baseline: str, world, steps: int, rounds: int = 3) -> None:
-    """Both models at their own defaults (KV cache), timed in turn `rounds` times; medians and the ratio."""
-    models = {"model": WorldModel.from_checkpoint(checkpoint), "baseline": WorldModel.from_checkpoint(baseline)}
+def speeds_in_turn(models: dict[str, WorldModel], world, steps: int, rounds: int) -> dict[str, dict[str, float]]:
+    """One session per model, the models timed in turn `rounds` times: the median frames/s, key-to-frame
+    latency and p90 latency of each."""
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
             runs[name].append(session_speed(model, world, steps))
+    return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+
+
+def compare(checkpoint: str | None, baseline: str, world, steps: int, rounds: int = 3) -> None:
+    """Both models at their own defaults (KV cache), timed in turn `rounds` times; medians and the ratio."""
+    models = {"model": WorldModel.from_checkpoint(checkpoint), "baseline": WorldModel.from_checkpoint(baseline)}
+    speed = speeds_in_turn(models, world, steps, rounds)
     print(f"side by side, each at its own defaults, {rounds} rounds in turn:")
-    fps = {}
     for name, model in models.items():
-        fps[name] = statistics.median(r["fps"] for r in runs[name])
-        latency = statistics.median(r["latency_ms"] for r in runs[name])
-        p90 = statistics.median(r["latency_p90_ms"] for r in runs[name])
+        r = speed[name]
         print(
             f"  {name:8s} ({model.latent.num_steps} steps, guidance {model.latent.guidance_scale:g}): "
-            f"{fps[name]:.1f} frames/s, latency {latency:.0f} ms median, {p90:.0f} ms p90"
+            f"{r['fps']:.1f} frames/s, latency {r['latency_ms']:.0f} ms median, {r['latency_p90_ms']:.0f} ms p90"
         )
-    print(f"  model / baseline frames/s: {fps['model'] / fps['baseline']:.2f}x")
+    print(f"  model / baseline frames/s: {speed['model']['fps'] / speed['baseline']['fps']:.2f}x")
 
 
 def compare_precisions(
@@ -97,20 +101,13 @@ def compare_precisions(
         if on:
             PlaySession(models[name], world, seed=1).warm_up()
             compile_s[name] = time.perf_counter() - start
-    runs: dict[str, list[dict[str, float]]] = {p: [] for p in models}
-    for _ in range(rounds):
-        for p, model in models.items():
-            runs[p].append(session_speed(model, world, steps))
+    speed = speeds_in_turn(models, world, steps, rounds)
     print(f"precision, side by side ({rounds} rounds in turn, table settings, KV cache):")
-    fps = {}
-    for p in models:
-        fps[p] = statistics.median(r["fps"] for r in runs[p])
-        latency = statistics.median(r["latency_ms"] for r in runs[p])
-        p90 = statistics.median(r["latency_p90_ms"] for r in runs[p])
-        extra = f" (compiled in {compile_s[p]:.0f} s)" if p in compile_s else ""
+    for name, r in speed.items():
+        extra = f" (compiled in {compile_s[name]:.0f} s)" if name in compile_s else ""
         print(
-            f"  {p}: {fps[p]:.1f} frames/s, key-to-frame latency {latency:.0f} ms median, {p90:.0f} ms p90, "
-            f"{fps[p] / fps['fp32']:.2f}x fp32{extra}"
+            f"  {name}: {r['fps']:.1f} frames/s, key-to-frame latency {r['latency_ms']:.0f} ms median, "
+            f"{r['latency_p90_ms']:.0f} ms p90, {r['fps'] / speed['fp32']['fps']:.2f}x fp32{extra}"
         )
 
 

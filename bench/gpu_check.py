@@ -20,6 +20,7 @@ import sys
 import time
 
 import torch
+from _timing import matmul_peak
 from bench_dit import video_matmul_params
 
 from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, SamplerConfig, dit_preset
@@ -45,13 +46,6 @@ def timed(fn, device: torch.device, repeats: int) -> list[float]:
         sync(device)
         out.append(time.perf_counter() - start)
     return out
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, size: int, repeats: int = 10) -> float:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = statistics.median(timed(lambda: torch.mm(a, b), device, repeats))
-    return 2 * size**3 / seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     params = video_matmul_params(net.dit)
     forward = 2 * params * chunk_tokens + 4 * chunk_tokens * keys * cfg.dim * cfg.num_layers
     flops = (args.steps + 1) * forward  # the denoising forwards, then the commit pass over the new chunk
-    peak = matmul_peak(dtype, device, args.peak_size)
+    peak = matmul_peak(dtype, args.peak_size, device=device)
     print(f"{'path':10s} {'median s':>9s} {'min s':>8s} {'max s':>8s}")
     for name, cached in (("kv cache", True), ("recompute", False)):
         ts = results[cached]

@@ -84,8 +84,7 @@ class LatentWorldModel:
     @property
     def action_dtype(self) -> torch.dtype:
         """The action path's dtype (float32 unless the whole network was cast): what actions are cast to."""
-        rest = (p for name, p in self.net.named_parameters() if not name.startswith("dit.") and p.is_floating_point())
-        return next(rest, torch.zeros(())).dtype
+        return self.net.null_action.dtype
 
     @property
     def frames_generated(self) -> int:
