@@ -577,3 +577,18 @@ def test_resume_refuses_an_edited_config_but_accepts_new_lengths_and_intervals(t
     longer = Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
     assert "steps 2 -> 4" in capsys.readouterr().err
     assert longer.train()["step"] == 4
+
+
+def test_shutdown_distributed_leaves_the_process_group(tmp_path):
+    """`astra train` destroys its process group before exiting (a live gloo group at interpreter exit can
+    abort a rank); with no group it does nothing."""
+    import torch.distributed as dist
+
+    from astra_core.apps.train_setup import shutdown_distributed
+
+    shutdown_distributed()  # no group: nothing to do
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert dist.is_initialized()
+    shutdown_distributed()
+    assert not dist.is_initialized()

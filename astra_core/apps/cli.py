@@ -160,8 +160,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in {"steps": args.steps, "out_dir": args.out}.items() if v is not None}
     if updates:
         cfg = cfg.model_copy(update=updates)
-    trainer = Trainer(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
-    logs = trainer.train()
+    from astra_core.apps.train_setup import shutdown_distributed
+
+    try:
+        trainer = Trainer(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
+        logs = trainer.train()
+    except BaseException:
+        shutdown_distributed(wait=False)
+        raise
+    shutdown_distributed()
     if trainer.rank == 0:
         print(json.dumps({"step": trainer.step, "out_dir": cfg.out_dir, "loss": logs.get("loss")}, indent=2))
     return 0

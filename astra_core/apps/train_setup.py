@@ -133,6 +133,18 @@ def init_distributed(device: torch.device | None = None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def shutdown_distributed(wait: bool = True) -> None:
+    """Leave the process group in order: every rank waits for the others (unless `wait` is False, as
+    after an error, when the others may never arrive), then the group is destroyed.
+
+    Exiting with the group still alive leaves gloo's worker threads to the interpreter's exit, which
+    aborts a rank now and then ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def open_tensorboard(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
