@@ -3,8 +3,10 @@
 from astra_core.modality import Embodiment
 from astra_core.plugins import hookimpl
 
+from .gym.adapters import ADAPTERS
 from .readers.camera_pose import RealEstate10KReader, SpatialVIDReader
 from .readers.game import GameLogReader
+from .readers.gym_record import GymRecordReader
 from .readers.lerobot import LeRobotReader
 from .readers.nuscenes import NuScenesReader
 from .readers.rlds import RT1TFRecordReader
@@ -23,6 +25,13 @@ EMBODIMENTS = (
     Embodiment("robot_arm", ("robot_ee",), reader="robot_hdf5", description="robomimic / LIBERO demonstrations"),
     Embodiment("game_player", ("discrete_cmd",), reader="game_log", description="keyboard and mouse game logs"),
     Embodiment("spatialvid", ("camera_se3",), reader="spatialvid", description="in-the-wild videos with camera poses"),
+    Embodiment(
+        "atari", ("atari_action",), reader="gym_record", description="Atari games (ALE), recorded by astra record"
+    ),
+    Embodiment("highway", ("vehicle_pose",), reader="gym_record", description="highway-env's ego vehicle"),
+    Embodiment("bullet_arm", ("robot_ee",), reader="gym_record", description="the pybullet arm astra/BulletArm-v0"),
+    Embodiment("gym_discrete", ("discrete_action",), reader="gym_record", description="any Gymnasium Discrete space"),
+    Embodiment("gym_box", ("box_action",), reader="gym_record", description="any Gymnasium bounded Box space"),
 )
 READERS = (
     RealEstate10KReader,
@@ -32,6 +41,7 @@ READERS = (
     LeRobotReader,
     RobotHDF5Reader,
     GameLogReader,
+    GymRecordReader,
 )
 
 
@@ -51,3 +61,9 @@ def astra_register_embodiments(register):
 def astra_register_worlds(register):
     for world in WORLDS:
         register(world())
+
+
+@hookimpl
+def astra_register_env_adapters(register):
+    for adapter in ADAPTERS:
+        register(adapter)

@@ -11,7 +11,7 @@ from astra_core.errors import ShapeError
 from astra_core.modality import Modality, latent_frame_indices, num_latent_frames
 from astra_core.plugins import get_registry
 
-BUILTINS = {"camera_se3", "vehicle_pose", "robot_ee", "discrete_cmd"}
+BUILTINS = {"camera_se3", "vehicle_pose", "robot_ee", "discrete_cmd", "atari_action", "discrete_action", "box_action"}
 REGISTERED = sorted(get_registry().modalities)
 
 
@@ -35,6 +35,12 @@ def sample_raw(name: str, frames: int, rng: np.random.Generator):
     if name == "discrete_cmd":
         keys = [[k for k in ("W", "A", "SPACE") if rng.random() < 0.4] for _ in range(frames)]
         return {"keys": keys, "mouse": rng.normal(0, 3, (frames, 2))}
+    if name == "atari_action":
+        return rng.integers(0, 18, frames)
+    if name == "discrete_action":
+        return rng.integers(0, 5, frames)
+    if name == "box_action":
+        return rng.uniform(-1, 1, (frames, 3))
     pytest.skip(f"no sample stream for third-party modality {name}")
 
 
@@ -92,8 +98,8 @@ def test_non_finite_raw_actions_are_rejected(name):
         raw[key] = np.array(raw[key], dtype=float)
         raw[key][3, 0] = np.nan
     else:
-        raw = raw.copy()
-        raw[3, 0, ...] = np.inf
+        raw = raw.astype(float)
+        raw[(3, 0)[: raw.ndim]] = np.inf  # a 1-D stream of indices, or a row of values
     with pytest.raises(ShapeError, match=rf"{name}: .*(NaN or Inf|not rotations)"):
         modality.align(raw, 4)
 
@@ -150,3 +156,38 @@ def test_quaternion_order_helpers_agree_with_roma():
 
     q = np.array([[0.9, 0.1, -0.3, 0.2]])
     assert np.allclose(wxyz_to_xyzw(q), roma.quat_wxyz_to_xyzw(torch.tensor(q)).numpy())
+
+
+def test_categorical_modalities_align_shares_and_refuse_bad_indices():
+    from astra_experts.categorical import ATARI_MEANINGS, AtariAction, DiscreteAction
+
+    atari = AtariAction()
+    assert atari.action_dim == 18 and atari.describe()["meanings"] == list(ATARI_MEANINGS)
+    # row 0 is ignored; with 2 raw frames per latent frame each vector holds the two actions' shares
+    aligned = atari.align(np.array([0, 1, 3, 3, 4]), 2)
+    assert aligned.mask.tolist() == [0.0, 1.0, 1.0]
+    assert aligned.actions[1, 1] == 0.5 and aligned.actions[1, 3] == 0.5 and aligned.actions[2, 3] == 0.5
+    assert aligned.actions[2, 4] == 0.5 and np.allclose(aligned.actions[1:].sum(1), 1.0)
+    by_name = atari.align(["NOOP", "FIRE", "RIGHT", "RIGHT", "LEFT"], 2)
+    assert np.array_equal(by_name.actions, aligned.actions)
+    with pytest.raises(ShapeError, match="action 18 at frame 2 lies outside 0 … 17"):
+        atari.align(np.array([0, 1, 18]), 1)
+    with pytest.raises(ShapeError, match="unknown action 'JUMP' at frame 1"):
+        atari.align(["NOOP", "JUMP"], 1)
+    with pytest.raises(ShapeError, match="whole numbers"):
+        DiscreteAction().align(np.array([0.0, 1.5]), 1)
+
+
+def test_box_action_pads_to_sixteen_and_checks_bounds():
+    from astra_experts.vector import BoxAction, scale_to_unit
+
+    box = BoxAction()
+    raw = scale_to_unit(np.array([[0.0, 0.0], [2.0, -1.0], [-2.0, 1.0]]), np.array([-2.0, -1.0]), np.array([2.0, 1.0]))
+    assert raw.tolist() == [[0.0, 0.0], [1.0, -1.0], [-1.0, 1.0]]
+    aligned = box.align(raw, 1)
+    assert aligned.actions.shape == (3, 16) and aligned.actions[1, :2].tolist() == [1.0, -1.0]
+    assert np.all(aligned.actions[:, 2:] == 0)
+    with pytest.raises(ShapeError, match="outside the modality's declared bounds"):
+        box.align(np.array([[0.0], [3.0]]), 1)
+    with pytest.raises(ShapeError, match="1 ≤ d ≤ 16"):
+        box.align(np.zeros((3, 17)), 1)

@@ -23,6 +23,13 @@ def _frame_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _square_or_size(text: str) -> tuple[int, int]:
+    """`N` (a square) or `HxW`, for --size."""
+    if text.isdigit():
+        return _frame_size(f"{text}x{text}")
+    return _frame_size(text)
+
+
 def _json_or_text(text: str):
     try:
         return json.loads(text)
@@ -141,6 +148,39 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         episodes, tokenizer, args.out, args.shard_size, total, overwrite=args.overwrite, size=args.size
     )
     print(json.dumps({"shards": [str(s) for s in shards], "tokenizer": tokenizer.describe()}, indent=2))
+    return 0
+
+
+def _env_arg(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` for --env-arg; VALUE is read as YAML (numbers, booleans, lists and mappings)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. frameskip=4")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from astra_core.apps.record import RecordSettings, record
+
+    settings = RecordSettings(
+        env_id=args.env_id,
+        episodes=args.episodes,
+        steps=args.steps,
+        size=args.size,
+        fit=args.fit,
+        seed=args.seed,
+        policy=args.policy,
+        stream=args.stream,
+        env_kwargs=dict(args.env_arg or []),
+    )
+    summary = record(settings, args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    print(f"next: astra encode --reader gym_record {args.out}/episode_*.h5 --out CACHE", file=sys.stderr)
     return 0
 
 
@@ -439,6 +479,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="HxW: scale and centre-crop every episode's frames to this size (default: all must match the first)",
     )
     enc.set_defaults(func=_cmd_encode)
+    rec = sub.add_parser("record", help="record episodes of a Gymnasium environment (extra: gym) for training")
+    rec.add_argument("env_id", help="a Gymnasium id, e.g. ALE/Breakout-v5, highway-v0, astra/BulletArm-v0")
+    rec.add_argument("--out", required=True, help="output folder (episode_000000.h5, …; rerun to resume)")
+    rec.add_argument("--episodes", type=int, default=16)
+    rec.add_argument("--steps", type=int, default=100, help="steps per episode (fewer when it ends)")
+    rec.add_argument("--size", type=_square_or_size, default=(64, 64), help="frame size: N or HxW (default 64)")
+    rec.add_argument(
+        "--fit",
+        choices=["letterbox", "crop"],
+        default="letterbox",
+        help="letterbox: fit inside and pad with black (nothing is lost; default); crop: cover and centre-crop",
+    )
+    rec.add_argument("--seed", type=int, default=0, help="episode i is seeded with SEED + i")
+    rec.add_argument(
+        "--policy", default="random", help="random, sticky (random actions held 1-8 steps), module:fn or file.py:fn"
+    )
+    rec.add_argument(
+        "--stream",
+        choices=["auto", "pose", "space"],
+        default="auto",
+        help="what the action stream records: a pose (highway-env, the pybullet arm), the action space, or auto",
+    )
+    rec.add_argument(
+        "--env-arg", action="append", type=_env_arg, metavar="KEY=VALUE", help="keyword for gymnasium.make (repeat)"
+    )
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=_cmd_record)
     scaffold = sub.add_parser("new-plugin", help="write a pip-installable plugin package for a new embodiment")
     scaffold.add_argument("name", help="the embodiment's name: lowercase letters, digits, underscores")
     scaffold.add_argument("--out", help="the folder to write (default: ./astra-NAME)")

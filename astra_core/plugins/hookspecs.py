@@ -29,3 +29,10 @@ def astra_register_routers(register):
 @hookspec
 def astra_register_worlds(register):
     """Register procedural worlds: `register(world)` with an object that has `name` and `modality`."""
+
+
+@hookspec
+def astra_register_env_adapters(register):
+    """Register environment adapters for `astra record`: `register(adapter_class)` with a subclass of
+    `astra_core.envs.EnvAdapter` (how one family of Gymnasium environments' actions becomes a
+    modality's raw stream)."""

@@ -24,13 +24,14 @@ from astra_core.plugins import hookspecs
 ENTRY_POINT_GROUP = "astra"
 AUTOLOAD_ENV = "ASTRA_DISABLE_PLUGIN_AUTOLOAD"
 CORE_PLUGINS = ("astra_core.model.moae",)  # modules of the core that register through the hooks
-KINDS = ("modalities", "readers", "embodiments", "routers", "worlds")
+KINDS = ("modalities", "readers", "embodiments", "routers", "worlds", "env_adapters")
 SINGULAR = {
     "modalities": "modality",
     "readers": "reader",
     "embodiments": "embodiment",
     "routers": "router",
     "worlds": "world",
+    "env_adapters": "environment adapter",
 }
 
 
@@ -62,6 +63,7 @@ class Registry:
     embodiments: dict[str, Any] = field(default_factory=dict)
     routers: dict[str, Any] = field(default_factory=dict)
     worlds: dict[str, Any] = field(default_factory=dict)
+    env_adapters: dict[str, Any] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # plugin label -> why it was left out
 
@@ -95,6 +97,11 @@ def _item_name(kind: str, args: tuple) -> tuple[str, Any]:
     name = getattr(item, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"register() got {type(item).__name__}, which has no string `name`")
+    if kind == "env_adapters":
+        from astra_core.envs import EnvAdapter
+
+        if not (isinstance(item, type) and issubclass(item, EnvAdapter)):
+            raise TypeError(f"environment adapter {name!r} is not a subclass of astra_core.envs.EnvAdapter")
     if kind == "modalities":
         from astra_core.modality import Modality
 

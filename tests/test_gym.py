@@ -1,0 +1,272 @@
+"""`astra record`: Gymnasium environments recorded, read back, replayed and trained on."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from astra_core.apps.cli import main
+from astra_core.errors import ConfigError
+from astra_core.plugins import get_registry
+
+gymnasium = pytest.importorskip("gymnasium")
+pytest.importorskip("ale_py")
+
+from astra_experts.categorical import ATARI_MEANINGS  # noqa: E402
+
+from astra_core.apps.record import (  # noqa: E402
+    RecordSettings,
+    fit_frames,
+    record,
+    replay_episode,
+)
+
+
+@pytest.fixture(scope="module")
+def breakout(tmp_path_factory):
+    out = tmp_path_factory.mktemp("breakout")
+    settings = RecordSettings("ALE/Breakout-v5", episodes=2, steps=30, size=(84, 84), policy="sticky", seed=5)
+    summary = record(settings, out, progress=False)
+    return out, settings, summary
+
+
+def test_breakout_is_recorded_with_actions_by_meaning(breakout):
+    out, _, summary = breakout
+    assert summary["written"] == 2 and summary["modality"] == "atari_action" and summary["embodiment"] == "atari"
+    episode = get_registry().get("readers", "gym_record").read(out / "episode_000000.h5")
+    assert episode.embodiment == "atari" and episode.frames.shape == (3, 31, 84, 84)
+    assert episode.meta["env_id"] == "ALE/Breakout-v5" and episode.meta["seed"] == 5
+    # Breakout's minimal set (NOOP, FIRE, RIGHT, LEFT) is stored as indices into ALE's full 18.
+    stream = episode.actions["atari_action"]
+    with h5py.File(out / "episode_000000.h5") as f:
+        native = np.asarray(f["env_actions"])
+        assert f["extras/ram"].shape == (31, 128) and f.attrs["adapter"] == "ale"
+    meanings = episode.meta["action_meanings"]
+    assert meanings == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    assert [ATARI_MEANINGS[i] for i in stream[1:]] == [meanings[a] for a in native]
+    aligned = get_registry().get("modalities", "atari_action").align(stream, 1)
+    assert aligned.actions.shape == (31, 18) and np.allclose(aligned.actions[1:].sum(1), 1.0)
+
+
+def test_a_replay_reproduces_the_recorded_frames_exactly(breakout):
+    out, _, _ = breakout
+    path = out / "episode_000001.h5"
+    with h5py.File(path) as f:
+        frames = np.asarray(f["frames"])
+        actions = np.asarray(f["env_actions"])
+    assert np.array_equal(replay_episode(path), frames)
+    # From a later frame: the first 10 recorded actions, then the rest.
+    assert np.array_equal(replay_episode(path, start=10), frames[10:])
+    # Other actions from frame 10 give another future (the environment is the ground truth for them).
+    other = replay_episode(path, actions=np.full(len(actions) - 10, 3), start=10)
+    assert np.array_equal(other[0], frames[10]) and not np.array_equal(other, frames[10:])
+
+
+def test_recording_resumes_and_refuses_other_settings(breakout, tmp_path):
+    out, settings, _ = breakout
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("episode_*.h5")}
+    more = RecordSettings(**{**settings.__dict__, "episodes": 3})
+    summary = record(more, out, progress=False)
+    assert summary["written"] == 1 and summary["kept"] == 2
+    assert all(p.stat().st_mtime_ns == before[p.name] for p in out.glob("episode_*.h5") if p.name in before)
+    other = RecordSettings(**{**settings.__dict__, "seed": 6})
+    with pytest.raises(ConfigError, match="seed: 5 there, 6 now"):
+        record(other, out, progress=False)
+
+
+def test_an_interrupted_recording_keeps_its_finished_episodes(tmp_path, monkeypatch):
+    policy = tmp_path / "stops.py"
+    policy.write_text(
+        "calls = 0\n"
+        "def act(env, observation, rng):\n"
+        "    global calls\n"
+        "    calls += 1\n"
+        "    if calls > 25:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return 1\n"
+    )
+    settings = RecordSettings("ALE/Breakout-v5", episodes=4, steps=10, policy=f"{policy}:act")
+    with pytest.raises(KeyboardInterrupt):
+        record(settings, tmp_path / "rec", progress=False)
+    kept = sorted(p.name for p in (tmp_path / "rec").iterdir())
+    assert kept == ["episode_000000.h5", "episode_000001.h5", "record.json"]  # nothing half-written
+
+
+def test_highway_records_the_ego_pose(tmp_path):
+    pytest.importorskip("highway_env")
+    settings = RecordSettings("highway-v0", episodes=1, steps=8, seed=0, policy="tests/fixtures/gym_policies.py:idle")
+    summary = record(settings, tmp_path, progress=False)
+    assert summary["modality"] == "vehicle_pose" and summary["fps"] == 5.0
+    episode = get_registry().get("readers", "gym_record").read(tmp_path / "episode_000000.h5")
+    assert episode.frames.shape[1] == 9 and float(episode.frames.std()) > 0.05  # drawn, not blank
+    aligned = get_registry().get("modalities", "vehicle_pose").align(episode.actions["vehicle_pose"], 1)
+    forward = aligned.actions[1:, 0]  # metres along the car's heading per frame
+    assert np.all(forward > 2.0) and np.all(np.abs(aligned.actions[1:, 1]) < 1.0)  # 20-30 m/s at 5 frames/s
+
+
+def test_the_pybullet_arm_records_its_end_effector(tmp_path):
+    pytest.importorskip("pybullet")
+    settings = RecordSettings("astra/BulletArm-v0", episodes=1, steps=6, seed=1)
+    record(settings, tmp_path, progress=False)
+    path = tmp_path / "episode_000000.h5"
+    episode = get_registry().get("readers", "gym_record").read(path)
+    stream = episode.actions["robot_ee"]
+    assert stream.shape == (7, 7) and np.all(stream[0] == 0)
+    with h5py.File(path) as f:
+        commands = np.asarray(f["env_actions"])
+    # The measured end-effector motion follows the commanded target motion (3 cm per unit, per step).
+    commanded = commands[:, :3] * 0.03
+    assert np.corrcoef(commanded.ravel(), stream[1:, :3].ravel())[0, 1] > 0.8
+    assert np.array_equal(stream[1:, 6], (commands[:, 3] > 0).astype(float))
+    assert np.array_equal(replay_episode(path), np.asarray(h5py.File(path)["frames"]))
+
+
+def test_a_box_space_is_scaled_to_unit_range(tmp_path):
+    settings = RecordSettings("Pendulum-v1", episodes=1, steps=5, size=(32, 32), seed=0)
+    summary = record(settings, tmp_path, progress=False)
+    assert summary["modality"] == "box_action" and summary["embodiment"] == "gym_box"
+    with h5py.File(tmp_path / "episode_000000.h5") as f:
+        stream = np.asarray(f["actions/box_action"])
+        native = np.asarray(f["env_actions"])
+        assert json.loads(f.attrs["meta"])["action_low"] == [-2.0]
+    assert np.allclose(stream[1:, 0], native[:, 0] / 2.0)  # Pendulum's torque lies in [-2, 2]
+    aligned = get_registry().get("modalities", "box_action").align(stream, 1)
+    assert aligned.actions.shape == (6, 16) and np.all(aligned.actions[:, 1:] == 0)
+
+
+class _NoRender(gymnasium.Env):
+    metadata = {"render_modes": ["rgb_array"]}
+    action_space = gymnasium.spaces.Discrete(2)
+    observation_space = gymnasium.spaces.Discrete(1)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        return 0, 0.0, False, False, {}
+
+    def render(self):
+        return None
+
+
+class _NoRgb(_NoRender):
+    metadata = {"render_modes": ["human"]}
+
+
+class _MultiDiscrete(_NoRender):
+    action_space = gymnasium.spaces.MultiDiscrete([3, 3])
+
+    def render(self):
+        return np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+def test_clear_errors_for_unknown_unrenderable_and_unmappable_environments(tmp_path):
+    with pytest.raises(ConfigError, match="unknown environment 'ALE/Breakuot-v5'; did you mean ALE/Breakout-v5"):
+        record(RecordSettings("ALE/Breakuot-v5"), tmp_path / "a", progress=False)
+    gymnasium.register("test/NoRender-v0", entry_point=_NoRender)
+    gymnasium.register("test/MultiDiscrete-v0", entry_point=_MultiDiscrete)
+    gymnasium.register("test/NoRgb-v0", entry_point=_NoRgb)
+    with pytest.raises(ConfigError, match="test/NoRgb-v0: does not render 'rgb_array' frames"):
+        record(RecordSettings("test/NoRgb-v0", episodes=1, steps=2), tmp_path / "f", progress=False)
+    with pytest.raises(ConfigError, match="render\\(\\) gave nothing"):
+        record(RecordSettings("test/NoRender-v0", episodes=1, steps=2), tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="cannot map the action space MultiDiscrete"):
+        record(RecordSettings("test/MultiDiscrete-v0", episodes=1, steps=2), tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match="--stream pose: no pose adapter matches"):
+        record(RecordSettings("ALE/Breakout-v5", stream="pose"), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="not in the action space"):
+        record(
+            RecordSettings("ALE/Breakout-v5", policy="tests/fixtures/gym_policies.py:too_large"), tmp_path / "e", False
+        )
+    assert not any((tmp_path / name).exists() and any((tmp_path / name).glob("*.h5")) for name in "abcdef")
+
+
+def test_a_plugin_adds_an_environment_adapter(tmp_path):
+    """A third-party adapter, registered through the hook, maps an action space no built-in one takes."""
+    import types
+
+    from astra_core.envs import EnvAdapter
+    from astra_core.plugins import hookimpl, plugins, reset_plugins
+
+    class TwoDials(EnvAdapter):
+        name = "two_dials"
+        stream = "space"
+        modality = "box_action"
+        embodiment = "gym_box"
+
+        @classmethod
+        def matches(cls, env):
+            return isinstance(env.action_space, gymnasium.spaces.MultiDiscrete)
+
+        def start(self, env):
+            return np.zeros(2)
+
+        def row(self, env, action):
+            return np.asarray(action, dtype=float) - 1.0  # 0, 1, 2 -> -1, 0, 1
+
+    if "test/MultiDiscrete-v0" not in gymnasium.registry:
+        gymnasium.register("test/MultiDiscrete-v0", entry_point=_MultiDiscrete)
+    module = types.ModuleType("dials_plugin")
+    module.astra_register_env_adapters = hookimpl(lambda register: register(TwoDials))
+    reset_plugins()
+    try:
+        plugins().register_plugin(module, "dials")
+        summary = record(RecordSettings("test/MultiDiscrete-v0", episodes=1, steps=4), tmp_path, progress=False)
+        assert summary["modality"] == "box_action"
+        with h5py.File(tmp_path / "episode_000000.h5") as f:
+            assert f.attrs["adapter"] == "two_dials"
+            assert np.array_equal(f["actions/box_action"][1:], f["env_actions"][:] - 1.0)
+    finally:
+        reset_plugins()
+
+
+def test_fit_frames_letterboxes_or_crops():
+    frames = np.zeros((1, 20, 10, 3), dtype=np.uint8)
+    frames[:, :, :, 0] = 200
+    boxed = fit_frames(frames, (10, 10), "letterbox")
+    assert boxed.shape == (1, 10, 10, 3)
+    assert (
+        np.all(boxed[0, :, 2:7, 0] >= 199) and np.all(boxed[0, :, :2, 0] == 0) and np.all(boxed[0, :, 7:, 0] == 0)
+    )  # pillarboxed, all kept
+    cropped = fit_frames(frames, (10, 10), "crop")
+    assert np.all(cropped[..., 0] >= 199)
+
+
+def test_record_encode_train_end_to_end(breakout, tmp_path, capsys):
+    """The recorded episodes go through `astra encode` and train a model on the atari_action modality."""
+    out, _, _ = breakout
+    cache = tmp_path / "cache"
+    files = [str(p) for p in sorted(out.glob("episode_*.h5"))]
+    assert main(["encode", "--reader", "gym_record", *files, "--out", str(cache), "--size", "64x64"]) == 0
+    config = tmp_path / "atari.yaml"
+    config.write_text(
+        "model:\n"
+        "  dit: {preset: tiny, dim: 64, num_layers: 1, num_heads: 2, ffn_dim: 128, in_dim: 48, out_dim: 48}\n"
+        "  action: {encoder: moae, modalities: [atari_action], num_experts: 2, token_dim: 32, expert_hidden: 32}\n"
+        "  history: {chunk_size: 2, context_frames: 1, window: 4}\n"
+        "data:\n"
+        f"  source: cache\n  cache: ['{cache}/shard-*.h5']\n  weights: {{atari: 1.0}}\n  history_chunks: 2\n"
+        f"steps: 2\nbatch_size: 2\neval_every: 0\nout_dir: {tmp_path / 'run'}\n"
+    )
+    assert main(["train", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run" / "model.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["action"]["modalities"] == ["atari_action"]
+
+
+def test_cli_record_and_its_errors(tmp_path, capsys):
+    assert (
+        main(["record", "ALE/Breakout-v5", "--out", str(tmp_path), "--episodes", "1", "--steps", "3", "--quiet"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["written"] == 1
+    assert main(["record", "NoSuchEnv-v9", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "unknown environment 'NoSuchEnv-v9'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["record", "ALE/Breakout-v5", "--out", str(tmp_path), "--env-arg", "not a pair"])
