@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from astra_core.apps.cli import main
 from astra_core.errors import ConfigError
@@ -57,12 +58,16 @@ def test_a_replay_reproduces_the_recorded_frames_exactly(breakout):
     with h5py.File(path) as f:
         frames = np.asarray(f["frames"])
         actions = np.asarray(f["env_actions"])
-    assert np.array_equal(replay_episode(path), frames)
+        stream = np.asarray(f["actions/atari_action"])
+    replay = replay_episode(path)
+    assert np.array_equal(replay.frames, frames) and np.array_equal(replay.stream[1:], stream[1:])
     # From a later frame: the first 10 recorded actions, then the rest.
-    assert np.array_equal(replay_episode(path, start=10), frames[10:])
+    later = replay_episode(path, start=10)
+    assert np.array_equal(later.frames, frames[10:]) and np.array_equal(later.stream[1:], stream[11:])
     # Other actions from frame 10 give another future (the environment is the ground truth for them).
     other = replay_episode(path, actions=np.full(len(actions) - 10, 3), start=10)
-    assert np.array_equal(other[0], frames[10]) and not np.array_equal(other, frames[10:])
+    assert np.array_equal(other.frames[0], frames[10]) and not np.array_equal(other.frames, frames[10:])
+    assert other.modality == "atari_action" and np.all(other.stream[1:] == ATARI_MEANINGS.index("LEFT"))
 
 
 def test_recording_resumes_and_refuses_other_settings(breakout, tmp_path):
@@ -121,7 +126,9 @@ def test_the_pybullet_arm_records_its_end_effector(tmp_path):
     commanded = commands[:, :3] * 0.03
     assert np.corrcoef(commanded.ravel(), stream[1:, :3].ravel())[0, 1] > 0.8
     assert np.array_equal(stream[1:, 6], (commands[:, 3] > 0).astype(float))
-    assert np.array_equal(replay_episode(path), np.asarray(h5py.File(path)["frames"]))
+    replay = replay_episode(path)
+    assert np.array_equal(replay.frames, np.asarray(h5py.File(path)["frames"]))
+    assert np.allclose(replay.stream, stream)
 
 
 def test_a_box_space_is_scaled_to_unit_range(tmp_path):
@@ -270,3 +277,58 @@ def test_cli_record_and_its_errors(tmp_path, capsys):
     assert "unknown environment 'NoSuchEnv-v9'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["record", "ALE/Breakout-v5", "--out", str(tmp_path), "--env-arg", "not a pair"])
+
+
+@pytest.mark.parametrize("name", ["gym_breakout", "gym_highway", "gym_arm", "gym_mixed"])
+def test_the_gym_example_configs_name_registered_bodies(name):
+    from astra_core.config import TrainConfig
+
+    cfg = TrainConfig.from_yaml(f"examples/configs/{name}.yaml")
+    registry = get_registry()
+    for embodiment in cfg.data.weights:
+        body = registry.get("embodiments", embodiment)
+        assert body.reader == "gym_record" and set(body.modalities) <= set(cfg.model.action.modalities)
+
+
+def test_replayed_counterfactual_is_the_environment_s_own_future(breakout):
+    """Replaying an episode with its own actions gives back its frames; with the next episode's
+    actions, the frames the environment makes of them, and the streams the model is driven by."""
+    from astra_core.apps.evaluate import episodes_from_reader, replayed_counterfactual
+
+    out, _, _ = breakout
+    reader = get_registry().get("readers", "gym_record")
+    episodes = episodes_from_reader(reader, [str(p) for p in sorted(out.glob("episode_*.h5"))[:2]], held_out=False)
+    same_streams, same = replayed_counterfactual(episodes, episodes, 1, 21)
+    assert same.shape == (2, 3, 20, 84, 84)
+    assert torch.equal(same, torch.stack([e.frames[:, 1:21] for e in episodes]))
+    assert np.array_equal(same_streams[0]["atari_action"], episodes[0].actions["atari_action"][:21])
+    swapped_streams, swapped = replayed_counterfactual(episodes, episodes[::-1], 1, 21)
+    other_rows = episodes[1].actions["atari_action"][1:21]
+    assert np.array_equal(swapped_streams[0]["atari_action"][1:], other_rows)
+    assert not torch.equal(swapped, same)
+
+
+def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(breakout, tmp_path, capsys):
+    out, _, _ = breakout
+    cache = tmp_path / "cache"
+    files = [str(p) for p in sorted(out.glob("episode_*.h5"))[:2]]
+    assert main(["encode", "--reader", "gym_record", *files, "--out", str(cache), "--size", "64x64"]) == 0
+    config = tmp_path / "atari.yaml"
+    config.write_text(
+        "model:\n"
+        "  dit: {preset: tiny, dim: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, in_dim: 48, out_dim: 48}\n"
+        "  action: {encoder: moae, modalities: [atari_action], num_experts: 2, token_dim: 16, expert_hidden: 16}\n"
+        "  history: {chunk_size: 2, context_frames: 1, window: 4}\n"
+        f"data:\n  source: cache\n  cache: ['{cache}/shard-*.h5']\n  weights: {{atari: 1.0}}\n  history_chunks: 1\n"
+        f"steps: 1\nbatch_size: 2\neval_every: 0\nout_dir: {tmp_path / 'run'}\n"
+    )
+    assert main(["train", str(config)]) == 0
+    # From the cache (frames at the model's 64 x 64): the sources are the recordings, replayed and resized.
+    args = ["eval", "--checkpoint", str(tmp_path / "run" / "model.safetensors"), "--cache", f"{cache}/shard-*.h5"]
+    args += ["--all-episodes", "--horizons", "4", "8", "--out", str(tmp_path / "eval"), "--steps", "1"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    atari = results["atari"] if "atari" in results else results["results"]["atari"]
+    for key in ("astra/counterfactual_psnr@8", "astra/env_following@8", "copy_last/counterfactual_psnr@4"):
+        assert np.isfinite(atari[key]), key
+    assert "PSNR vs the environment@4" in (tmp_path / "eval" / "eval.md").read_text()

@@ -263,7 +263,7 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
             raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
         reader = get_registry().get("readers", args.reader)
         episodes = episodes_from_reader(reader, args.paths, held_out=not args.all_episodes)
-    return evaluate_data(episodes, models, settings)
+    return evaluate_data(episodes, models, settings, replay=not args.no_replay)
 
 
 def _rollout_options(args: argparse.Namespace) -> dict:
@@ -432,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-episodes",
         action="store_true",
         help="with --cache or --reader: score every episode, not only those the held-out rule picks",
+    )
+    ev.add_argument(
+        "--no-replay",
+        action="store_true",
+        help="episodes from astra record: skip replaying them in their environment with swapped actions",
     )
     ev.add_argument("--no-action", help="checkpoint of the same architecture trained without actions (baseline)")
     ev.add_argument("--episodes", type=int, default=20, help="held-out episodes per embodiment")

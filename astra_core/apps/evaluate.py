@@ -26,7 +26,7 @@ from astra_core.checkpoint import write_text_atomically, written_atomically
 from astra_core.data import Episode
 from astra_core.data.cache import split_episodes
 from astra_core.errors import AstraError, ConfigError
-from astra_core.modality import raw_length, raw_rows
+from astra_core.modality import concat_raw, raw_length, raw_rows
 from astra_core.world import WorldModel
 
 EVAL_SEED = 2_000_000
@@ -195,23 +195,40 @@ def evaluate_episodes(
     settings: EvalSettings,
     progress: bool = True,
     responsiveness=None,
+    counterfactual: tuple[list[dict], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean metrics (and their spread) over `episodes` of one embodiment, for each model and for
     copy-last-frame: rollout PSNR/SSIM/sharpness at `settings.horizons`, the teacher-forced next
     step, and, with `others` (one per episode), action following: the error of a rollout driven by
     the other episode's actions (spliced by each modality's rule) over that of the true actions.
     `responsiveness(wm)`, where a world can render any future, adds per-episode responsiveness PSNRs.
+    `counterfactual` = (streams, frames [B, 3, T, H, W]): the other episodes' actions from the context
+    on as a real environment took them, with the environment's own frames after the context (a replay,
+    `astra_core.apps.record.replay_episode`); the swapped rollouts are then driven by those streams and
+    also scored against the environment's frames (`counterfactual_psnr@h`, and `env_following@h`: the
+    swapped rollout's error against the original future over its error against what the environment
+    did with the swapped actions; above 1 means the model moves the way the environment does).
     Episodes are rolled out together as one batch, so they must share length and modalities."""
     horizon, context = max(settings.horizons), settings.context_frames
     frames = torch.stack([ep.frames for ep in episodes])
     streams = [ep.actions for ep in episodes]
-    spliced = [_splice(next(iter(models.values())), s, o.actions, context) for s, o in zip(streams, others or [])]
+    if counterfactual is not None:
+        spliced, cf_truth = counterfactual
+    else:
+        spliced = [_splice(next(iter(models.values())), s, o.actions, context) for s, o in zip(streams, others or [])]
+        cf_truth = None
     truth = frames[:, :, context : context + horizon]
     last = frames[:, :, context - 1]
     per_episode: list[dict[str, float]] = [
         _metrics(last[i][:, None].expand_as(truth[i]), truth[i], last[i], settings, "copy_last/")
         for i in range(len(episodes))
     ]
+    cf_horizons = () if cf_truth is None else tuple(h for h in settings.horizons if h <= cf_truth.shape[2])
+    for i, results in enumerate(per_episode):
+        for h in cf_horizons:
+            results[f"copy_last/counterfactual_psnr@{h}"] = psnr(
+                last[i][:, None].expand_as(cf_truth[i][:, :h]), cf_truth[i][:, :h]
+            )
     for name, wm in tqdm(models.items(), desc=f"eval {label}", unit="model", leave=False, disable=not progress):
         pred = _rollout(wm, frames, streams, context, horizon)
         wrong = _rollout(wm, frames, spliced, context, horizon) if spliced else None
@@ -225,6 +242,11 @@ def evaluate_episodes(
                     err_shuffled = float((wrong[i][:, :h] - truth[i][:, :h]).pow(2).mean())
                     results[f"{name}/action_following@{h}"] = err_shuffled / max(err_true, 1e-10)
                 results[f"{name}/action_following"] = results[f"{name}/action_following@{horizon}"]
+                for h in cf_horizons:
+                    err_env = float((wrong[i][:, :h] - cf_truth[i][:, :h]).pow(2).mean())
+                    err_original = float((wrong[i][:, :h] - truth[i][:, :h]).pow(2).mean())
+                    results[f"{name}/counterfactual_psnr@{h}"] = psnr(wrong[i][:, :h], cf_truth[i][:, :h])
+                    results[f"{name}/env_following@{h}"] = err_original / max(err_env, 1e-10)
             if responsive is not None:
                 results[f"{name}/responsiveness_psnr"] = responsive[i]
             for key, value in forced[i].items():
@@ -380,13 +402,51 @@ def episodes_from_reader(reader, paths: list[str], held_out: bool = True) -> lis
     return split_episodes(episodes)[1] if held_out else episodes
 
 
+def replayed_counterfactual(
+    episodes: list[Episode], others: list[Episode], context: int, length: int
+) -> tuple[list[dict], torch.Tensor] | None:
+    """For episodes recorded by `astra record`: each episode replayed in its environment up to its last
+    context frame, then driven by the other episode's recorded actions, for the frames up to `length`.
+    -> (the streams the model gets: the episode's own rows over the context, then the rows the
+    environment measured; the environment's frames after the context [B, 3, T, H, W]), or None when
+    an episode is not a recording. Replays that end early (the game is lost) cut every episode to the
+    shortest."""
+    from astra_core.apps.record import is_recording, recorded_env_actions, replay_episode
+    from astra_core.data.video import resize_crop, uint8_to_frames
+
+    if not all(is_recording(e.source) and is_recording(o.source) for e, o in zip(episodes, others)):
+        return None
+    streams, futures = [], []
+    for episode, other in tqdm(list(zip(episodes, others)), desc="replay", unit="episode", leave=False):
+        actions = recorded_env_actions(other.source)[context - 1 : length - 1]
+        replay = replay_episode(episode.source, actions=actions, start=context - 1)
+        own = episode.actions[replay.modality]
+        streams.append({replay.modality: concat_raw(raw_rows(own, 0, context), raw_rows(replay.stream, 1, None))})
+        future = uint8_to_frames(replay.frames[1:])
+        if tuple(future.shape[-2:]) != tuple(episode.frames.shape[-2:]):
+            future = resize_crop(future, tuple(episode.frames.shape[-2:]))
+        futures.append(future)
+    shortest = min(f.shape[1] for f in futures)
+    if shortest < 1:
+        return None
+    streams = [{m: raw_rows(r, 0, context + shortest) for m, r in s.items()} for s in streams]
+    return streams, torch.stack([f[:, :shortest] for f in futures])
+
+
 def evaluate_data(
-    episodes: list[Episode], models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+    episodes: list[Episode],
+    models: dict[str, WorldModel],
+    settings: EvalSettings,
+    progress: bool = True,
+    replay: bool = True,
 ) -> dict:
     """{embodiment: metrics} for recorded episodes (`evaluate_episodes` per embodiment). Episodes of
     one embodiment are cut to the shortest one's length; horizons beyond it and teacher-forced contexts
     that do not fit are dropped (the settings used are stored with the figures); action following
-    drives each episode with the next one's actions, so it needs two episodes of an embodiment."""
+    drives each episode with the next one's actions, so it needs two episodes of an embodiment. With
+    `replay`, episodes recorded by `astra record` are also replayed in their environment with the next
+    episode's actions (`replayed_counterfactual`), so following is scored against what the environment
+    really does."""
     first = next(iter(models.values()))
     groups: dict[str, list[Episode]] = {}
     for episode in episodes:
@@ -401,12 +461,19 @@ def evaluate_data(
     results = {}
     for name, group in usable.items():
         length = min(e.frames.shape[1] for e in group)
-        available = (length - context) // step * step
-        if available < step:
+        if length - context < step:
             raise AstraError(
                 f"{name}: the shortest episode ({min(group, key=lambda e: e.frames.shape[1]).source}) has "
                 f"{length} frames; evaluation needs at least {context + step}"
             )
+        others = group[1:] + group[:1] if len(group) > 1 else None
+        counterfactual = replayed_counterfactual(group, others, context, length) if replay and others else None
+        if counterfactual is not None:  # a replay the environment ended early shortens the whole group
+            length = min(length, context + counterfactual[1].shape[2])
+            if length - context < step:
+                counterfactual = None
+                length = min(e.frames.shape[1] for e in group)
+        available = (length - context) // step * step
         horizons = tuple(h for h in settings.horizons if h <= available) or (available,)
         contexts = max(1, min(settings.teacher_forced_contexts, (length - 1) // step))
         cut = [
@@ -414,8 +481,14 @@ def evaluate_data(
             for e in group
         ]
         others = cut[1:] + cut[:1] if len(cut) > 1 else None
+        if counterfactual is not None:
+            streams, future = counterfactual
+            counterfactual = (
+                [{m: raw_rows(r, 0, length) for m, r in s.items()} for s in streams],
+                future[:, :, : length - context],
+            )
         here = replace(settings, horizons=horizons, teacher_forced_contexts=contexts)
-        results[name] = evaluate_episodes(name, cut, others, models, here, progress)
+        results[name] = evaluate_episodes(name, cut, others, models, here, progress, counterfactual=counterfactual)
         for label, wm in models.items():
             results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
             results[name][f"{label}/guidance"] = wm.latent.guidance_scale
@@ -467,6 +540,27 @@ def next_step_table(results: dict, horizons=(16, 48)) -> str:
     return "\n".join(lines)
 
 
+def counterfactual_table(results: dict, horizons=(16, 48)) -> str:
+    """Recorded environments replayed with another episode's actions: the swapped rollout's PSNR against
+    what the environment did (copy-last on the same frames beside it) and env following (above 1: the
+    model moves the way the environment does)."""
+    labels = sorted({k.split("/")[0] for r in results.values() for k in r if "/counterfactual_psnr@" in k})
+    header = "| embodiment | model | " + " | ".join(
+        f"PSNR vs the environment@{h} | env following@{h}" for h in horizons
+    )
+    lines = [header + " |", "|" + "---|" * (header.count("|") + 0)]
+    for emb, r in results.items():
+        for label in labels:
+            cells = []
+            for h in horizons:
+                cf, ef = r.get(f"{label}/counterfactual_psnr@{h}"), r.get(f"{label}/env_following@{h}")
+                cells += [f"{cf:.2f}" if cf is not None else "–", f"{ef:.2f}" if ef is not None else "–"]
+            if any(c != "–" for c in cells):
+                lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
+    note = "Each held-out episode replayed in its environment with the next episode's actions from the context on."
+    return "\n".join(lines) + "\n\n" + note
+
+
 def markdown_table(results: dict, horizons=(16, 48)) -> str:
     """The rollout table (PSNR, changed-pixel PSNR and SSIM at horizons, action following over the
     longest, responsiveness), then the next-step table and the settings the figures were taken at."""
@@ -495,6 +589,8 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
     text = "\n".join(lines)
     if any(k.endswith("/tf_psnr") for r in results.values() for k in r):
         text += "\n\n" + next_step_table(results, horizons)
+    if any("/counterfactual_psnr@" in k for r in results.values() for k in r):
+        text += "\n\n" + counterfactual_table(results, horizons)
     settings = _settings_line(results, [x for x in labels if x != "copy_last"])
     return text + ("\n\n" + settings if settings else "")
 

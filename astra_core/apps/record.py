@@ -413,12 +413,25 @@ def record(settings: RecordSettings, out: str | Path, progress: bool = True) -> 
 # ---- replay -------------------------------------------------------------------------------------
 
 
-def replay_episode(path: str | Path, actions: np.ndarray | None = None, start: int = 0) -> np.ndarray:
+@dataclass
+class Replay:
+    """What a replay gives: frames uint8 [T, H, W, 3] from the start frame on (resized as the recording
+    was), and the modality's raw stream over those frames as the recording's adapter measures it (row
+    0 for the start frame)."""
+
+    frames: np.ndarray
+    modality: str
+    stream: Any
+
+
+def replay_episode(path: str | Path, actions: np.ndarray | None = None, start: int = 0) -> Replay:
     """Re-run a recorded episode in its environment: reset with the episode's seed, repeat its first
-    `start` recorded actions, then take `actions` (default: the rest of the recorded ones). Returns the
-    frames from frame `start` on (uint8 [T, H, W, 3], resized as the recording was): the real
-    environment's answer to any action sequence from any recorded frame."""
+    `start` recorded actions, then take `actions` (default: the rest of the recorded ones), stopping
+    where the environment ends the episode: the real environment's answer to any action sequence from
+    any recorded frame."""
     import h5py
+
+    from astra_core.plugins import get_registry
 
     path = Path(path)
     with h5py.File(path, "r") as f:
@@ -430,24 +443,46 @@ def replay_episode(path: str | Path, actions: np.ndarray | None = None, start: i
         recorded = np.asarray(f["env_actions"])
         size = tuple(f["frames"].shape[1:3])
         fit = str(f.attrs["fit"])
+        adapter_name = str(f.attrs["adapter"])
     if not 0 <= start <= len(recorded):
         raise ConfigError(f"{path}: start {start} outside the episode's 0 … {len(recorded)} steps")
     actions = recorded[start:] if actions is None else np.asarray(actions)
+    adapter_class = get_registry().get("env_adapters", adapter_name)
     env = make_env(env_id, kwargs)
     try:
         env.reset(seed=seed)
         env.action_space.seed(seed)
         for a in recorded[:start]:
             env.step(_native(a))
-        frames = [render_rgb(env, env_id)]
+        adapter = adapter_class(env)
+        frames, rows = [render_rgb(env, env_id)], [adapter.start(env)]
         for a in actions:
             _, _, term, trunc, _ = env.step(_native(a))
             frames.append(render_rgb(env, env_id))
+            rows.append(adapter.row(env, _native(a)))
             if term or trunc:
                 break
     finally:
         env.close()
-    return fit_frames(np.stack(frames), size, fit)
+    return Replay(fit_frames(np.stack(frames), size, fit), adapter.modality, adapter.stack(rows))
+
+
+def is_recording(path: str | Path) -> bool:
+    """Whether `path` is an episode file written by `astra record`."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT and "env_actions" in f
+    except (OSError, TypeError):
+        return False
+
+
+def recorded_env_actions(path: str | Path) -> np.ndarray:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return np.asarray(f["env_actions"])
 
 
 def _native(action: np.ndarray):
