@@ -25,6 +25,10 @@ class EnvAdapter:
     stream: str = "space"  # "pose" or "space": what `astra record --stream` selects
     modality: str = ""
     embodiment: str = ""
+    # For `astra play --env`: the key names it understands (from W A S D UP DOWN LEFT RIGHT SPACE
+    # SHIFT), what they do, and `key_action(pressed)`; an adapter without keys cannot be played.
+    keys: tuple[str, ...] = ()
+    key_help: str = ""
 
     @classmethod
     def prepare(cls, env_id: str) -> dict[str, Any]:
@@ -61,6 +65,10 @@ class EnvAdapter:
         """Per-frame arrays worth keeping beside the frames (an emulator's RAM, object positions),
         stored as `extras/<key>` [T, ...]; called after `reset` and after every step."""
         return {}
+
+    def key_action(self, pressed: frozenset[str]) -> Any:
+        """The environment's action for the set of keys held (names from `keys`)."""
+        raise NotImplementedError(f"{self.name}: no key controls")
 
     def fps(self, env) -> float | None:
         """Frames per second of the recording, when the family knows it better than the

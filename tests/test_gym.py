@@ -308,23 +308,31 @@ def test_replayed_counterfactual_is_the_environment_s_own_future(breakout):
     assert not torch.equal(swapped, same)
 
 
-def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(breakout, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_atari(breakout, tmp_path_factory):
+    """A one-step model of the recorded Breakout episodes at 64 x 64, and its cache."""
     out, _, _ = breakout
-    cache = tmp_path / "cache"
+    tmp = tmp_path_factory.mktemp("tiny_atari")
+    cache = tmp / "cache"
     files = [str(p) for p in sorted(out.glob("episode_*.h5"))[:2]]
     assert main(["encode", "--reader", "gym_record", *files, "--out", str(cache), "--size", "64x64"]) == 0
-    config = tmp_path / "atari.yaml"
+    config = tmp / "atari.yaml"
     config.write_text(
         "model:\n"
         "  dit: {preset: tiny, dim: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, in_dim: 48, out_dim: 48}\n"
         "  action: {encoder: moae, modalities: [atari_action], num_experts: 2, token_dim: 16, expert_hidden: 16}\n"
         "  history: {chunk_size: 2, context_frames: 1, window: 4}\n"
         f"data:\n  source: cache\n  cache: ['{cache}/shard-*.h5']\n  weights: {{atari: 1.0}}\n  history_chunks: 1\n"
-        f"steps: 1\nbatch_size: 2\neval_every: 0\nout_dir: {tmp_path / 'run'}\n"
+        f"steps: 1\nbatch_size: 2\neval_every: 0\nout_dir: {tmp / 'run'}\n"
     )
     assert main(["train", str(config)]) == 0
+    return tmp / "run" / "model.safetensors", cache
+
+
+def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(tiny_atari, tmp_path):
+    checkpoint, cache = tiny_atari
     # From the cache (frames at the model's 64 x 64): the sources are the recordings, replayed and resized.
-    args = ["eval", "--checkpoint", str(tmp_path / "run" / "model.safetensors"), "--cache", f"{cache}/shard-*.h5"]
+    args = ["eval", "--checkpoint", str(checkpoint), "--cache", f"{cache}/shard-*.h5"]
     args += ["--all-episodes", "--horizons", "4", "8", "--out", str(tmp_path / "eval"), "--steps", "1"]
     assert main(args) == 0
     results = json.loads((tmp_path / "eval" / "eval.json").read_text())
@@ -332,3 +340,36 @@ def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(break
     for key in ("astra/counterfactual_psnr@8", "astra/env_following@8", "copy_last/counterfactual_psnr@4"):
         assert np.isfinite(atari[key]), key
     assert "PSNR vs the environment@4" in (tmp_path / "eval" / "eval.md").read_text()
+
+
+def test_play_beside_the_real_environment(tiny_atari, tmp_path):
+    """`astra play --env`: the keys drive the environment and the model; the environment's half of each
+    frame is what the environment itself renders for those actions."""
+    from astra_core.apps.play import PlaySession
+    from astra_core.apps.play_env import EnvWorld
+    from astra_core.apps.record import fit_frames, make_env
+    from astra_core.data.video import uint8_to_frames
+    from astra_core.world import WorldModel
+
+    checkpoint, _ = tiny_atari
+    world = EnvWorld("ALE/Breakout-v5", (64, 64))
+    session = PlaySession(WorldModel.from_checkpoint(str(checkpoint), num_steps=1), world, seed=3)
+    assert session.start.shape == (3, 64, 130)
+    first = session.step(["SPACE"])
+    second = session.step(["LEFT", "UP"])  # Breakout has no UPLEFT: LEFT
+    assert first.frames.shape == (3, 2, 64, 130)
+    env = make_env("ALE/Breakout-v5")
+    env.reset(seed=3)
+    expected = []
+    for action in (1, 1, 3, 3):  # FIRE twice, then LEFT (index 3 of NOOP, FIRE, RIGHT, LEFT) twice
+        env.step(action)
+        expected.append(env.render())
+    env.close()
+    truth = uint8_to_frames(fit_frames(np.stack(expected), (64, 64)))
+    shown = torch.cat([first.frames, second.frames], dim=1)[:, :, :, 66:]
+    assert torch.equal(shown, truth)
+    world.close()
+    # The CLI: a script of steps, written to a video.
+    args = ["play", "--env", "ALE/Breakout-v5", "--checkpoint", str(checkpoint), "--keys", "space left .", "--steps"]
+    assert main([*args, "1", "--no-preview", "--out", str(tmp_path / "play.mp4")]) == 0
+    assert (tmp_path / "play.mp4").stat().st_size > 0

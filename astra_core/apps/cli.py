@@ -338,7 +338,13 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     _set_threads(args)
     model = WorldModel.from_checkpoint(args.checkpoint, **_rollout_options(args))
-    session = PlaySession(model, get_registry().get("worlds", args.embodiment), seed=args.seed)
+    if args.env:
+        from astra_core.apps.play_env import EnvWorld
+
+        world = EnvWorld(args.env, args.size, args.fit)
+    else:
+        world = get_registry().get("worlds", args.embodiment)
+    session = PlaySession(model, world, seed=args.seed)
     if model.compiled:
         print("astra play: compiling the DiT over a full history window (minutes the first time) ...", flush=True)
         session.warm_up()
@@ -539,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
     play.add_argument("--embodiment", default="keyboard_game", help="a toy world (default: keyboard_game)")
     play.add_argument("--seed", type=int, default=0, help="the scene")
+    play.add_argument(
+        "--env",
+        metavar="ENV_ID",
+        help="play beside a real Gymnasium environment (extra gym): the model left, the environment right",
+    )
+    play.add_argument("--size", type=_square_or_size, default=(64, 64), help="--env: frame size, N or HxW (64)")
+    play.add_argument("--fit", choices=["letterbox", "crop"], default="letterbox", help="--env: as astra record's")
     play.add_argument("--web", action="store_true", help="serve a page instead of the terminal mode")
     play.add_argument("--host", default="127.0.0.1", help="address for --web (default: this machine only)")
     play.add_argument("--port", type=int, default=8000, help="port for --web (0: any free port)")

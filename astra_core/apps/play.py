@@ -77,12 +77,22 @@ class PlaySession:
     def frames_per_step(self) -> int:
         return self.model.frames_per_step
 
+    @property
+    def side_by_side(self) -> bool:
+        """The world is a real environment whose own frames are shown beside the model's."""
+        return bool(getattr(self.world, "side_by_side", False))
+
     def reset(self) -> torch.Tensor:
         """Back to the world's start; returns the start frame [3, H, W]."""
         self.state = self.world.initial_state(self.seed)
-        self.start = self.world.render_states(self.seed, [self.state])[0]  # [3, H, W]
-        first_row = raw_rows(self.world.stream_for_keys(self.state, (), 1), 0, 1)
-        self.model.reset(self.start[:, None], {self.world.modality: first_row})
+        start = self.world.render_states(self.seed, [self.state])[0]  # [3, H, W]
+        if hasattr(self.world, "start_stream"):  # a real environment: asking for a stream would step it
+            first_row = self.world.start_stream(self.state)
+        else:
+            first_row = raw_rows(self.world.stream_for_keys(self.state, (), 1), 0, 1)
+        self.model.reset(start[:, None], {self.world.modality: first_row})
+        # Beside a real environment the session shows the model's frames left and the environment's right.
+        self.start = _beside(start[:, None], start[:, None])[:, 0] if self.side_by_side else start
         self.trace = []
         self.steps_taken = 0
         self.frame_count = 1
@@ -118,9 +128,11 @@ class PlaySession:
         names = self.parse_keys(keys)
         n = self.frames_per_step
         stream = self.world.stream_for_keys(self.state, names, n)
-        _, self.state = self.world.advance(self.state, raw_rows(stream, 1, None))
-        frames = self.model.step({self.world.modality: raw_rows(stream, 1, None)})
-        record = PlayStep(self.steps_taken + 1, names, frames.float(), self.frame_count)
+        states, self.state = self.world.advance(self.state, raw_rows(stream, 1, None))
+        frames = self.model.step({self.world.modality: raw_rows(stream, 1, None)}).float()
+        if self.side_by_side:
+            frames = _beside(frames, self.world.truth(states).to(frames))
+        record = PlayStep(self.steps_taken + 1, names, frames, self.frame_count)
         self.trace.append(record)
         if self.max_trace is not None and len(self.trace) > self.max_trace:
             del self.trace[: len(self.trace) - self.max_trace]
@@ -134,6 +146,12 @@ class PlaySession:
 
     def trace_json(self) -> list[dict]:
         return [{"step": s.index, "keys": s.keys, "first_frame": s.first_frame} for s in self.trace]
+
+
+def _beside(model: torch.Tensor, truth: torch.Tensor, gap: int = 2) -> torch.Tensor:
+    """Two clips [3, n, H, W] side by side with a white bar between: [3, n, H, 2·W + gap]."""
+    bar = torch.ones(3, model.shape[1], model.shape[2], gap, dtype=model.dtype)
+    return torch.cat([model, bar, truth], dim=-1)
 
 
 def png_bytes(frame: torch.Tensor, scale: int = 4) -> bytes:

@@ -44,6 +44,8 @@ class AtariActions(EnvAdapter):
     stream = "space"
     modality = "atari_action"
     embodiment = "atari"
+    keys = ("UP", "DOWN", "LEFT", "RIGHT", "SPACE")
+    key_help = "arrows move, SPACE fires (each game takes the combinations it knows)"
 
     @classmethod
     def prepare(cls, env_id):
@@ -68,6 +70,17 @@ class AtariActions(EnvAdapter):
         if unknown:
             raise ConfigError(f"the ALE game's actions {unknown} are not in ALE's full set {list(ATARI_MEANINGS)}")
         self.index = [ATARI_MEANINGS.index(m) for m in self.meanings]
+
+    def key_action(self, pressed):
+        """ALE names its actions UP, RIGHT, UPRIGHT, UPFIRE, …: the held keys' name, or the nearest one
+        the game has (dropping the vertical, then the horizontal part), or NOOP."""
+        vertical = "UP" if "UP" in pressed else ("DOWN" if "DOWN" in pressed else "")
+        horizontal = "RIGHT" if "RIGHT" in pressed else ("LEFT" if "LEFT" in pressed else "")
+        fire = "FIRE" if "SPACE" in pressed else ""
+        for name in (vertical + horizontal + fire, horizontal + fire, vertical + fire, fire, horizontal, vertical):
+            if name and name in self.meanings:
+                return self.meanings.index(name)
+        return self.meanings.index("NOOP") if "NOOP" in self.meanings else 0
 
     def start(self, env):
         return 0  # NOOP; row 0 is ignored by the modality
@@ -177,6 +190,8 @@ class HighwayEgoPose(EnvAdapter):
     stream = "pose"
     modality = "vehicle_pose"
     embodiment = "highway"
+    keys = ("UP", "DOWN", "LEFT", "RIGHT")
+    key_help = "UP faster, DOWN slower, LEFT/RIGHT change lane, nothing held: keep lane and speed"
 
     @classmethod
     def prepare(cls, env_id):
@@ -201,6 +216,21 @@ class HighwayEgoPose(EnvAdapter):
     def matches(cls, env):
         u = unwrapped(env)
         return type(u).__module__.startswith("highway_env") and hasattr(u, "vehicle")
+
+    def __init__(self, env):
+        actions = getattr(getattr(unwrapped(env), "action_type", None), "actions", None)
+        self.meta_actions = {str(v): k for k, v in actions.items()} if isinstance(actions, dict) else {}
+
+    def key_action(self, pressed):
+        """highway-env's meta-actions (its default `DiscreteMetaAction` space)."""
+        if not self.meta_actions:
+            raise ConfigError("highway-env: key controls need the DiscreteMetaAction action space")
+        wanted = "IDLE"
+        for key, name in (("LEFT", "LANE_LEFT"), ("RIGHT", "LANE_RIGHT"), ("UP", "FASTER"), ("DOWN", "SLOWER")):
+            if key in pressed:
+                wanted = name
+                break
+        return self.meta_actions.get(wanted, self.meta_actions.get("IDLE", 1))
 
     def _pose(self, env) -> tuple[np.ndarray, np.ndarray]:
         v = unwrapped(env).vehicle
@@ -232,6 +262,8 @@ class BulletArmPose(EnvAdapter):
     stream = "pose"
     modality = "robot_ee"
     embodiment = "bullet_arm"
+    keys = ("W", "A", "S", "D", "UP", "DOWN", "SPACE")
+    key_help = "W/S away/towards the camera, A/D left/right, UP/DOWN raise/lower, SPACE closes the gripper"
 
     @classmethod
     def prepare(cls, env_id):
@@ -253,6 +285,13 @@ class BulletArmPose(EnvAdapter):
 
     def __init__(self, env):
         self.previous: np.ndarray | None = None
+
+    def key_action(self, pressed):
+        """The camera looks along −x: W moves the tool away from it (−x), A to its left (−y)."""
+        dx = ("S" in pressed) - ("W" in pressed)
+        dy = ("D" in pressed) - ("A" in pressed)
+        dz = ("UP" in pressed) - ("DOWN" in pressed)
+        return np.array([dx, dy, dz, 1.0 if "SPACE" in pressed else -1.0], dtype=np.float32)
 
     def start(self, env):
         self.previous = unwrapped(env).end_effector_pose()
