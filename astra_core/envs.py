@@ -66,6 +66,13 @@ class EnvAdapter:
         stored as `extras/<key>` [T, ...]; called after `reset` and after every step."""
         return {}
 
+    @classmethod
+    def objects(cls, extras: dict[str, np.ndarray], env_id: str, shape: tuple[int, int]) -> np.ndarray | None:
+        """Where the objects that matter are in each recorded frame, from the recording's `extras`: bool
+        masks [T, h, w] at the environment's render size `shape`, or None (the default: unknown).
+        Evaluation scores a model on these pixels too (`object_psnr`)."""
+        return None
+
     def key_action(self, pressed: frozenset[str]) -> Any:
         """The environment's action for the set of keys held (names from `keys`)."""
         raise NotImplementedError(f"{self.name}: no key controls")

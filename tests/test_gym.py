@@ -340,6 +340,9 @@ def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(tiny_
     for key in ("astra/counterfactual_psnr@8", "astra/env_following@8", "copy_last/counterfactual_psnr@4"):
         assert np.isfinite(atari[key]), key
     assert "PSNR vs the environment@4" in (tmp_path / "eval" / "eval.md").read_text()
+    # The recordings were made at 84 x 84 from ALE's 210 x 160 screen: ball and paddle are scored too.
+    assert np.isfinite(atari["astra/object_psnr@8"]) and np.isfinite(atari["copy_last/object_psnr@8"])
+    assert "object PSNR@8" in (tmp_path / "eval" / "eval.md").read_text()
 
 
 def test_play_beside_the_real_environment(tiny_atari, tmp_path):
@@ -373,3 +376,19 @@ def test_play_beside_the_real_environment(tiny_atari, tmp_path):
     args = ["play", "--env", "ALE/Breakout-v5", "--checkpoint", str(checkpoint), "--keys", "space left .", "--steps"]
     assert main([*args, "1", "--no-preview", "--out", str(tmp_path / "play.mp4")]) == 0
     assert (tmp_path / "play.mp4").stat().st_size > 0
+
+
+def test_breakout_s_ball_and_paddle_come_from_the_ram(tmp_path):
+    """At ALE's own 210 x 160, every ball or paddle pixel (their red, below the bricks, inside the
+    walls) lies in the masks made from the RAM, and the masks stay small."""
+    from astra_core.apps.record import object_masks
+
+    settings = RecordSettings("ALE/Breakout-v5", episodes=1, steps=120, size=(210, 160), policy="sticky", seed=2)
+    record(settings, tmp_path, progress=False)
+    masks = object_masks(tmp_path / "episode_000000.h5")
+    frames = np.asarray(h5py.File(tmp_path / "episode_000000.h5")["frames"])
+    red = np.abs(frames.astype(int) - [200, 72, 72]).sum(-1) < 30
+    red[:, :100] = False  # the red bricks
+    red[:, :, :8] = red[:, :, 152:] = False  # the walls' markers
+    assert red.sum() > 100 and np.all(masks[red])
+    assert masks.mean() < 0.02

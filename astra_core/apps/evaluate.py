@@ -131,6 +131,15 @@ def _metrics(pred, truth, last, settings: EvalSettings, prefix: str) -> dict[str
     return out
 
 
+def _object_psnr(pred, truth, mask, settings: EvalSettings, prefix: str) -> dict[str, float]:
+    """PSNR on the object pixels over the first h frames (NaN where a horizon holds no object pixel)."""
+    out = {}
+    for h in settings.horizons:
+        m = mask[:h]
+        out[f"{prefix}object_psnr@{h}"] = psnr(pred[:, :h], truth[:, :h], m) if bool(m.any()) else float("nan")
+    return out
+
+
 @torch.no_grad()
 def teacher_forced(wm: WorldModel, frames: torch.Tensor, streams: list, contexts: int) -> list[dict[str, object]]:
     """The next step from ground truth, per episode: for k = 0 .. contexts − 1, the true context of
@@ -196,6 +205,7 @@ def evaluate_episodes(
     progress: bool = True,
     responsiveness=None,
     counterfactual: tuple[list[dict], torch.Tensor] | None = None,
+    objects: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean metrics (and their spread) over `episodes` of one embodiment, for each model and for
     copy-last-frame: rollout PSNR/SSIM/sharpness at `settings.horizons`, the teacher-forced next
@@ -208,6 +218,8 @@ def evaluate_episodes(
     also scored against the environment's frames (`counterfactual_psnr@h`, and `env_following@h`: the
     swapped rollout's error against the original future over its error against what the environment
     did with the swapped actions; above 1 means the model moves the way the environment does).
+    `objects` (bool [B, T, H, W] over the frames after the context: where the objects that matter are,
+    e.g. Breakout's ball and paddle) adds `object_psnr@h`, the PSNR on those pixels only.
     Episodes are rolled out together as one batch, so they must share length and modalities."""
     horizon, context = max(settings.horizons), settings.context_frames
     frames = torch.stack([ep.frames for ep in episodes])
@@ -225,6 +237,10 @@ def evaluate_episodes(
     ]
     cf_horizons = () if cf_truth is None else tuple(h for h in settings.horizons if h <= cf_truth.shape[2])
     for i, results in enumerate(per_episode):
+        if objects is not None:
+            results.update(
+                _object_psnr(last[i][:, None].expand_as(truth[i]), truth[i], objects[i], settings, "copy_last/")
+            )
         for h in cf_horizons:
             results[f"copy_last/counterfactual_psnr@{h}"] = psnr(
                 last[i][:, None].expand_as(cf_truth[i][:, :h]), cf_truth[i][:, :h]
@@ -236,6 +252,8 @@ def evaluate_episodes(
         forced = teacher_forced(wm, frames, streams, settings.teacher_forced_contexts)
         for i, results in enumerate(per_episode):
             results.update(_metrics(pred[i], truth[i], last[i], settings, f"{name}/"))
+            if objects is not None:
+                results.update(_object_psnr(pred[i], truth[i], objects[i], settings, f"{name}/"))
             if wrong is not None:
                 for h in settings.horizons:
                     err_true = float((pred[i][:, :h] - truth[i][:, :h]).pow(2).mean())
@@ -433,6 +451,25 @@ def replayed_counterfactual(
     return streams, torch.stack([f[:, :shortest] for f in futures])
 
 
+def recorded_objects(episodes: list[Episode], context: int, length: int) -> torch.Tensor | None:
+    """For episodes recorded by `astra record` whose adapter knows where the objects are (Breakout: the
+    ball and paddle, from the RAM): bool [B, length − context, H, W] at the episodes' frame size."""
+    from astra_core.apps.record import is_recording, object_masks
+
+    if not all(is_recording(e.source) for e in episodes):
+        return None
+    masks = []
+    for episode in episodes:
+        m = object_masks(episode.source)
+        if m is None or len(m) < length:
+            return None
+        m = torch.from_numpy(m[context:length]).float()
+        if tuple(m.shape[-2:]) != tuple(episode.frames.shape[-2:]):
+            m = F.interpolate(m[:, None], size=tuple(episode.frames.shape[-2:]), mode="bilinear")[:, 0]
+        masks.append(m > 0)
+    return torch.stack(masks)
+
+
 def evaluate_data(
     episodes: list[Episode],
     models: dict[str, WorldModel],
@@ -488,7 +525,10 @@ def evaluate_data(
                 future[:, :, : length - context],
             )
         here = replace(settings, horizons=horizons, teacher_forced_contexts=contexts)
-        results[name] = evaluate_episodes(name, cut, others, models, here, progress, counterfactual=counterfactual)
+        objects = recorded_objects(cut, context, length)
+        results[name] = evaluate_episodes(
+            name, cut, others, models, here, progress, counterfactual=counterfactual, objects=objects
+        )
         for label, wm in models.items():
             results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
             results[name][f"{label}/guidance"] = wm.latent.guidance_scale
@@ -561,6 +601,20 @@ def counterfactual_table(results: dict, horizons=(16, 48)) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def object_table(results: dict, horizons=(16, 48)) -> str:
+    """PSNR on the pixels of the objects that matter (Breakout: ball and paddle, from the RAM)."""
+    labels = sorted({k.split("/")[0] for r in results.values() for k in r if "/object_psnr@" in k})
+    header = "| embodiment | model | " + " | ".join(f"object PSNR@{h}" for h in horizons) + " |"
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for emb, r in results.items():
+        for label in labels:
+            cells = [r.get(f"{label}/object_psnr@{h}") for h in horizons]
+            if any(c is not None for c in cells):
+                shown = " | ".join(f"{c:.2f}" if c is not None else "–" for c in cells)
+                lines.append(f"| {emb} | {label} | {shown} |")
+    return "\n".join(lines)
+
+
 def markdown_table(results: dict, horizons=(16, 48)) -> str:
     """The rollout table (PSNR, changed-pixel PSNR and SSIM at horizons, action following over the
     longest, responsiveness), then the next-step table and the settings the figures were taken at."""
@@ -591,6 +645,8 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
         text += "\n\n" + next_step_table(results, horizons)
     if any("/counterfactual_psnr@" in k for r in results.values() for k in r):
         text += "\n\n" + counterfactual_table(results, horizons)
+    if any("/object_psnr@" in k for r in results.values() for k in r):
+        text += "\n\n" + object_table(results, horizons)
     settings = _settings_line(results, [x for x in labels if x != "copy_last"])
     return text + ("\n\n" + settings if settings else "")
 

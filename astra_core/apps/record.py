@@ -316,6 +316,7 @@ def record_episode(env, mapping: EnvAdapter, policy: Policy, settings: RecordSet
             break
     return {
         "frames": fit_frames(np.stack(frames), settings.size, settings.fit),
+        "render_shape": list(frames[0].shape[:2]),
         "actions": {mapping.modality: mapping.stack(rows)},
         "env_actions": np.stack(env_actions),
         "rewards": np.asarray(rewards),
@@ -363,6 +364,7 @@ def write_episode(path: Path, data: dict[str, Any], settings: RecordSettings, ma
             "adapter": mapping.name,
             "fps": fps,
             "fit": settings.fit,
+            "render_shape": data["render_shape"],
             "policy": settings.policy,
             "terminated": data["terminated"],
             "meta": json.dumps(data["meta"]),
@@ -465,6 +467,27 @@ def replay_episode(path: str | Path, actions: np.ndarray | None = None, start: i
     finally:
         env.close()
     return Replay(fit_frames(np.stack(frames), size, fit), adapter.modality, adapter.stack(rows))
+
+
+def object_masks(path: str | Path) -> np.ndarray | None:
+    """Where the recording's adapter says the objects that matter are (Breakout: the ball and the
+    paddle, from the console's RAM), per frame, at the recorded size: bool [T, H, W]; None when the
+    adapter knows no objects for this environment."""
+    import h5py
+
+    from astra_core.plugins import get_registry
+
+    with h5py.File(path, "r") as f:
+        adapter = get_registry().env_adapters.get(str(f.attrs.get("adapter", "")))
+        if adapter is None or "render_shape" not in f.attrs:
+            return None
+        extras = {k: np.asarray(v) for k, v in f["extras"].items()} if "extras" in f else {}
+        masks = adapter.objects(extras, str(f.attrs["env_id"]), tuple(int(v) for v in f.attrs["render_shape"]))
+        size, fit = tuple(f["frames"].shape[1:3]), str(f.attrs["fit"])
+    if masks is None:
+        return None
+    as_rgb = np.repeat(masks[..., None].astype(np.uint8) * 255, 3, axis=-1)
+    return fit_frames(as_rgb, size, fit)[..., 0] > 0
 
 
 def is_recording(path: str | Path) -> bool:

@@ -94,6 +94,24 @@ class AtariActions(EnvAdapter):
     def extras(self, env):
         return {"ram": unwrapped(env).ale.getRAM().copy()}
 
+    @classmethod
+    def objects(cls, extras, env_id, shape):
+        """Breakout's ball and paddle, from the RAM (fitted on recorded screens: the ball's centre at
+        x = RAM[99] − 48.5, y = RAM[101] + 11, RAM[101] = 0 while no ball is in play; the paddle's left
+        edge at RAM[72] − 47, 16 pixels wide on rows 189 – 194), each box a few pixels larger than the
+        object so a slightly misplaced prediction is still scored there."""
+        if not env_id.startswith("ALE/Breakout") or "ram" not in extras or tuple(shape) != (210, 160):
+            return None
+        ram = extras["ram"].astype(int)
+        masks = np.zeros((len(ram), *shape), dtype=bool)
+        for t, r in enumerate(ram):
+            if 0 < r[101] and r[101] + 11 < 196:
+                cx, cy = r[99] - 48.5, r[101] + 11
+                masks[t, max(0, int(cy - 5)) : int(cy + 6), max(0, int(cx - 3)) : int(cx + 4)] = True
+            left = r[72] - 47
+            masks[t, 187:197, max(0, left - 2) : max(0, left + 18)] = True
+        return masks
+
     def fps(self, env):
         skip = getattr(unwrapped(env), "_frameskip", 4)  # ALE runs at 60 Hz; one frame per `frameskip`
         return 60.0 / skip if isinstance(skip, int) and skip > 0 else None
