@@ -199,6 +199,13 @@ class FlowConfig(_Config):
     # thin part moves over a still scene (the arm) towards that part, without changing how much each
     # sample counts.
     motion_weight: float = Field(0.0, ge=0)
+    # How much each sample counts. "none": alike. "copy_last": each sample's loss is divided by how far
+    # its target frames are from the last history frame (copy-last-frame's error, floored at
+    # `balance_floor` times the batch's mean), then scaled by the batch's mean, so a clip where little
+    # moves (a thin arm over a still table) counts as much as a turning camera: the loss follows the
+    # improvement over copy-last, which is what the margin in dB measures.
+    loss_balance: Literal["none", "copy_last"] = "none"
+    balance_floor: float = Field(0.05, gt=0, le=1)
     # Motion linear in the action (prediction "warp", a flow per cell): besides its flow, the network
     # outputs at every cell a 2 x r matrix J, the frame's action feature is projected to r numbers a, and
     # the flow gains J·a. Where nothing moves J is zero whatever the action; where a part moves (the

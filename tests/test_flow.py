@@ -383,3 +383,21 @@ def test_action_flow_moves_a_cell_by_its_matrix_times_the_action():
     assert not torch.allclose(out[:, 4:6], flipped[:, 4:6], atol=1e-3)
     with pytest.raises(ConfigError, match="action_flow_rank=3 needs prediction 'warp' with warp_flow 'cell'"):
         AstraConfig.from_dict({"flow": {"prediction": "warp", "warp_flow": "pixel", "action_flow_rank": 3}})
+
+
+def test_copy_last_balance_weighs_each_sample_against_copy_last_error():
+    """A clip where little moves counts as much as one where much moves: weights are the batch's mean
+    copy-last error over the sample's own, floored, and a still clip is capped at 1 / floor."""
+    from astra_core.model.objective import copy_last_balance
+
+    last = torch.zeros(3, 4, 1, 2, 2)
+    target = torch.zeros(3, 4, 2, 2, 2)
+    target[1] += 0.1  # copy-last error 0.01
+    target[2] += 0.3  # 0.09
+    w = copy_last_balance(target, last, floor=0.05)
+    mean = (0.0 + 0.01 + 0.09) / 3
+    assert torch.allclose(w, torch.tensor([1 / 0.05, mean / 0.01, mean / 0.09]), rtol=1e-5)
+    # Each weighted loss of copy-last itself is then the batch mean, whatever moved (the still clip aside).
+    assert torch.allclose(w[1:] * torch.tensor([0.01, 0.09]), torch.full((2,), mean), rtol=1e-5)
+    with pytest.raises(ValueError, match="balance_floor"):
+        FlowConfig(balance_floor=0.0)

@@ -18,6 +18,16 @@ from astra_core.model.memory import (
 MOTION_SCALE = 0.1  # a change of this much (in latent units; 13/255 for pixel latents) counts fully as motion
 
 
+@torch.no_grad()
+def copy_last_balance(target: torch.Tensor, last_frame: torch.Tensor, floor: float) -> torch.Tensor:
+    """Per-sample weights [B]: the batch's mean copy-last error over each sample's own (floored at
+    `floor` times that mean), so every sample's loss counts relative to copy-last-frame's error on it
+    (`FlowConfig.loss_balance`)."""
+    copy_last = (target.float() - last_frame.float()).pow(2).mean(dim=(1, 2, 3, 4))
+    mean = copy_last.mean().clamp_min(1e-12)
+    return mean / copy_last.clamp_min(floor * mean)
+
+
 def motion_weights(target: torch.Tensor, last_frame: torch.Tensor, strength: float) -> torch.Tensor:
     """Per-value loss weights [B, C, f, H, W]: 1 + strength·min(1, |target − last_frame| / MOTION_SCALE),
     scaled so each sample's weights average 1 (`FlowConfig.motion_weight`)."""
@@ -79,6 +89,10 @@ class WorldModelObjective:
         if cfg.flow.motion_weight > 0:
             error = error * motion_weights(latents[:, :, num_history:], history[:, :, -1:], cfg.flow.motion_weight)
         per_sample = error.mean(dim=(1, 2, 3, 4))
+        if cfg.flow.loss_balance == "copy_last":
+            per_sample = per_sample * copy_last_balance(
+                latents[:, :, num_history:], history[:, :, -1:], cfg.flow.balance_floor
+            )
         flow_loss = (per_sample * self.flow.loss_weight(sigma)).mean()
         loss = flow_loss + cfg.action.aux_loss_weight * aux_loss
         logs = {
