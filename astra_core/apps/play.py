@@ -54,7 +54,8 @@ class PlayStep:
 
 @dataclass
 class PlaySession:
-    """One interactive episode of a toy world driven by keys (batch 1)."""
+    """One interactive episode driven by keys (batch 1): a toy world, or a real environment wrapped by
+    `astra_core.apps.play_env.EnvWorld`, whose own frames are then shown beside the model's."""
 
     model: WorldModel
     world: Any
