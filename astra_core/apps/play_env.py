@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from astra_core.apps.record import choose_adapter, env_fps, fit_frames, make_env, render_rgb
 from astra_core.data.video import uint8_to_frames
 from astra_core.errors import AstraError
 from astra_core.modality import raw_rows
@@ -25,8 +26,6 @@ class EnvWorld:
     side_by_side = True
 
     def __init__(self, env_id: str, size: tuple[int, int], fit: str = "letterbox", env_kwargs: dict | None = None):
-        from astra_core.apps.record import choose_adapter, env_fps, make_env
-
         self.name = env_id
         self.env = make_env(env_id, env_kwargs)
         self.adapter = choose_adapter(self.env)
@@ -43,8 +42,6 @@ class EnvWorld:
         self._pending: list[dict] = []
 
     def _frame(self) -> torch.Tensor:
-        from astra_core.apps.record import fit_frames, render_rgb
-
         return uint8_to_frames(fit_frames(render_rgb(self.env, self.name)[None], self.size, self.fit))[:, 0]
 
     # --- the world protocol PlaySession drives ------------------------------------------------

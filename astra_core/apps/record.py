@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from astra_core.data.video import frames_to_uint8, resize_crop, resize_letterbox, uint8_to_frames
 from astra_core.envs import EnvAdapter, unwrapped
 from astra_core.errors import AstraError, ConfigError
 
@@ -137,24 +136,8 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int], fit: str = "letterbox"
     Scaling is bilinear with antialiasing (an area average when shrinking)."""
     if fit not in FITS:
         raise ConfigError(f"--fit {fit!r}: choose one of {', '.join(FITS)}")
-    th, tw = size
-    h, w = frames.shape[1:3]
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    scale = (min if fit == "letterbox" else max)(th / h, tw / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if fit == "crop":
-        nh, nw = max(nh, th), max(nw, tw)
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    if fit == "crop":
-        top, left = (nh - th) // 2, (nw - tw) // 2
-        x = x[:, :, top : top + th, left : left + tw]
-    else:
-        canvas = torch.zeros(x.shape[0], 3, th, tw)
-        top, left = (th - nh) // 2, (tw - nw) // 2
-        canvas[:, :, top : top + nh, left : left + nw] = x
-        x = canvas
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    resize = resize_letterbox if fit == "letterbox" else resize_crop
+    return frames_to_uint8(resize(uint8_to_frames(frames), tuple(size)))
 
 
 # ---- policies -----------------------------------------------------------------------------------

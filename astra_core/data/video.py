@@ -114,6 +114,22 @@ def read_context(path: str | Path, size: tuple[int, int], max_frames: int | None
     return resize_crop(frames, size)
 
 
+def resize_letterbox(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[3, T, h, w] -> [3, T, H, W]: scale to fit inside (H, W) keeping the aspect ratio, centre, and pad
+    with black; nothing of the picture is lost."""
+    h, w = frames.shape[-2:]
+    th, tw = size
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    x = frames.permute(1, 0, 2, 3)
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    out = torch.full((x.shape[0], 3, th, tw), -1.0, dtype=x.dtype)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    out[:, :, top : top + nh, left : left + nw] = x
+    return out.permute(1, 0, 2, 3).clamp(-1, 1).contiguous()
+
+
 def resize_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """[3, T, h, w] -> [3, T, H, W]: scale to cover (H, W) keeping the aspect ratio, then centre-crop."""
     h, w = frames.shape[-2:]
