@@ -8,12 +8,14 @@ import torch
 from _helpers import TINY_DIT, make_config
 
 from astra_core.apps.cli import main
-from astra_core.apps.evaluate import psnr, sharpness, ssim, teacher_forced
+from astra_core.apps.evaluate import EVAL_SEED, psnr, sharpness, ssim, teacher_forced
 from astra_core.checkpoint import save_checkpoint
 from astra_core.config import ActionConfig
 from astra_core.data.tokenizer import PixelTokenizer
+from astra_core.data.video import frames_to_uint8
 from astra_core.errors import ShapeError
 from astra_core.model.actions import AstraNet
+from astra_core.plugins import get_registry
 from astra_core.world import DEFAULT_CHECKPOINT as SHIPPED
 
 
@@ -54,6 +56,8 @@ def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
                 "--out",
                 str(out),
                 "--plots",
+                "--sheet",
+                "2",
             ]
         )
         == 0
@@ -81,6 +85,13 @@ def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
     for name in ("psnr_vs_horizon.png", "router_usage.png", "next_step_and_sharpness.png"):
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.size[0] > 300
+    # Two episodes, each as truth / model / model driven by the other episode's actions, 64 x 64 frames
+    # at 9 times from the start frame; the truth row's first column is the last context frame.
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    assert sheet.shape == (2 * (3 * 64 + 4), 128 + 9 * 64, 3)
+    start = get_registry().worlds["free_camera"].episode(EVAL_SEED, 1).frames[:, 0]
+    drawn = sheet[20:64, 128 + 40 : 128 + 64].astype(float)  # below the column's "t=0" text
+    assert np.abs(drawn - frames_to_uint8(start[:, None])[0, 20:64, 40:64]).max() <= 1
     assert "written: " + str(out / "router_usage.png") in capsys.readouterr().out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import h5py
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -320,7 +321,7 @@ def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(tiny_
     checkpoint, cache = tiny_atari
     # From the cache (frames at the model's 64 x 64): the sources are the recordings, replayed and resized.
     args = ["eval", "--checkpoint", str(checkpoint), "--cache", f"{cache}/shard-*.h5"]
-    args += ["--all-episodes", "--horizons", "4", "8", "--out", str(tmp_path / "eval"), "--steps", "1"]
+    args += ["--all-episodes", "--horizons", "4", "8", "--out", str(tmp_path / "eval"), "--steps", "1", "--sheet", "5"]
     assert main(args) == 0
     results = json.loads((tmp_path / "eval" / "eval.json").read_text())
     atari = results["atari"] if "atari" in results else results["results"]["atari"]
@@ -330,6 +331,10 @@ def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(tiny_
     # The recordings were made at 84 x 84 from ALE's 210 x 160 screen: ball and paddle are scored too.
     assert np.isfinite(atari["astra/object_psnr@8"]) and np.isfinite(atari["copy_last/object_psnr@8"])
     assert "object PSNR@8" in (tmp_path / "eval" / "eval.md").read_text()
+    # The contact sheet: both episodes (of the 5 asked for), each as truth / model / model with the other
+    # episode's actions / what the emulator did with them.
+    sheet = iio.imread(tmp_path / "eval" / "contact_sheet.png")
+    assert sheet.shape == (2 * (4 * 64 + 4), 128 + 9 * 64, 3)
 
 
 def test_play_beside_the_real_environment(tiny_atari, tmp_path):

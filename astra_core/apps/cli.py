@@ -226,19 +226,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.no_action:
         checkpoints["no_action"] = args.no_action
     seeds = {} if args.first_seed is None else {"first_seed": args.first_seed}
-    settings = EvalSettings(episodes=args.episodes, horizons=tuple(args.horizons), **seeds)
+    settings = EvalSettings(
+        episodes=args.episodes, horizons=tuple(args.horizons), sheet_episodes=args.sheet or 0, **seeds
+    )
+    samples: list | None = [] if args.sheet else None
     if args.paths and not args.reader:
         raise ConfigError(f"PATHS {args.paths[:3]} given without --reader NAME")
     if args.cache or args.reader:
-        results = _eval_data(args, checkpoints, settings)
+        results = _eval_data(args, checkpoints, settings, samples)
         used = sorted({int(k.split("@")[1]) for r in results.values() for k in r if re.fullmatch(r"astra/psnr@\d+", k)})
         shown = tuple(used)[:3]
     else:
-        results = run_benchmark(checkpoints, settings, args.guidance, args.steps, precision=args.precision or "fp32")
+        results = run_benchmark(
+            checkpoints, settings, args.guidance, args.steps, precision=args.precision or "fp32", samples=samples
+        )
         shown = tuple(args.horizons)[:3]
     write_report(results, Path(args.out), shown)
     print(markdown_table(results, shown))
     print(f"written: {Path(args.out) / 'eval.json'}, {Path(args.out) / 'eval.md'}")
+    if samples:
+        from astra_core.apps.demo import write_sheet
+
+        print(f"written: {write_sheet(Path(args.out) / 'contact_sheet.png', samples)}")
     if args.plots:
         from astra_core.apps.evaluate import write_plots
 
@@ -247,7 +256,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
+def _eval_data(args: argparse.Namespace, checkpoints: dict, settings, samples: list | None = None) -> dict:
     """`astra eval --cache` / `--reader`: the checkpoint on recorded episodes (the held-out ones)."""
     from astra_core.apps.evaluate import episodes_from_cache, episodes_from_reader, evaluate_data
     from astra_core.plugins import get_registry
@@ -263,7 +272,7 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings) -> dict:
             raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
         reader = get_registry().get("readers", args.reader)
         episodes = episodes_from_reader(reader, args.paths, held_out=not args.all_episodes)
-    return evaluate_data(episodes, models, settings, replay=not args.no_replay)
+    return evaluate_data(episodes, models, settings, replay=not args.no_replay, samples=samples)
 
 
 def _rollout_options(args: argparse.Namespace) -> dict:
@@ -457,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", default="eval")
     ev.add_argument("--plots", action="store_true", help="also write PNG figures (needs the plots extra)")
+    ev.add_argument(
+        "--sheet",
+        type=int,
+        metavar="N",
+        help="also write contact_sheet.png: the first N episodes of each embodiment, truth above the model's "
+        "rollout (and the rollout with another episode's actions)",
+    )
     ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
     tok.add_argument("--out", default="tokenizer.safetensors")

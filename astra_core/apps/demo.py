@@ -140,24 +140,40 @@ def model_fps(worlds, name: str) -> float:
 def write_contact_sheet(path: Path, rollouts: list[DemoRollout], columns: int = SHEET_COLUMNS) -> Path:
     """One PNG: per rollout, a row of ground-truth frames above a row of predicted frames, at evenly
     spaced times (the first column is the shared start frame), with a label strip on the left."""
+    groups = [
+        [(f"{r.world}\n{r.preset} (truth)", r.truth), (f"{r.world}\n{r.preset} (model)", r.prediction)]
+        for r in rollouts
+    ]
+    return write_sheet(path, groups, columns)
+
+
+def write_sheet(path: Path, groups: list[list[tuple[str, torch.Tensor]]], columns: int = SHEET_COLUMNS) -> Path:
+    """One PNG of labelled rows of frames, in groups with a small gap between them: each row is
+    (label, frames [3, T, H, W] in [-1, 1]) drawn at `columns` evenly spaced times of its group's first
+    row, which are written over that row. Every row shares H and W; the rows of a group share T."""
     from PIL import Image, ImageDraw
 
-    if not rollouts:
+    rows = [row for group in groups for row in group]
+    if not rows:
         raise AstraError("contact sheet: no rollouts to draw")
-    _, t, h, w = rollouts[0].truth.shape
-    times = np.linspace(0, t - 1, columns).round().astype(int)
+    sizes = {tuple(frames.shape[-2:]) for _, frames in rows}
+    if len(sizes) != 1:
+        raise AstraError(f"contact sheet: rows of different frame sizes {sorted(sizes)}")
+    h, w = sizes.pop()
     label_w, gap = 128, 4
-    height = len(rollouts) * (2 * h + gap)
-    sheet = Image.new("RGB", (label_w + columns * w, height), (255, 255, 255))
+    sheet = Image.new("RGB", (label_w + columns * w, len(rows) * h + len(groups) * gap), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for i, r in enumerate(rollouts):
-        top = i * (2 * h + gap)
-        for row, (frames, tag) in enumerate(((r.truth, "truth"), (r.prediction, "model"))):
-            strip = frames_to_uint8(frames[:, times])  # [T, H, W, 3]
-            sheet.paste(Image.fromarray(np.concatenate(list(strip), axis=1)), (label_w, top + row * h))
-            draw.text((4, top + row * h + h // 2 - 12), f"{r.world}\n{r.preset} ({tag})", fill=(0, 0, 0))
-    for c, frame in enumerate(times):
-        draw.text((label_w + c * w + 2, 2), f"t={frame}", fill=(255, 255, 255))
+    top = 0
+    for group in groups:
+        times = np.linspace(0, group[0][1].shape[1] - 1, columns).round().astype(int)
+        for label, frames in group:
+            strip = frames_to_uint8(frames[:, times])  # [columns, H, W, 3]
+            sheet.paste(Image.fromarray(np.concatenate(list(strip), axis=1)), (label_w, top))
+            draw.text((4, top + h // 2 - 12), label, fill=(0, 0, 0))
+            top += h
+        for c, frame in enumerate(times):
+            draw.text((label_w + c * w + 2, top - len(group) * h + 2), f"t={frame}", fill=(255, 255, 255))
+        top += gap
     with written_atomically(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path

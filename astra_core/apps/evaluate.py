@@ -91,6 +91,7 @@ class EvalSettings:
     # step) and the true actions -> the next step's frames, against copy-last-frame on the same frames.
     teacher_forced_contexts: int = 4
     first_seed: int = EVAL_SEED  # episodes first_seed, first_seed + 1, ...: the benchmark's held-out seeds
+    sheet_episodes: int = 0  # rollouts of the first N episodes per embodiment kept for a contact sheet
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -104,6 +105,8 @@ class EvalSettings:
             )
         if self.first_seed < 0:
             raise ConfigError(f"first_seed={self.first_seed} must not be negative")
+        if self.sheet_episodes < 0:
+            raise ConfigError(f"sheet_episodes={self.sheet_episodes} must not be negative")
 
 
 def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list[dict], context: int, horizon: int):
@@ -206,6 +209,7 @@ def evaluate_episodes(
     responsiveness=None,
     counterfactual: tuple[list[dict], torch.Tensor] | None = None,
     objects: torch.Tensor | None = None,
+    samples: list | None = None,
 ) -> dict[str, float]:
     """Mean metrics (and their spread) over `episodes` of one embodiment, for each model and for
     copy-last-frame: rollout PSNR/SSIM/sharpness at `settings.horizons`, the teacher-forced next
@@ -220,7 +224,9 @@ def evaluate_episodes(
     did with the swapped actions; above 1 means the model moves the way the environment does).
     `objects` (bool [B, T, H, W] over the frames after the context: where the objects that matter are,
     e.g. Breakout's ball and paddle) adds `object_psnr@h`, the PSNR on those pixels only.
-    Episodes are rolled out together as one batch, so they must share length and modalities."""
+    `samples`, a list, receives the rows of a contact sheet (`sample_rows`) for the first
+    `settings.sheet_episodes` episodes, from the first model. Episodes are rolled out together as
+    one batch, so they must share length and modalities."""
     horizon, context = max(settings.horizons), settings.context_frames
     frames = torch.stack([ep.frames for ep in episodes])
     streams = [ep.actions for ep in episodes]
@@ -250,6 +256,8 @@ def evaluate_episodes(
         wrong = _rollout(wm, frames, spliced, context, horizon) if spliced else None
         responsive = responsiveness(wm) if responsiveness is not None else None
         forced = teacher_forced(wm, frames, streams, settings.teacher_forced_contexts)
+        if samples is not None and name == next(iter(models)):
+            samples.extend(sample_rows(label, episodes, last, truth, pred, wrong, cf_truth, settings.sheet_episodes))
         for i, results in enumerate(per_episode):
             results.update(_metrics(pred[i], truth[i], last[i], settings, f"{name}/"))
             if objects is not None:
@@ -293,8 +301,25 @@ def evaluate_episodes(
     return out
 
 
+def sample_rows(label, episodes, last, truth, pred, wrong, cf_truth, count: int) -> list:
+    """Contact-sheet groups (`demo.write_sheet`) for the first `count` episodes: the truth, the model's
+    rollout, and where there are, the rollout driven by the other episode's actions and what the
+    environment did with them; each row starts with the last context frame."""
+    groups = []
+    for i in range(min(count, len(episodes))):
+        start = last[i][:, None].float()
+        name = f"{label} {i}"
+        rows = [(f"{name}\ntruth", truth[i]), (f"{name}\nmodel", pred[i])]
+        if wrong is not None:
+            rows.append((f"{name}\nmodel, other acts", wrong[i]))
+        if cf_truth is not None and cf_truth.shape[2] >= truth.shape[2]:
+            rows.append((f"{name}\nenv, other acts", cf_truth[i][:, : truth.shape[2]]))
+        groups.append([(text, torch.cat([start, frames.float()], 1)) for text, frames in rows])
+    return groups
+
+
 def evaluate_embodiment(
-    world, models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True
+    world, models: dict[str, WorldModel], settings: EvalSettings, progress: bool = True, samples: list | None = None
 ) -> dict[str, float]:
     """The toy benchmark for one world: held-out episodes from `settings.first_seed` on, others (for
     action following and responsiveness) from 10,000 seeds further, scored by `evaluate_episodes`."""
@@ -317,6 +342,7 @@ def evaluate_embodiment(
         settings,
         progress,
         responsiveness=lambda wm: _responsiveness(wm, world, episodes, others, context, settings),
+        samples=samples,
     )
 
 
@@ -359,9 +385,11 @@ def run_benchmark(
     num_steps: int | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    samples: list | None = None,
 ) -> dict:
     """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
-    first model's modalities cover. `precision`: the DiT's, "fp32" or "bf16"."""
+    first model's modalities cover. `precision`: the DiT's, "fp32" or "bf16". `samples`: see
+    `evaluate_episodes`."""
     from astra_core.plugins import get_registry
 
     options = {k: v for k, v in {"guidance_scale": guidance, "num_steps": num_steps}.items() if v is not None}
@@ -379,7 +407,7 @@ def run_benchmark(
         )
     for world in covered:
         if world.modality in first.modalities:
-            results[world.name] = evaluate_embodiment(world, models, settings, progress)
+            results[world.name] = evaluate_embodiment(world, models, settings, progress, samples)
             for label, wm in models.items():  # the settings every figure was taken at
                 results[world.name][f"{label}/sampling_steps"] = wm.latent.num_steps
                 results[world.name][f"{label}/guidance"] = wm.latent.guidance_scale
@@ -476,6 +504,7 @@ def evaluate_data(
     settings: EvalSettings,
     progress: bool = True,
     replay: bool = True,
+    samples: list | None = None,
 ) -> dict:
     """{embodiment: metrics} for recorded episodes (`evaluate_episodes` per embodiment). Episodes of
     one embodiment are cut to the shortest one's length; horizons beyond it and teacher-forced contexts
@@ -527,7 +556,7 @@ def evaluate_data(
         here = replace(settings, horizons=horizons, teacher_forced_contexts=contexts)
         objects = recorded_objects(cut, context, length)
         results[name] = evaluate_episodes(
-            name, cut, others, models, here, progress, counterfactual=counterfactual, objects=objects
+            name, cut, others, models, here, progress, counterfactual=counterfactual, objects=objects, samples=samples
         )
         for label, wm in models.items():
             results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
