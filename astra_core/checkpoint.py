@@ -25,7 +25,9 @@ FORMAT = "astra-world"
 # 2: configs may hold history.last_frame_channels and the delta / warp predictions, which version 1
 # readers do not know; every checkpoint also names the package version that wrote it.
 # 3: flow.warp_flow and flow.motion_weight in the config.
-FORMAT_VERSION = 4
+# 4: flow.action_flow_rank.
+# 5: flow.loss_balance, flow.balance_floor and flow.action_flow_cumulative.
+FORMAT_VERSION = 5
 
 
 def temporary_beside(path: Path, suffix: str = "") -> str:

@@ -212,6 +212,11 @@ class FlowConfig(_Config):
     # arm's beads), the action steers it: a product of content and action that the per-frame action
     # modulation can only approximate. 0: off. The DiT's out_dim grows by 2·r.
     action_flow_rank: int = Field(0, ge=0)
+    # Every frame of a generated chunk is warped from the same last history frame, so the motion that
+    # leads to its k-th frame is that of actions 1..k: with this, the k-th frame's action code is the sum
+    # of the chunk's codes up to k (the projection is linear, so that is the code of the summed features).
+    # Off (each frame its own action's code) in checkpoints from before it existed.
+    action_flow_cumulative: bool = False
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
 

@@ -385,6 +385,45 @@ def test_action_flow_moves_a_cell_by_its_matrix_times_the_action():
         AstraConfig.from_dict({"flow": {"prediction": "warp", "warp_flow": "pixel", "action_flow_rank": 3}})
 
 
+def test_cumulative_action_flow_sums_the_chunks_codes_from_the_last_history_frame():
+    """`action_flow_cumulative`: every frame of the generated chunk (the last chunk_size frames) is
+    warped from the last history frame, so its action code is the sum of the chunk's codes up to it;
+    history frames keep their own code. With the cumulative sum, a chunk whose second action is the null
+    motion moves its second frame by the first action's code again (the part stays where it went)."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4 + 2 + 2 * 3),
+        action=ActionConfig(action_dim=2, hidden_dim=16),
+        history=HistoryConfig(chunk_size=2, window=2),
+        flow=FlowConfig(prediction="warp", action_flow_rank=3, action_flow_cumulative=True),
+    )
+    torch.manual_seed(0)
+    net = AstraNet(cfg).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.5)
+    torch.nn.init.normal_(net.action_flow.weight, std=0.5)
+    torch.nn.init.normal_(net.action_flow.bias, std=0.5)
+    x, t = torch.randn(1, 4, 3, 4, 4), torch.rand(1, 3) * 1000  # one history frame, then a chunk of 2
+    features = torch.randn(1, 3, 32)
+    with torch.no_grad():
+        raw = net.dit(x, t, features)
+        out = net(x, t, features)
+        code = net.action_flow(features)
+    jacobian = raw[:, 6:].unflatten(1, (2, 3))
+    summed = torch.stack([code[:, 0], code[:, 1], code[:, 1] + code[:, 2]], dim=1)
+    expected = raw[:, 4:6] + torch.einsum("btrfhw,bfr->btfhw", jacobian, summed)
+    assert torch.allclose(out[:, 4:6], expected, atol=1e-5)
+    per_frame = raw[:, 4:6] + torch.einsum("btrfhw,bfr->btfhw", jacobian, code)
+    assert torch.allclose(out[:, 4:6, :2], per_frame[:, :, :2], atol=1e-5)  # history and the chunk's first
+    assert not torch.allclose(out[:, 4:6, 2], per_frame[:, :, 2], atol=1e-3)
+    # A chunk of one frame (the KV-cached sink, or chunk_size 1) is its own sum.
+    with torch.no_grad():
+        one, raw_one = net(x[:, :, :1], t[:, :1], features[:, :1]), net.dit(x[:, :, :1], t[:, :1], features[:, :1])
+    own = torch.einsum("btrfhw,bfr->btfhw", raw_one[:, 6:].unflatten(1, (2, 3)), code[:, :1])
+    assert torch.allclose(one[:, 4:6], raw_one[:, 4:6] + own, atol=1e-5)
+
+
 def test_copy_last_balance_weighs_each_sample_against_copy_last_error():
     """A clip where little moves counts as much as one where much moves: weights are the batch's mean
     copy-last error over the sample's own, floored, and a still clip is capped at 1 / floor."""

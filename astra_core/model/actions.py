@@ -165,6 +165,9 @@ class AstraNet(nn.Module):
         if action_features is None:
             return out[:, :c]
         code = self.action_flow(action_features.to(self.action_flow.weight.dtype)).float()  # [B, F, r]
+        if self.config.flow.action_flow_cumulative:  # the generated chunk is the last chunk_size frames
+            n = min(self.config.history.chunk_size, code.shape[1])
+            code = torch.cat([code[:, :-n], code[:, -n:].cumsum(dim=1)], dim=1)
         motion = torch.einsum("btrfhw,bfr->btfhw", jacobian, code).to(out.dtype)
         return torch.cat([out[:, : c - 2], out[:, c - 2 : c] + motion], dim=1)
 
