@@ -577,6 +577,15 @@ def test_resume_refuses_an_edited_config_but_accepts_new_lengths_and_intervals(t
     longer = Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
     assert "steps 2 -> 4" in capsys.readouterr().err
     assert longer.train()["step"] == 4
+    # A run saved before a config field existed resumes when the field keeps its default.
+    state = torch.load(tmp_path / "edited" / "state.pt", weights_only=False)
+    del state["config"]["model"]["flow"]["action_flow_cumulative"]
+    torch.save(state, tmp_path / "edited" / "state.pt")
+    assert Trainer(TrainConfig.from_yaml(path), resume=True, progress=False).step == 4
+    edited["model"].setdefault("flow", {})["action_flow_cumulative"] = True
+    path.write_text(yaml.safe_dump(edited))
+    with pytest.raises(ConfigError, match=r"model\.flow\.action_flow_cumulative: False in the run, True now"):
+        Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
 
 
 def test_shutdown_distributed_leaves_the_process_group(tmp_path):

@@ -46,6 +46,18 @@ RESUMABLE_CHANGES = (
 )
 
 
+def _with_defaults(stored: dict) -> dict:
+    """A stored config with the fields it predates filled in by their defaults: a field added after the
+    run began, left at its default, is no change. A stored config the current schema refuses is
+    compared as it is."""
+    from astra_core.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(stored).model_dump(mode="json")
+    except ConfigError:
+        return stored
+
+
 def _differences(before, after, prefix: str = "") -> dict[str, tuple]:
     """Dotted paths whose values differ between two nested dicts -> (before, after)."""
     if isinstance(before, dict) and isinstance(after, dict):
@@ -184,7 +196,7 @@ class CheckpointMixin:
         fields, unless `accept_config_changes`. Every difference is reported."""
         if stored is None:
             return
-        changed = _differences(stored, self.cfg.model_dump(mode="json"))
+        changed = _differences(_with_defaults(stored), self.cfg.model_dump(mode="json"))
         if not changed:
             return
         refused = [k for k in changed if k not in RESUMABLE_CHANGES]
