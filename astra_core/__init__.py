@@ -24,7 +24,7 @@ from astra_core.errors import AstraError, CheckpointError, ConfigError, ReaderEr
 from astra_core.model import AstraDiT, KVCache
 from astra_core.plugins import hookimpl
 
-__version__ = "0.4.0"
+__version__ = "0.5.0.dev0"
 
 # name -> the submodule that defines it, imported when the name is first used
 _LAZY = {

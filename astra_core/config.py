@@ -214,7 +214,7 @@ class FlowConfig(_Config):
     action_flow_rank: int = Field(0, ge=0)
     # Every frame of a generated chunk is warped from the same last history frame, so the motion that
     # leads to its k-th frame is that of actions 1..k: with this, the k-th frame's action code is the sum
-    # of the chunk's codes up to k (the projection is linear, so that is the code of the summed features).
+    # of the codes of the chunk's frames up to k, each frame's code standing for the motion it adds.
     # Off (each frame its own action's code) in checkpoints from before it existed.
     action_flow_cumulative: bool = False
     sigma_floor: float = 0.05
@@ -236,6 +236,8 @@ class FlowConfig(_Config):
             )
         if self.warp_unshuffle < 1:
             raise ValueError(f"warp_unshuffle={self.warp_unshuffle} must be at least 1")
+        if self.action_flow_cumulative and not self.action_flow_rank:
+            raise ValueError("action_flow_cumulative needs action_flow_rank > 0 (there is no action code to sum)")
         if self.action_flow_rank and (self.prediction != "warp" or self.warp_flow != "cell"):
             raise ValueError(
                 f"action_flow_rank={self.action_flow_rank} needs prediction 'warp' with warp_flow 'cell' "

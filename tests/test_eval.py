@@ -85,14 +85,20 @@ def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
     for name in ("psnr_vs_horizon.png", "router_usage.png", "next_step_and_sharpness.png"):
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.size[0] > 300
-    # Two episodes, each as truth / model / model driven by the other episode's actions, 64 x 64 frames
-    # at 9 times from the start frame; the truth row's first column is the last context frame.
-    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
-    assert sheet.shape == (2 * (3 * 64 + 4), 128 + 9 * 64, 3)
-    start = get_registry().worlds["free_camera"].episode(EVAL_SEED, 1).frames[:, 0]
-    drawn = sheet[20:64, 128 + 40 : 128 + 64].astype(float)  # below the column's "t=0" text
-    assert np.abs(drawn - frames_to_uint8(start[:, None])[0, 20:64, 40:64]).max() <= 1
-    assert "written: " + str(out / "router_usage.png") in capsys.readouterr().out
+    # Two episodes, each as truth / model / model driven by the other episode's actions, 64 x 64 frames:
+    # the start frame and the 4 rolled-out ones. Every row begins with the last context frame; the truth
+    # row ends with the episode's frame 4.
+    sheet = np.asarray(Image.open(out / "contact_sheet.png")).astype(float)
+    assert sheet.shape == (2 * (3 * 64 + 4), 128 + 5 * 64, 3)
+    episode = frames_to_uint8(get_registry().worlds["free_camera"].episode(EVAL_SEED, 5).frames).astype(float)
+    for row in range(3):  # below the column labels' text
+        assert np.abs(sheet[row * 64 + 20 : row * 64 + 64, 128:192] - episode[0, 20:]).max() <= 1
+    assert np.abs(sheet[20:64, 128 + 4 * 64 :] - episode[4, 20:]).max() <= 1
+    assert np.abs(sheet[20:64, 128 + 4 * 64 :] - episode[0, 20:]).max() > 10  # the camera moved
+    printed = capsys.readouterr().out
+    assert "written: " + str(out / "router_usage.png") in printed and "contact_sheet.png" in printed
+    assert main(["eval", "--checkpoint", str(path), "--sheet", "0", "--out", str(out)]) == 2
+    assert "--sheet 0: give the number of episodes" in capsys.readouterr().err
 
 
 def test_sharpness_on_constructed_frames():

@@ -388,8 +388,7 @@ def test_action_flow_moves_a_cell_by_its_matrix_times_the_action():
 def test_cumulative_action_flow_sums_the_chunks_codes_from_the_last_history_frame():
     """`action_flow_cumulative`: every frame of the generated chunk (the last chunk_size frames) is
     warped from the last history frame, so its action code is the sum of the chunk's codes up to it;
-    history frames keep their own code. With the cumulative sum, a chunk whose second action is the null
-    motion moves its second frame by the first action's code again (the part stays where it went)."""
+    history frames keep their own code. The flag needs an action code to sum."""
     from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
     from astra_core.model.actions import AstraNet
 
@@ -422,6 +421,8 @@ def test_cumulative_action_flow_sums_the_chunks_codes_from_the_last_history_fram
         one, raw_one = net(x[:, :, :1], t[:, :1], features[:, :1]), net.dit(x[:, :, :1], t[:, :1], features[:, :1])
     own = torch.einsum("btrfhw,bfr->btfhw", raw_one[:, 6:].unflatten(1, (2, 3)), code[:, :1])
     assert torch.allclose(one[:, 4:6], raw_one[:, 4:6] + own, atol=1e-5)
+    with pytest.raises(ValueError, match="action_flow_cumulative needs action_flow_rank > 0"):
+        FlowConfig(prediction="warp", action_flow_cumulative=True)
 
 
 def test_copy_last_balance_weighs_each_sample_against_copy_last_error():

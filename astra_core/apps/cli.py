@@ -226,6 +226,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.no_action:
         checkpoints["no_action"] = args.no_action
     seeds = {} if args.first_seed is None else {"first_seed": args.first_seed}
+    if args.sheet is not None and args.sheet < 1:
+        raise ConfigError(f"--sheet {args.sheet}: give the number of episodes per embodiment to draw (1 or more)")
     settings = EvalSettings(
         episodes=args.episodes, horizons=tuple(args.horizons), sheet_episodes=args.sheet or 0, **seeds
     )
@@ -470,8 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sheet",
         type=int,
         metavar="N",
-        help="also write contact_sheet.png: the first N episodes of each embodiment, truth above the model's "
-        "rollout (and the rollout with another episode's actions)",
+        help="also write contact_sheet.png: the first N evaluated episodes of each embodiment, the truth above "
+        "the (first) checkpoint's rollout and its rollout with another episode's actions",
     )
     ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")

@@ -149,8 +149,8 @@ def write_contact_sheet(path: Path, rollouts: list[DemoRollout], columns: int = 
 
 def write_sheet(path: Path, groups: list[list[tuple[str, torch.Tensor]]], columns: int = SHEET_COLUMNS) -> Path:
     """One PNG of labelled rows of frames, in groups with a small gap between them: each row is
-    (label, frames [3, T, H, W] in [-1, 1]) drawn at `columns` evenly spaced times of its group's first
-    row, which are written over that row. Every row shares H and W; the rows of a group share T."""
+    (label, frames [3, T, H, W] in [-1, 1]) drawn at `columns` evenly spaced times (all T frames when T
+    is fewer), written over the group's first row. Every row shares H and W; the rows of a group share T."""
     from PIL import Image, ImageDraw
 
     rows = [row for group in groups for row in group]
@@ -160,12 +160,17 @@ def write_sheet(path: Path, groups: list[list[tuple[str, torch.Tensor]]], column
     if len(sizes) != 1:
         raise AstraError(f"contact sheet: rows of different frame sizes {sorted(sizes)}")
     h, w = sizes.pop()
+    for group in groups:
+        lengths = {frames.shape[1] for _, frames in group}
+        if len(lengths) != 1:
+            raise AstraError(f"contact sheet: the rows of {group[0][0]!r} differ in length {sorted(lengths)}")
     label_w, gap = 128, 4
-    sheet = Image.new("RGB", (label_w + columns * w, len(rows) * h + len(groups) * gap), (255, 255, 255))
+    width = label_w + min(columns, max(frames.shape[1] for _, frames in rows)) * w
+    sheet = Image.new("RGB", (width, len(rows) * h + len(groups) * gap), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     top = 0
     for group in groups:
-        times = np.linspace(0, group[0][1].shape[1] - 1, columns).round().astype(int)
+        times = np.linspace(0, group[0][1].shape[1] - 1, min(columns, group[0][1].shape[1])).round().astype(int)
         for label, frames in group:
             strip = frames_to_uint8(frames[:, times])  # [columns, H, W, 3]
             sheet.paste(Image.fromarray(np.concatenate(list(strip), axis=1)), (label_w, top))

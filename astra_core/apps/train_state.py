@@ -48,8 +48,9 @@ RESUMABLE_CHANGES = (
 
 def _with_defaults(stored: dict) -> dict:
     """A stored config with the fields it predates filled in by their defaults: a field added after the
-    run began, left at its default, is no change. A stored config the current schema refuses is
-    compared as it is."""
+    run began, left at its default, is no change. This relies on every new config field's default
+    reproducing what the code did before the field existed (the rule for adding fields). A stored
+    config the current schema refuses is compared as it is."""
     from astra_core.config import TrainConfig
 
     try:
