@@ -396,3 +396,13 @@ def test_bf16_sessions_match_fp32_within_the_teacher_forced_tolerance():
         assert abs(psnr["bf16"] - psnr["fp32"]) < 0.5, (world.name, psnr)
     with pytest.raises(ShapeError, match="precision 'fp16'"):
         WorldModel.from_checkpoint(None, precision="fp16")
+
+
+def test_next_step_table_lists_each_following_horizon_once():
+    from astra_core.apps.evaluate import next_step_table
+
+    r = {"astra/tf_psnr": 30.0, "copy_last/tf_psnr": 28.0, "astra/tf_margin": 2.0, "astra/action_following@16": 1.5}
+    one = next_step_table({"arm": r}, (16,))
+    assert one.count("action following@16") == 1 and "| 2.00 |" in one and "| 1.50 |" in one
+    two = next_step_table({"arm": {**r, "astra/action_following@32": 1.2}}, (16, 32))
+    assert "action following@16 | action following@32" in two and two.splitlines()[2].endswith("| 1.50 | 1.20 |")

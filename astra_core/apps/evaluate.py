@@ -582,9 +582,10 @@ def next_step_table(results: dict, horizons=(16, 48)) -> str:
     """The teacher-forced next step, sharpness and action following: the figures that blur cannot pass."""
     labels = sorted({k.split("/")[0] for r in results.values() for k in r if k.endswith("/tf_psnr")})
     short, long = horizons[0], max(horizons)
+    following = [short] if long == short else [short, long]
     header = (
         "| embodiment | model | next step PSNR | copy-last PSNR | margin dB | sharpness (next step) | "
-        f"sharpness@{short} | action following@{short} | action following@{long} |"
+        f"sharpness@{short} | " + " | ".join(f"action following@{h}" for h in following) + " |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
 
@@ -602,8 +603,7 @@ def next_step_table(results: dict, horizons=(16, 48)) -> str:
                 margin,
                 cell(r, f"{label}/tf_sharpness"),
                 cell(r, f"{label}/sharpness@{short}"),
-                cell(r, f"{label}/action_following@{short}"),
-                cell(r, f"{label}/action_following@{long}"),
+                *(cell(r, f"{label}/action_following@{h}") for h in following),
             ]
             lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
