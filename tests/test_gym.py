@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 
 import h5py
 import imageio.v3 as iio
@@ -14,8 +16,20 @@ from astra_core.apps.cli import main
 from astra_core.errors import ConfigError
 from astra_core.plugins import get_registry
 
-gymnasium = pytest.importorskip("gymnasium")
-pytest.importorskip("ale_py")
+
+def need(module: str):
+    """The gym extra's `module`: skipped with the reason when it is not installed, unless
+    ASTRA_REQUIRE_GYM is set (as `.ci/run` does), where its absence fails the run."""
+    if os.environ.get("ASTRA_REQUIRE_GYM"):
+        try:
+            return importlib.import_module(module)
+        except ImportError as err:
+            pytest.fail(f"ASTRA_REQUIRE_GYM is set but {module} is not importable ({err}): pip install -e '.[gym]'")
+    return pytest.importorskip(module, reason=f"{module} comes with the 'gym' extra: pip install -e '.[gym]'")
+
+
+gymnasium = need("gymnasium")
+need("ale_py")
 
 from astra_experts.categorical import ATARI_MEANINGS  # noqa: E402
 
@@ -102,7 +116,7 @@ def test_an_interrupted_recording_keeps_its_finished_episodes(tmp_path, monkeypa
 
 
 def test_highway_records_the_ego_pose(tmp_path):
-    pytest.importorskip("highway_env")
+    need("highway_env")
     settings = RecordSettings("highway-v0", episodes=1, steps=8, seed=0, policy="tests/fixtures/gym_policies.py:idle")
     summary = record(settings, tmp_path, progress=False)
     assert summary["modality"] == "vehicle_pose" and summary["fps"] == 5.0
@@ -114,7 +128,7 @@ def test_highway_records_the_ego_pose(tmp_path):
 
 
 def test_the_pybullet_arm_records_its_end_effector(tmp_path):
-    pytest.importorskip("pybullet")
+    need("pybullet")
     settings = RecordSettings("astra/BulletArm-v0", episodes=1, steps=6, seed=1)
     record(settings, tmp_path, progress=False)
     path = tmp_path / "episode_000000.h5"
@@ -256,6 +270,46 @@ def test_record_encode_train_end_to_end(tiny_atari, capsys):
     assert json.loads(capsys.readouterr().out)["config"]["action"]["modalities"] == ["atari_action"]
 
 
+def test_three_domains_recorded_encoded_and_trained_as_one_model(tmp_path, capsys):
+    """Two short episodes of each domain (Breakout, highway-env, the pybullet arm) recorded at 64 x 64,
+    encoded, and two training steps of one model over the three action spaces, as gym_mixed.yaml does."""
+    need("highway_env")
+    need("pybullet")
+    domains = {
+        "breakout": RecordSettings("ALE/Breakout-v5", episodes=2, steps=8, size=(64, 64), policy="sticky", seed=3),
+        "highway": RecordSettings(
+            "highway-v0", episodes=2, steps=8, size=(64, 64), seed=0, policy="tests/fixtures/gym_policies.py:idle"
+        ),
+        "arm": RecordSettings("astra/BulletArm-v0", episodes=2, steps=8, size=(64, 64), seed=1),
+    }
+    caches = []
+    for name, settings in domains.items():
+        record(settings, tmp_path / "rec" / name, progress=False)
+        files = [str(f) for f in sorted((tmp_path / "rec" / name).glob("episode_*.h5"))]
+        assert len(files) == 2
+        assert main(["encode", "--reader", "gym_record", *files, "--out", str(tmp_path / "cache" / name)]) == 0
+        caches.append(f"{tmp_path / 'cache' / name}/shard-*.h5")
+    config = tmp_path / "mixed.yaml"
+    config.write_text(
+        "model:\n"
+        "  dit: {preset: tiny, dim: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, in_dim: 48, out_dim: 48}\n"
+        "  action: {encoder: moae, modalities: [atari_action, vehicle_pose, robot_ee], num_experts: 2,\n"
+        "           token_dim: 16, expert_hidden: 16}\n"
+        "  history: {chunk_size: 2, context_frames: 1, window: 4}\n"
+        f"data:\n  source: cache\n  cache: {json.dumps(caches)}\n"
+        "  weights: {atari: 1.0, highway: 1.0, bullet_arm: 1.0}\n  history_chunks: 1\n"
+        f"steps: 2\nbatch_size: 3\neval_every: 0\nlog_every: 1\nout_dir: {tmp_path / 'run'}\n"
+    )
+    capsys.readouterr()
+    assert main(["train", str(config)]) == 0
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [1, 2] and all(np.isfinite(m["loss"]) for m in logged)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run" / "model.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["action"]["modalities"] == ["atari_action", "vehicle_pose", "robot_ee"]
+
+
 def test_cli_record_and_its_errors(tmp_path, capsys):
     assert (
         main(["record", "ALE/Breakout-v5", "--out", str(tmp_path), "--episodes", "1", "--steps", "3", "--quiet"]) == 0
@@ -384,3 +438,13 @@ def test_breakout_s_ball_and_paddle_come_from_the_ram(tmp_path):
     red[:, :, :8] = red[:, :, 152:] = False  # the walls' markers
     assert red.sum() > 100 and np.all(masks[red])
     assert masks.mean() < 0.02
+
+
+def test_a_missing_gym_package_skips_or_under_the_switch_fails(monkeypatch):
+    monkeypatch.delenv("ASTRA_REQUIRE_GYM", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="comes with the 'gym' extra"):
+        need("no_such_gym_package")
+    monkeypatch.setenv("ASTRA_REQUIRE_GYM", "1")
+    with pytest.raises(pytest.fail.Exception, match="ASTRA_REQUIRE_GYM is set but no_such_gym_package"):
+        need("no_such_gym_package")
+    assert need("gymnasium") is gymnasium
