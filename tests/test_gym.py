@@ -448,3 +448,22 @@ def test_a_missing_gym_package_skips_or_under_the_switch_fails(monkeypatch):
     with pytest.raises(pytest.fail.Exception, match="ASTRA_REQUIRE_GYM is set but no_such_gym_package"):
         need("no_such_gym_package")
     assert need("gymnasium") is gymnasium
+
+
+def test_astra_start_up_imports_no_environment_package():
+    """Every plugin, the environment adapters included, registers without importing gymnasium, ALE,
+    highway-env or pybullet: those load only when a command records, replays or plays an environment."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from astra_core.apps.cli import main\n"
+        "from astra_core.plugins import get_registry\n"
+        "main(['presets'])\n"
+        "assert get_registry().env_adapters\n"
+        "envs = {'gymnasium', 'ale_py', 'highway_env', 'pybullet', 'pygame'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & envs))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
