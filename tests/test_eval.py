@@ -406,3 +406,13 @@ def test_next_step_table_lists_each_following_horizon_once():
     assert one.count("action following@16") == 1 and "| 2.00 |" in one and "| 1.50 |" in one
     two = next_step_table({"arm": {**r, "astra/action_following@32": 1.2}}, (16, 32))
     assert "action following@16 | action following@32" in two and two.splitlines()[2].endswith("| 1.50 | 1.20 |")
+
+
+def test_rollout_table_marks_a_horizon_an_embodiment_could_not_reach():
+    from astra_core.apps.evaluate import markdown_table
+
+    long = {"astra/psnr@16": 30.0, "astra/psnr_changed@16": 20.0, "astra/ssim@16": 0.9, "astra/psnr@32": 28.0}
+    long.update({"astra/psnr_changed@32": 19.0, "astra/ssim@32": 0.8})
+    short = {"astra/psnr@16": 25.0, "astra/psnr_changed@16": 18.0, "astra/ssim@16": 0.7}
+    table = markdown_table({"arm": long, "highway": short}, (16, 32))
+    assert "| highway | astra | 25.00 | 18.00 | 0.700 | – | – | – |" in table and "nan" not in table

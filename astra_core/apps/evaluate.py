@@ -644,6 +644,10 @@ def object_table(results: dict, horizons=(16, 48)) -> str:
     return "\n".join(lines)
 
 
+def _figure(value: float | None, digits: int) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
 def markdown_table(results: dict, horizons=(16, 48)) -> str:
     """The rollout table (PSNR, changed-pixel PSNR and SSIM at horizons, action following over the
     longest, responsiveness), then the next-step table and the settings the figures were taken at."""
@@ -659,11 +663,11 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
     for emb, r in results.items():
         for label in labels:
             cells = []
-            for h in horizons:
+            for h in horizons:  # "–" where an embodiment's episodes were too short for the horizon
                 cells += [
-                    f"{r.get(f'{label}/psnr@{h}', float('nan')):.2f}",
-                    f"{r.get(f'{label}/psnr_changed@{h}', float('nan')):.2f}",
-                    f"{r.get(f'{label}/ssim@{h}', float('nan')):.3f}",
+                    _figure(r.get(f"{label}/psnr@{h}"), 2),
+                    _figure(r.get(f"{label}/psnr_changed@{h}"), 2),
+                    _figure(r.get(f"{label}/ssim@{h}"), 3),
                 ]
             af = r.get(f"{label}/action_following")
             rp = r.get(f"{label}/responsiveness_psnr")
