@@ -582,9 +582,9 @@ def test_resume_refuses_an_edited_config_but_accepts_new_lengths_and_intervals(t
     del state["config"]["model"]["flow"]["action_flow_cumulative"]
     torch.save(state, tmp_path / "edited" / "state.pt")
     assert Trainer(TrainConfig.from_yaml(path), resume=True, progress=False).step == 4
-    edited["model"].setdefault("flow", {})["action_flow_cumulative"] = True
+    edited["model"].setdefault("flow", {})["balance_floor"] = 0.1  # a field the run has, changed
     path.write_text(yaml.safe_dump(edited))
-    with pytest.raises(ConfigError, match=r"model\.flow\.action_flow_cumulative: False in the run, True now"):
+    with pytest.raises(ConfigError, match=r"model\.flow\.balance_floor: 0\.05 in the run, 0\.1 now"):
         Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
 
 
