@@ -578,6 +578,11 @@ def _settings_line(results: dict, labels: list[str]) -> str:
     return "Settings: " + "; ".join(parts) if parts else ""
 
 
+def _figure(value: float | None, digits: int) -> str:
+    """A table cell: the value at `digits` decimals, or "–" where there is none (absent or NaN)."""
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
 def next_step_table(results: dict, horizons=(16, 48)) -> str:
     """The teacher-forced next step, sharpness and action following: the figures that blur cannot pass."""
     labels = sorted({k.split("/")[0] for r in results.values() for k in r if k.endswith("/tf_psnr")})
@@ -590,8 +595,7 @@ def next_step_table(results: dict, horizons=(16, 48)) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
 
     def cell(r, key, digits=2):
-        value = r.get(key)
-        return "–" if value is None else f"{value:.{digits}f}"
+        return _figure(r.get(key), digits)
 
     for emb, r in results.items():
         for label in labels:
@@ -622,8 +626,8 @@ def counterfactual_table(results: dict, horizons=(16, 48)) -> str:
         for label in labels:
             cells = []
             for h in horizons:
-                cf, ef = r.get(f"{label}/counterfactual_psnr@{h}"), r.get(f"{label}/env_following@{h}")
-                cells += [f"{cf:.2f}" if cf is not None else "–", f"{ef:.2f}" if ef is not None else "–"]
+                cells += [_figure(r.get(f"{label}/counterfactual_psnr@{h}"), 2)]
+                cells += [_figure(r.get(f"{label}/env_following@{h}"), 2)]
             if any(c != "–" for c in cells):
                 lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
     note = "Each held-out episode replayed in its environment with the next episode's actions from the context on."
@@ -639,13 +643,9 @@ def object_table(results: dict, horizons=(16, 48)) -> str:
         for label in labels:
             cells = [r.get(f"{label}/object_psnr@{h}") for h in horizons]
             if any(c is not None for c in cells):
-                shown = " | ".join(f"{c:.2f}" if c is not None else "–" for c in cells)
+                shown = " | ".join(_figure(c, 2) for c in cells)
                 lines.append(f"| {emb} | {label} | {shown} |")
     return "\n".join(lines)
-
-
-def _figure(value: float | None, digits: int) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def markdown_table(results: dict, horizons=(16, 48)) -> str:
@@ -671,7 +671,7 @@ def markdown_table(results: dict, horizons=(16, 48)) -> str:
                 ]
             af = r.get(f"{label}/action_following")
             rp = r.get(f"{label}/responsiveness_psnr")
-            cells += [f"{af:.2f}" if af is not None else "–", f"{rp:.2f}" if rp is not None else "–"]
+            cells += [_figure(af, 2), _figure(rp, 2)]
             lines.append(f"| {emb} | {label} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     if any(k.endswith("/tf_psnr") for r in results.values() for k in r):

@@ -18,6 +18,7 @@ from astra_core.checkpoint import (
     temporary_beside,
     write_text_atomically,
 )
+from astra_core.config import TrainConfig
 from astra_core.errors import CheckpointError, ConfigError
 
 
@@ -51,8 +52,6 @@ def _with_defaults(stored: dict) -> dict:
     run began, left at its default, is no change. This relies on every new config field's default
     reproducing what the code did before the field existed (the rule for adding fields). A stored
     config the current schema refuses is compared as it is."""
-    from astra_core.config import TrainConfig
-
     try:
         return TrainConfig.from_dict(stored).model_dump(mode="json")
     except ConfigError:
