@@ -72,3 +72,18 @@ def test_rollout_casts_actions_for_the_action_path_when_only_the_dit_is_bf16():
     out = wm.step(torch.randn(1, 1, 3))
     assert wm.action_dtype == torch.float32 and wm.dtype == torch.bfloat16
     assert out.shape == (1, 4, 1, 4, 4) and torch.isfinite(out).all()
+
+
+def test_arm_response_probe_sees_the_shipped_model_answer_position_commands(monkeypatch):
+    """`bench/arm_response.py`: the shipped model moves the arm the way the world does after opposite
+    position commands (a positive correlation at the first frame), and every figure is a real number."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import arm_response
+
+    from astra_core.world import WorldModel
+
+    rows = arm_response.arm_response(WorldModel.from_checkpoint(None), [3_000_000, 3_000_001])
+    (corr, energy), (grip_corr, grip_energy) = rows.values()
+    assert len(corr) == len(energy) == arm_response.FRAMES
+    assert corr[0] > 0.3 and 0 < energy[0] < 2
+    assert all(-1 <= c <= 1 for c in corr + grip_corr) and all(e >= 0 for e in grip_energy)
