@@ -1,4 +1,5 @@
-"""`astra ablate`: variant configs, a whole (tiny) ablation run, reuse of finished runs, the results section."""
+"""`astra ablate`: variant configs, a whole (tiny) ablation run over seeds, reuse of finished runs, the
+seeds' spread and the gaps it allows, the learned router's analysis, the results section."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import pytest
 import torch
 import yaml
 
-from astra_core.apps.ablate import MARK_END, MARK_START, VARIANTS, variant_config
+from astra_core.apps.ablate import (
+    MARK_END,
+    MARK_START,
+    VARIANTS,
+    differences,
+    mean_and_spread,
+    only_expert,
+    variant_config,
+)
 from astra_core.apps.cli import main
 from astra_core.checkpoint import load_checkpoint
 from astra_core.config import TrainConfig
@@ -23,11 +32,11 @@ BASE = {
             "ffn_dim": 64,
             "num_heads": 2,
             "num_layers": 1,
-            "in_dim": 48,
+            "in_dim": 96,
             "out_dim": 48,
         },
         "action": {"encoder": "moae", "modalities": ["camera_se3", "robot_ee"], "token_dim": 16, "expert_hidden": 16},
-        "history": {"chunk_size": 2, "window": 4},
+        "history": {"chunk_size": 2, "window": 4, "last_frame_channels": True},
         "guidance": {"action_dropout": 0.1, "scale": 1.5},
         "sampler": {"num_steps": 1},
     },
@@ -51,8 +60,8 @@ def test_variant_configs_change_only_their_fields(tmp_path):
     path.write_text(yaml.safe_dump(BASE))
     base = TrainConfig.from_yaml(path)
     for name, variant in VARIANTS.items():
-        cfg = variant_config(base, variant, tmp_path / name, steps=7)
-        assert cfg.steps == 7 and cfg.out_dir == str(tmp_path / name)
+        cfg = variant_config(base, variant, tmp_path / name, steps=7, seed=3)
+        assert cfg.steps == 7 and cfg.out_dir == str(tmp_path / name) and cfg.seed == 3
         fields = ("guidance", "history", "action", "dit")
         diff = {k for k in fields if getattr(cfg.model, k) != getattr(base.model, k)}
         expected = {
@@ -60,52 +69,103 @@ def test_variant_configs_change_only_their_fields(tmp_path):
             "no_afg": {"guidance"},
             "no_noise_history": {"history"},
             "action_modulation": {"dit"},
+            "no_frame_channels": {"history", "dit"},
         }
         assert diff == expected.get(name, {"action"}), name
+    assert variant_config(base, VARIANTS["full"], tmp_path, None).seed == base.seed
+    frames = variant_config(base, VARIANTS["no_frame_channels"], tmp_path, None).model
+    assert not frames.history.last_frame_channels and frames.dit.in_dim == 48
+    without = TrainConfig.model_validate({**base.model_dump(mode="json"), "model": frames.model_dump(mode="json")})
+    with pytest.raises(ConfigError, match="no last frame on the input channels"):
+        variant_config(without, VARIANTS["no_frame_channels"], tmp_path, None)
     no_afg = variant_config(base, VARIANTS["no_afg"], tmp_path, None).model.guidance
     assert no_afg.action_dropout == 0 and no_afg.scale == 1.0
     assert variant_config(base, VARIANTS["no_noise_history"], tmp_path, None).model.history.noise_prob == 0
 
 
-def test_ablation_runs_every_variant_and_writes_the_table(tmp_path, capsys):
+def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, capsys):
     config = tmp_path / "base.yaml"
     config.write_text(yaml.safe_dump(BASE))
     results_md = tmp_path / "results.md"
     results_md.write_text("# Results\n\nearlier text\n")
     out = tmp_path / "ablate"
     args = ["ablate", str(config), "--out", str(out), "--eval-episodes", "1", "--horizons", "16"]
-    # Two variants at a time in worker processes, as on the 2-core machine.
-    assert main(args + ["--results", str(results_md), "--quiet", "--jobs", "2"]) == 0
+    # Every variant with one seed, two runs at a time in worker processes, as on the 2-core machine.
+    assert main(args + ["--seeds", "0", "--results", str(results_md), "--quiet", "--jobs", "2"]) == 0
     table = capsys.readouterr().out
     for name in VARIANTS:
         assert f"| {name} |" in table
     data = json.loads((out / "ablation.json").read_text())
-    assert list(data["variants"]) == list(VARIANTS)
-    assert set(data["per_embodiment"]["full"]) == {"free_camera", "tabletop_arm"}
-    for summary in data["variants"].values():
-        assert summary["psnr@16"] > 0 and summary["action_following"] > 0
+    assert list(data["variants"]) == list(VARIANTS) and data["seeds"] == [0]
+    assert set(data["per_embodiment"]["full"]["0"]) == {"free_camera", "tabletop_arm"}
+    for name, summary in data["variants"].items():
+        assert summary["psnr@16"] > 0 and summary["action_following@16"] > 0, name
+        assert {"tf_margin", "tf_sharpness", "sharpness@16"} <= set(summary), name
+        assert all(v == 0 for v in data["spread"][name].values())  # one seed: no spread
     # Copy-last-frame is scored on the same episodes as the variants: one reference row.
-    assert data["baseline"]["psnr@16"] > 0 and "action_following" not in data["baseline"]
+    assert data["baseline"]["psnr@16"] > 0 and "action_following@16" not in data["baseline"]
     assert "| copy last frame |" in table
     # The variants really are different models.
-    shared = load_checkpoint(out / "shared_encoder" / "model.safetensors")
-    fixed = load_checkpoint(out / "fixed_router" / "model.safetensors")
+    shared = load_checkpoint(out / "shared_encoder" / "seed-0" / "model.safetensors")
+    fixed = load_checkpoint(out / "fixed_router" / "seed-0" / "model.safetensors")
     assert isinstance(shared.moae, SharedActionEncoder) and isinstance(fixed.moae.router, FixedRouter)
+    plain = load_checkpoint(out / "no_frame_channels" / "seed-0" / "model.safetensors")
+    assert plain.config.dit.in_dim == 48 and not plain.config.history.last_frame_channels
+    # What the learned routers learned, for the variants that have one; none for the fixed table.
+    assert set(data["router"]) == set(VARIANTS) - {"shared_encoder", "fixed_router"}
+    arm = data["router"]["full"]["0"]["tabletop_arm"]
+    assert arm["modality"] == "robot_ee" and len(arm["tf_psnr_expert_alone"]) == 4
+    assert sum(arm["usage"]) == pytest.approx(1.0) and arm["tf_psnr"] > 0
+    assert (out / "router.png").is_file() and "expert 0 alone" in table
     text = results_md.read_text()
     assert "earlier text" in text and text.count(MARK_START) == 1 and "| no_afg |" in text
     assert data["jobs"] == 2 and data["threads_per_job"] >= 1
-    # A second run reuses the finished trainings (same weights) and their evaluations, and replaces
-    # the section in place.
-    before = load_checkpoint(out / "full" / "model.safetensors").state_dict()
-    evaluated = (out / "full" / "ablate_eval.json").stat().st_mtime_ns
-    assert main(args + ["--variants", "full", "--results", str(results_md), "--quiet"]) == 0
-    after = load_checkpoint(out / "full" / "model.safetensors").state_dict()
+    # A second seed for two variants: seed 0's runs are reused (same weights, same evaluation), seed 1
+    # trains; the table gives the mean and the spread, and the gaps that exceed it.
+    before = load_checkpoint(out / "full" / "seed-0" / "model.safetensors").state_dict()
+    evaluated = (out / "full" / "seed-0" / "ablate_eval.json").stat().st_mtime_ns
+    two = ["--variants", "full", "no_afg", "--seeds", "0", "1", "--results", str(results_md), "--quiet"]
+    assert main(args + two) == 0
+    table = capsys.readouterr().out
+    after = load_checkpoint(out / "full" / "seed-0" / "model.safetensors").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert (out / "full" / "ablate_eval.json").stat().st_mtime_ns == evaluated
+    assert (out / "full" / "seed-0" / "ablate_eval.json").stat().st_mtime_ns == evaluated
     again = json.loads((out / "ablation.json").read_text())
-    assert again["variants"]["full"] == data["variants"]["full"]
+    assert again["runs"]["full"]["0"] == data["variants"]["full"]
+    runs = [again["runs"]["full"][s]["psnr@16"] for s in ("0", "1")]
+    assert runs[0] != runs[1]  # another seed, another model
+    assert again["variants"]["full"]["psnr@16"] == pytest.approx(sum(runs) / 2)
+    assert again["spread"]["full"]["psnr@16"] == pytest.approx(abs(runs[0] - runs[1]))
+    assert set(again["differences"]) == {"no_afg"} and "- no_afg: " in table and " ± " in table
     text = results_md.read_text()
-    assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| no_afg |" not in text
+    assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| shared_encoder |" not in text
+    assert "seeds 0, 1" in text
+
+
+def test_gaps_within_the_seeds_spread_count_as_none():
+    full, spread_full = mean_and_spread([{"psnr@16": 20.0, "tf_margin": 1.0}, {"psnr@16": 21.0, "tf_margin": 1.2}])
+    assert full == {"psnr@16": 20.5, "tf_margin": pytest.approx(1.1)}
+    assert spread_full == {"psnr@16": 1.0, "tf_margin": pytest.approx(0.2)}
+    other, spread_other = mean_and_spread([{"psnr@16": 21.2, "tf_margin": 2.0}, {"psnr@16": 21.6, "tf_margin": 2.1}])
+    results = {"variants": {"full": full, "other": other}, "spread": {"full": spread_full, "other": spread_other}}
+    gaps = differences(results)["other"]
+    assert gaps["psnr@16"]["gap"] == pytest.approx(0.9) and not gaps["psnr@16"]["shown"]  # within full's 1.0
+    assert gaps["tf_margin"]["shown"] and gaps["tf_margin"]["spread"] == pytest.approx(0.2)
+
+
+def test_only_expert_routes_every_token_through_one_expert_and_restores_the_router():
+    from astra_core.model.moae import MoAE, TopKRouter
+
+    torch.manual_seed(0)
+    moae = MoAE(["camera_se3", "robot_ee"], TopKRouter(k=2), num_experts=3, token_dim=8, out_dim=6, zero_init=False)
+    actions = {"robot_ee": torch.randn(2, 3, 7)}
+    learned = moae.router
+    with only_expert(moae, 2):
+        out = moae(actions, normalize=False)
+        tokens = moae.encoders["robot_ee"](actions["robot_ee"], torch.ones(2, 3)).reshape(6, -1)
+        assert torch.allclose(out.features.reshape(6, -1), moae.experts[2](tokens), atol=1e-6)
+        assert out.stats["usage"]["robot_ee"] == [0.0, 0.0, 1.0]
+    assert moae.router is learned
 
 
 def test_unknown_variant(tmp_path):

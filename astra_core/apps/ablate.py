@@ -1,9 +1,12 @@
 """`astra ablate`: the paper's ablations at toy scale, with equal steps for every variant.
 
-Each variant is the base config with a few fields changed. It is trained into OUT/VARIANT (a run that
-already finished is reused, one that was stopped resumes from its state), then evaluated on the toy
-benchmark. The table gives, per variant, the mean over embodiments of the benchmark's figures; the
-JSON beside it holds every embodiment's.
+Each variant is the base config with a few fields changed, trained once per seed into
+OUT/VARIANT/seed-S (a run that already finished is reused, one that was stopped resumes from its
+state), then evaluated on the toy benchmark. The table gives, per variant, the mean over its seeds of
+the mean over embodiments of each figure, with the seeds' spread; a variant differs from the full model
+only where the gap exceeds both spreads. The JSON beside it holds every seed's and every embodiment's
+figures, and, for the variants with a learned router, what the router learned: the share of each
+modality's routing weight per expert, and the teacher-forced next step through each expert alone.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import platform
 import signal
 import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,18 @@ class Variant:
     name: str
     description: str
     changes: dict[str, Any]  # dotted config paths -> values
+    # further changes computed from the base config (dumped to a dict), for values that depend on it
+    derived: Callable[[dict], dict[str, Any]] | None = None
+
+
+def _without_frame_channels(data: dict) -> dict[str, Any]:
+    """The input channels that `last_frame_channels` adds (half of in_dim) go with it."""
+    if not data["model"]["history"].get("last_frame_channels"):
+        raise ConfigError(
+            "ablation no_frame_channels: the base config has no last frame on the input channels "
+            "(model.history.last_frame_channels) to remove"
+        )
+    return {"model.dit.in_dim": data["model"]["dit"]["in_dim"] // 2}
 
 
 VARIANTS = {
@@ -53,6 +70,12 @@ VARIANTS = {
             "MoAE with the fixed modality -> expert table instead of the learned router",
             {"model.action.router": "fixed", "model.action.router_options": {}},
         ),
+        Variant(
+            "no_frame_channels",
+            "no last history frame on the input channels: the history reaches new frames through attention only",
+            {"model.history.last_frame_channels": False},
+            derived=_without_frame_channels,
+        ),
         # Beyond the paper: the action also modulates AdaLN (see DiTConfig.action_modulation).
         Variant(
             "action_modulation",
@@ -63,19 +86,27 @@ VARIANTS = {
 }
 
 SUMMARY = (
+    ("tf_margin", "next-step margin dB"),
+    ("tf_sharpness", "sharpness, next step"),
+    ("sharpness@16", "sharpness@16"),
     ("psnr@16", "PSNR@16"),
     ("psnr_changed@16", "changed@16"),
-    ("psnr@48", "PSNR@48"),
-    ("psnr_changed@48", "changed@48"),
-    ("action_following", "action following"),
+    ("action_following@16", "following@16"),
     ("responsiveness_psnr", "responsiveness PSNR"),
 )
+DIGITS = {"tf_sharpness": 2, "sharpness@16": 2, "action_following@16": 3}  # the rest: 2 decimals of dB
 
 
-def variant_config(base: TrainConfig, variant: Variant, out_dir: Path, steps: int | None) -> TrainConfig:
-    """The base config with the variant's changes, its own output folder, and the shared step count."""
+def variant_config(
+    base: TrainConfig, variant: Variant, out_dir: Path, steps: int | None, seed: int | None = None
+) -> TrainConfig:
+    """The base config with the variant's changes, its own output folder, the shared step count and
+    (when given) the run's seed."""
     data = base.model_dump(mode="json")
-    for path, value in variant.changes.items():
+    changes = dict(variant.changes)
+    if variant.derived is not None:
+        changes.update(variant.derived(data))
+    for path, value in changes.items():
         node = data
         *parents, leaf = path.split(".")
         for key in parents:
@@ -86,6 +117,8 @@ def variant_config(base: TrainConfig, variant: Variant, out_dir: Path, steps: in
     data["out_dir"] = str(out_dir)
     if steps is not None:
         data["steps"] = steps
+    if seed is not None:
+        data["seed"] = seed
     return TrainConfig.model_validate(data)
 
 
@@ -106,10 +139,10 @@ def stop_when_orphaned(parent: int, interval: float = 1.0) -> threading.Thread:
 def _variant_worker(
     cfg_json: str, name: str, settings: dict, threads: int, progress: bool, parent: int | None = None
 ) -> dict:
-    """Train one variant (or reuse / resume its run) and evaluate it (or reuse its evaluation).
+    """Train one run of a variant (or reuse / resume it) and evaluate it (or reuse its evaluation).
 
     Runs in the calling process or, with `parent` set, in a worker process of `--jobs`; returns
-    {"bench": {...}, "train": seconds, "eval": seconds}.
+    {"bench": {...}, "experts": {...} or None, "train": seconds, "eval": seconds}.
     """
     import torch
 
@@ -136,14 +169,86 @@ def _variant_worker(
     cached = folder / "ablate_eval.json"
     if cached.is_file():
         previous = json.loads(cached.read_text())
-        if previous.get("key") == key:  # same weights, same benchmark: reuse
-            return {"bench": previous["bench"], "train": train_seconds, "eval": previous["eval_seconds"]}
+        if previous.get("key") == key and "experts" in previous:  # same weights, same benchmark: reuse
+            return {
+                "bench": previous["bench"],
+                "experts": previous["experts"],
+                "train": train_seconds,
+                "eval": previous["eval_seconds"],
+            }
     start = time.time()
     eval_settings = EvalSettings(episodes=settings["episodes"], horizons=tuple(settings["horizons"]))
     bench = run_benchmark({name: str(model)}, eval_settings, progress=progress)
+    experts = expert_specialisation(str(model), eval_settings) if learned_router(cfg) else None
     eval_seconds = time.time() - start
-    write_text_atomically(cached, json.dumps({"key": key, "bench": bench, "eval_seconds": eval_seconds}))
-    return {"bench": bench, "train": train_seconds, "eval": eval_seconds}
+    record = {"key": key, "bench": bench, "experts": experts, "eval_seconds": eval_seconds}
+    write_text_atomically(cached, json.dumps(record))
+    return {"bench": bench, "experts": experts, "train": train_seconds, "eval": eval_seconds}
+
+
+def learned_router(cfg: TrainConfig) -> bool:
+    """Whether the config's action path routes tokens by a router with parameters (not the fixed
+    table, not one shared expert, not the shared-encoder ablation)."""
+    return cfg.model.action.encoder == "moae" and cfg.model.action.router not in ("fixed", "shared")
+
+
+@contextmanager
+def only_expert(moae, expert: int):
+    """Route every modality's tokens to one expert, with weight 1, inside the block."""
+    from astra_core.model.moae import FixedRouter
+
+    learned = moae.router
+    router = FixedRouter({name: expert for name in moae.names})
+    router.setup(learned.token_dim, moae.num_experts, moae.names)
+    moae.router = router
+    try:
+        yield
+    finally:
+        moae.router = learned
+
+
+def expert_specialisation(checkpoint: str, settings) -> dict[str, dict[str, Any]] | None:
+    """What a learned router chose, per toy world the checkpoint drives (each has one modality): the
+    share of that modality's routing weight each expert gets (`usage`), and the teacher-forced next
+    step's PSNR (`tf_psnr`, as in the benchmark, on its held-out episodes) with the learned routing and
+    through each expert alone (`tf_psnr_expert_alone`). Experts that specialise show as large losses
+    through the experts a modality does not use. None for a model without MoAE experts."""
+    import torch
+
+    from astra_core.apps.evaluate import router_usage, teacher_forced
+    from astra_core.model.moae import MoAE
+    from astra_core.plugins import get_registry
+    from astra_core.world import WorldModel
+
+    wm = WorldModel.from_checkpoint(checkpoint)
+    moae = wm.net.moae
+    if not isinstance(moae, MoAE):
+        return None
+    contexts = settings.teacher_forced_contexts
+    out: dict[str, dict[str, Any]] = {}
+    for world in get_registry().worlds.values():
+        if world.modality not in wm.modalities:
+            continue
+        length = 1 + contexts * wm.frames_per_step
+        episodes = [world.episode(settings.first_seed + i, length) for i in range(settings.episodes)]
+        frames = torch.stack([ep.frames for ep in episodes])
+        streams = [{world.modality: ep.actions[world.modality]} for ep in episodes]
+
+        def mean_psnr(frames=frames, streams=streams) -> float:
+            scores = teacher_forced(wm, frames, streams, contexts)
+            return sum(float(s["tf_psnr"]) for s in scores) / len(scores)
+
+        alone = []
+        for expert in range(moae.num_experts):
+            with only_expert(moae, expert):
+                alone.append(mean_psnr())
+        out[world.name] = {
+            "modality": world.modality,
+            "usage": router_usage(wm, [s[world.modality] for s in streams], world.modality),
+            "tf_psnr": mean_psnr(),
+            "tf_psnr_expert_alone": alone,
+        }
+    return out
 
 
 def run_ablation(
@@ -155,10 +260,12 @@ def run_ablation(
     horizons: tuple[int, ...] = (16, 48),
     progress: bool = True,
     jobs: int = 1,
+    seeds: tuple[int, ...] = (0, 1),
 ) -> dict:
-    """Train and evaluate every variant; returns {"variants": {name: summary}, "seconds": {...}, ...}.
+    """Train and evaluate every variant once per seed; returns {"variants": {name: mean summary},
+    "spread": {name: the seeds' range per figure}, "differences": {...}, "runs": ..., ...}.
 
-    `jobs` > 1 runs that many variants at once in worker processes, the machine's cores shared among
+    `jobs` > 1 runs that many trainings at once in worker processes, the machine's cores shared among
     them (one torch thread each on a 2-core machine with `jobs=2`). Finished trainings and their
     evaluations are reused, so a run split over several commands costs no more than one.
     """
@@ -168,53 +275,87 @@ def run_ablation(
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ConfigError(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    if max(horizons) < 16:
-        raise ConfigError("--horizons: the table needs a horizon of at least 16 frames")
+    if max(horizons) < 16 or 16 not in horizons:
+        raise ConfigError(f"--horizons {list(horizons)}: the table needs the horizon 16 among them")
     if jobs < 1:
         raise ConfigError(f"--jobs: expected at least 1, got {jobs}")
+    seeds = tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds {list(seeds)}: give one or more distinct seeds, none negative")
     base = TrainConfig.from_yaml(config)
     out = Path(out)
     settings = {"episodes": eval_episodes, "horizons": list(horizons)}
-    configs = {name: variant_config(base, VARIANTS[name], out / name, steps) for name in names}
+    runs = [(name, seed) for name in names for seed in seeds]
+    configs = {
+        (name, seed): variant_config(base, VARIANTS[name], out / name / f"seed-{seed}", steps, seed)
+        for name, seed in runs
+    }
     started = time.time()
-    outcomes: dict[str, dict] = {}
+    outcomes: dict[tuple[str, int], dict] = {}
     threads = torch.get_num_threads()
-    if jobs == 1 or len(names) == 1:
+    if jobs == 1 or len(runs) == 1:
         jobs = 1
-        for name in names:
-            outcomes[name] = _variant_worker(configs[name].model_dump_json(), name, settings, 0, progress)
+        for run in runs:
+            outcomes[run] = _variant_worker(configs[run].model_dump_json(), run[0], settings, 0, progress)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        workers = min(jobs, len(names))
+        workers = min(jobs, len(runs))
         threads = max(1, torch.get_num_threads() // workers)
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {
-                pool.submit(_variant_worker, configs[n].model_dump_json(), n, settings, threads, False, os.getpid()): n
-                for n in names
+                pool.submit(
+                    _variant_worker, configs[r].model_dump_json(), r[0], settings, threads, False, os.getpid()
+                ): r
+                for r in runs
             }
             try:
                 for future in as_completed(futures):
-                    name = futures[future]
-                    outcomes[name] = future.result()
+                    run = futures[future]
+                    outcomes[run] = future.result()
                     if progress:
-                        took = (outcomes[name]["train"] + outcomes[name]["eval"]) / 60
-                        print(f"ablation: {name} finished ({took:.1f} min of training and evaluation)", flush=True)
+                        took = (outcomes[run]["train"] + outcomes[run]["eval"]) / 60
+                        print(
+                            f"ablation: {run[0]} (seed {run[1]}) finished ({took:.1f} min of training and evaluation)",
+                            flush=True,
+                        )
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # variants not started yet are dropped
+                pool.shutdown(wait=False, cancel_futures=True)  # runs not started yet are dropped
                 raise
-    results: dict[str, Any] = {"config": str(config), "variants": {}, "per_embodiment": {}, "seconds": {}}
+    results: dict[str, Any] = {
+        "config": str(config),
+        "seeds": list(seeds),
+        "variants": {},
+        "spread": {},
+        "runs": {},
+        "per_embodiment": {},
+        "router": {},
+        "seconds": {},
+    }
     for name in names:  # the table keeps the order of `names`, whatever order the workers finished in
-        bench = outcomes[name]["bench"]
+        per_seed = {seed: summarize(outcomes[(name, seed)]["bench"], name) for seed in seeds}
+        results["runs"][name] = {str(seed): per_seed[seed] for seed in seeds}
+        results["variants"][name], results["spread"][name] = mean_and_spread(list(per_seed.values()))
         results["per_embodiment"][name] = {
-            world: {k: v for k, v in r.items() if not isinstance(v, list)} for world, r in bench.items()
+            str(seed): {
+                world: {k: v for k, v in r.items() if not isinstance(v, list)}
+                for world, r in outcomes[(name, seed)]["bench"].items()
+            }
+            for seed in seeds
         }
-        results["variants"][name] = summarize(bench, name)
-        results["seconds"][name] = {"train": outcomes[name]["train"], "eval": outcomes[name]["eval"]}
+        experts = {str(seed): outcomes[(name, seed)]["experts"] for seed in seeds}
+        if any(e is not None for e in experts.values()):
+            results["router"][name] = experts
+        results["seconds"][name] = {
+            str(seed): {"train": outcomes[(name, seed)]["train"], "eval": outcomes[(name, seed)]["eval"]}
+            for seed in seeds
+        }
+    if "full" in results["variants"]:
+        results["differences"] = differences(results)
     # The same held-out episodes for every variant, so one copy-last-frame row serves as the reference.
-    results["baseline"] = summarize(outcomes[names[0]]["bench"], "copy_last")
+    results["baseline"] = summarize(outcomes[runs[0]]["bench"], "copy_last")
     results["steps"] = steps or base.steps
     results["eval"] = {"episodes": eval_episodes, "horizons": list(horizons)}
     results["jobs"] = jobs
@@ -224,6 +365,8 @@ def run_ablation(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out / "ablation.json", json.dumps(results, indent=2))
     write_text_atomically(out / "ablation.md", ablation_table(results) + "\n")
+    if results["router"]:
+        write_router_plot(results, out / "router.png")
     return results
 
 
@@ -237,28 +380,153 @@ def summarize(bench: dict, label: str) -> dict[str, float]:
     return out
 
 
+def mean_and_spread(summaries: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per figure: the mean over the runs (seeds) and the spread, max − min (0 for one run)."""
+    means, spreads = {}, {}
+    for key in {k for s in summaries for k in s}:
+        values = [s[key] for s in summaries if key in s]
+        means[key] = sum(values) / len(values)
+        spreads[key] = max(values) - min(values)
+    return means, spreads
+
+
+def differences(results: dict) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each variant against `full`, per figure: the gap of the means, the larger of the two seed
+    spreads, and whether the gap exceeds it (`shown`; False: no difference at these seeds)."""
+    full, full_spread = results["variants"]["full"], results["spread"]["full"]
+    out = {}
+    for name, summary in results["variants"].items():
+        if name == "full":
+            continue
+        out[name] = {}
+        for key, value in summary.items():
+            if key not in full:
+                continue
+            gap = value - full[key]
+            spread = max(results["spread"][name].get(key, 0.0), full_spread.get(key, 0.0))
+            out[name][key] = {"gap": gap, "spread": spread, "shown": abs(gap) > spread}
+    return out
+
+
+def _cell(key: str, value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "–"
+    digits = DIGITS.get(key, 2)
+    text = f"{value:.{digits}f}"
+    return text if not spread else f"{text} ± {spread / 2:.{digits}f}"
+
+
 def ablation_table(results: dict) -> str:
+    """The variants (mean ± half the seeds' range), copy-last, and the gaps to `full` that exceed the
+    seeds' spread."""
+    seeds = results.get("seeds", [0])
     lines = [
-        "| variant | " + " | ".join(title for _, title in SUMMARY) + " | train min | what changes |",
+        "| variant | " + " | ".join(title for _, title in SUMMARY) + " | train min per seed | what changes |",
         "|" + "---|" * (len(SUMMARY) + 3),
     ]
-
-    def cells(summary: dict) -> str:
-        return " | ".join(
-            "–"
-            if summary.get(key) is None
-            else (f"{summary[key]:.3f}" if key == "action_following" else f"{summary[key]:.2f}")
-            for key, _ in SUMMARY
-        )
-
     for name, summary in results["variants"].items():
-        minutes = results["seconds"][name]["train"] / 60
-        lines.append(f"| {name} | {cells(summary)} | {minutes:.1f} | {VARIANTS[name].description} |")
+        spread = results["spread"][name]
+        cells = " | ".join(_cell(key, summary.get(key), spread.get(key)) for key, _ in SUMMARY)
+        minutes = [results["seconds"][name][str(s)]["train"] / 60 for s in seeds]
+        lines.append(f"| {name} | {cells} | {' / '.join(f'{m:.1f}' for m in minutes)} | {VARIANTS[name].description} |")
     if results.get("baseline"):
+        cells = " | ".join(_cell(key, results["baseline"].get(key)) for key, _ in SUMMARY)
+        lines.append(f"| copy last frame | {cells} | – | baseline: the last context frame repeated |")
+    diffs = results.get("differences")
+    if diffs:
+        lines += [
+            "",
+            "Gaps to `full` larger than the seeds' spread (the larger of the two ranges); other gaps: none.",
+            "",
+        ]
+        titles = dict(SUMMARY)
+        for name, figures in diffs.items():
+            shown = [
+                f"{titles[k]} {d['gap']:+.{DIGITS.get(k, 2)}f} (spread {d['spread']:.{DIGITS.get(k, 2)}f})"
+                for k, d in figures.items()
+                if d["shown"]
+            ]
+            lines.append(f"- {name}: " + ("; ".join(shown) if shown else "none"))
+    router = results.get("router", {}).get("full")
+    if router:
+        lines += ["", router_table(router)]
+    return "\n".join(lines)
+
+
+def router_table(per_seed: dict[str, dict | None]) -> str:
+    """The learned router of one variant, per world (seeds averaged): the share of routing weight per
+    expert, and the teacher-forced next step with the learned routing and through each expert alone."""
+    runs = [r for r in per_seed.values() if r]
+    worlds = list(runs[0])
+    experts = len(runs[0][worlds[0]]["tf_psnr_expert_alone"])
+    weights = " | ".join(f"weight to expert {e}" for e in range(experts))
+    alone = " | ".join(f"expert {e} alone" for e in range(experts))
+    lines = [
+        f"| world (modality) | {weights} | next-step PSNR, learned routing | {alone} |",
+        "|" + "---|" * (2 + 2 * experts),
+    ]
+
+    def mean(values):
+        return sum(values) / len(values)
+
+    for world in worlds:
+        usage = [
+            mean([r[world]["usage"][e] for r in runs if r[world]["usage"]] or [float("nan")]) for e in range(experts)
+        ]
+        alone = [mean([r[world]["tf_psnr_expert_alone"][e] for r in runs]) for e in range(experts)]
+        learned = mean([r[world]["tf_psnr"] for r in runs])
         lines.append(
-            f"| copy last frame | {cells(results['baseline'])} | – | baseline: the last context frame repeated |"
+            f"| {world} ({runs[0][world]['modality']}) | "
+            + " | ".join(f"{u:.2f}" for u in usage)
+            + f" | {learned:.2f} | "
+            + " | ".join(f"{a:.2f}" for a in alone)
+            + " |"
         )
     return "\n".join(lines)
+
+
+def write_router_plot(results: dict, path: Path) -> Path | None:
+    """Per variant with a learned router: a heat map of routing weight (world × expert) and the next
+    step's PSNR through each expert alone, less the learned routing's. Needs matplotlib (`plots`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    variants = [(name, [r for r in per_seed.values() if r]) for name, per_seed in results["router"].items()]
+    variants = [(name, runs) for name, runs in variants if runs]
+    fig, axes = plt.subplots(len(variants), 2, figsize=(10, 3.2 * len(variants)), squeeze=False)
+    for row, (name, runs) in enumerate(variants):
+        worlds = list(runs[0])
+        experts = len(runs[0][worlds[0]]["tf_psnr_expert_alone"])
+        usage = [[sum(r[w]["usage"][e] for r in runs) / len(runs) for e in range(experts)] for w in worlds]
+        loss = [
+            [sum(r[w]["tf_psnr_expert_alone"][e] - r[w]["tf_psnr"] for r in runs) / len(runs) for e in range(experts)]
+            for w in worlds
+        ]
+        left, right = axes[row]
+        image = left.imshow(usage, vmin=0, vmax=1, cmap="viridis")
+        left.set_xticks(range(experts), [f"expert {e}" for e in range(experts)])
+        left.set_yticks(range(len(worlds)), worlds)
+        for i, values in enumerate(usage):
+            for e, value in enumerate(values):
+                left.text(e, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.5 else "k")
+        left.set_title(f"{name}: share of routing weight")
+        fig.colorbar(image, ax=left)
+        width = 0.8 / experts
+        for e in range(experts):
+            right.bar([i + e * width for i in range(len(worlds))], [v[e] for v in loss], width, label=f"expert {e}")
+        right.axhline(0, color="k", linewidth=0.8)
+        right.set_xticks([i + 0.4 - width / 2 for i in range(len(worlds))], worlds)
+        right.set_ylabel("dB against the learned routing")
+        right.set_title("next step through one expert alone")
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def machine() -> dict[str, Any]:
@@ -278,17 +546,18 @@ def write_results_section(path: str | Path, results: dict, command: str) -> Path
     path = Path(path)
     text = path.read_text() if path.is_file() else "# Results\n"
     m = results["machine"]
-    total = sum(s["train"] + s["eval"] for s in results["seconds"].values()) / 60
+    total = sum(r["train"] + r["eval"] for per_seed in results["seconds"].values() for r in per_seed.values()) / 60
     section = "\n".join(
         [
             MARK_START,
-            f"Command: `{command}`. {results['steps']} training steps per variant; the benchmark on "
+            f"Command: `{command}`. {results['steps']} training steps per variant and seed "
+            f"(seeds {', '.join(map(str, results.get('seeds', [0])))}); the benchmark on "
             f"{results['eval']['episodes']} held-out episodes per embodiment, horizons "
             f"{', '.join(map(str, results['eval']['horizons']))}. Machine: {m['cores']} cores ({m['cpu']}), "
             f"torch {m['torch']}. Training and evaluation took {total:.0f} minutes summed over the variants "
             f"({results.get('jobs', 1)} at a time, {results.get('threads_per_job', m['torch_threads'])} torch "
-            "thread(s) each; the per-variant training minutes are in the table). "
-            "Each figure is the mean over the embodiments.",
+            "thread(s) each; the training minutes of each seed are in the table). Each figure is the mean "
+            "over the embodiments, then over the seeds, ± half the seeds' range.",
             "",
             ablation_table(results),
             MARK_END,

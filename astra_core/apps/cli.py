@@ -391,11 +391,13 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         horizons=tuple(args.horizons),
         progress=not args.quiet,
         jobs=args.jobs,
+        seeds=tuple(args.seeds),
     )
     from astra_core.apps.ablate import ablation_table
 
     print(ablation_table(results))
-    print(f"written: {Path(args.out) / 'ablation.json'}, {Path(args.out) / 'ablation.md'}")
+    written = [Path(args.out) / "ablation.json", Path(args.out) / "ablation.md", Path(args.out) / "router.png"]
+    print("written: " + ", ".join(str(p) for p in written if p.is_file()))
     if args.results:
         command = "astra ablate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "astra ablate"
         print(f"written: {write_results_section(args.results, results, command)}")
@@ -583,16 +585,25 @@ def build_parser() -> argparse.ArgumentParser:
     play.set_defaults(func=_cmd_play)
     ab = sub.add_parser("ablate", help="the paper's ablations at toy scale: train and evaluate each variant")
     ab.add_argument("config", nargs="?", default="examples/configs/ablate.yaml", help="base training config")
-    ab.add_argument("--out", default="runs/ablate", help="one folder per variant inside (finished runs are reused)")
+    ab.add_argument(
+        "--out",
+        default="runs/ablate",
+        help="VARIANT/seed-S folders inside (finished runs are reused, stopped ones resume)",
+    )
     ab.add_argument("--variants", nargs="+", help="default: all of " + " ".join(VARIANTS))
     ab.add_argument("--steps", type=int, help="training steps per variant (default: the config's)")
+    ab.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="training seeds per variant (default: 0 1; the table gives their mean and spread)",
+    )
     ab.add_argument("--eval-episodes", type=int, default=10, help="held-out episodes per embodiment")
     ab.add_argument("--horizons", type=int, nargs="+", default=[16, 48])
     ab.add_argument("--results", help="also write the table into this markdown file (e.g. docs/results.md)")
     ab.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ab.add_argument(
-        "--jobs", type=int, default=1, help="variants trained at once in worker processes, sharing the threads"
-    )
+    ab.add_argument("--jobs", type=int, default=1, help="runs trained at once in worker processes, sharing the threads")
     ab.add_argument("--quiet", action="store_true", help="no progress bars")
     ab.set_defaults(func=_cmd_ablate)
     presets = sub.add_parser("presets", help="list the DiT presets and their sizes")
