@@ -416,3 +416,32 @@ def test_rollout_table_marks_a_horizon_an_embodiment_could_not_reach():
     short = {"astra/psnr@16": 25.0, "astra/psnr_changed@16": 18.0, "astra/ssim@16": 0.7}
     table = markdown_table({"arm": long, "highway": short}, (16, 32))
     assert "| highway | astra | 25.00 | 18.00 | 0.700 | – | – | – |" in table and "nan" not in table
+
+
+def test_min_frames_leaves_short_episodes_out_instead_of_cutting_every_episode(tmp_path):
+    """A crash-ended episode among long ones: without --min-frames every episode of the embodiment is
+    cut to its length (horizon 16 is lost); with it, that episode is left out, and the count says so."""
+    from astra_core.apps.evaluate import EvalSettings, evaluate_data, markdown_table
+    from astra_core.errors import AstraError, ConfigError
+    from astra_core.plugins import get_registry
+    from astra_core.world import WorldModel
+
+    car = get_registry().worlds["car"]
+    episodes = [car.episode(1_000_000 + i, n) for i, n in enumerate((17, 9, 17))]
+    models = {"astra": WorldModel.from_checkpoint(SHIPPED, num_steps=1)}
+    cut = evaluate_data(episodes, models, EvalSettings(horizons=(16,)), progress=False, replay=False)["car"]
+    assert "astra/psnr@16" not in cut and "astra/psnr@8" in cut and cut["episodes_left_out"] == 0
+    settings = EvalSettings(horizons=(16,), min_frames=17)
+    kept = evaluate_data(episodes, models, settings, progress=False, replay=False)
+    assert "astra/psnr@16" in kept["car"] and kept["car"]["episodes"] == 2 and kept["car"]["episodes_left_out"] == 1
+    table = markdown_table(kept, (16,))
+    assert "car 2 (car: 1 shorter than --min-frames left out)" in table and "| car | episodes |" not in table
+    with pytest.raises(AstraError, match="no episode has --min-frames 40 frames \\(the longest has 17\\)"):
+        evaluate_data(episodes, models, EvalSettings(horizons=(16,), min_frames=40), progress=False, replay=False)
+    with pytest.raises(ConfigError, match="min_frames=-1"):
+        EvalSettings(min_frames=-1)
+
+
+def test_min_frames_is_refused_on_the_toy_benchmark(capsys):
+    assert main(["eval", "--checkpoint", str(SHIPPED), "--min-frames", "20", "--episodes", "1"]) == 2
+    assert "--min-frames applies to recorded episodes (--cache or --reader)" in capsys.readouterr().err

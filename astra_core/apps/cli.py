@@ -228,8 +228,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     seeds = {} if args.first_seed is None else {"first_seed": args.first_seed}
     if args.sheet is not None and args.sheet < 1:
         raise ConfigError(f"--sheet {args.sheet}: give the number of episodes per embodiment to draw (1 or more)")
+    if args.min_frames and not (args.cache or args.reader):
+        raise ConfigError(
+            "--min-frames applies to recorded episodes (--cache or --reader); the toy benchmark's are whole"
+        )
     settings = EvalSettings(
-        episodes=args.episodes, horizons=tuple(args.horizons), sheet_episodes=args.sheet or 0, **seeds
+        episodes=args.episodes,
+        horizons=tuple(args.horizons),
+        sheet_episodes=args.sheet or 0,
+        min_frames=args.min_frames,
+        **seeds,
     )
     samples: list | None = [] if args.sheet else None
     if args.paths and not args.reader:
@@ -451,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-episodes",
         action="store_true",
         help="with --cache or --reader: score every episode, not only those the held-out rule picks",
+    )
+    ev.add_argument(
+        "--min-frames",
+        type=int,
+        default=0,
+        help="with --cache or --reader: leave out episodes shorter than this (the rest of an embodiment are "
+        "cut to its shortest episode)",
     )
     ev.add_argument(
         "--no-replay",

@@ -92,6 +92,9 @@ class EvalSettings:
     teacher_forced_contexts: int = 4
     first_seed: int = EVAL_SEED  # episodes first_seed, first_seed + 1, ...: the benchmark's held-out seeds
     sheet_episodes: int = 0  # rollouts of the first N episodes per embodiment kept for a contact sheet
+    # recorded episodes (evaluate_data) shorter than this are left out, so that a few short ones (a
+    # crash ending an episode early) do not cut every other episode of their embodiment to their length
+    min_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -107,6 +110,8 @@ class EvalSettings:
             raise ConfigError(f"first_seed={self.first_seed} must not be negative")
         if self.sheet_episodes < 0:
             raise ConfigError(f"sheet_episodes={self.sheet_episodes} must not be negative")
+        if self.min_frames < 0:
+            raise ConfigError(f"min_frames={self.min_frames} must not be negative")
 
 
 def _rollout(wm: WorldModel, frames: torch.Tensor, streams: list[dict], context: int, horizon: int):
@@ -506,7 +511,8 @@ def evaluate_data(
     replay: bool = True,
     samples: list | None = None,
 ) -> dict:
-    """{embodiment: metrics} for recorded episodes (`evaluate_episodes` per embodiment). Episodes of
+    """{embodiment: metrics} for recorded episodes (`evaluate_episodes` per embodiment). Episodes shorter
+    than `settings.min_frames` are left out (their count is stored as `episodes_left_out`); the rest of
     one embodiment are cut to the shortest one's length; horizons beyond it and teacher-forced contexts
     that do not fit are dropped (the settings used are stored with the figures); action following
     drives each episode with the next one's actions, so it needs two episodes of an embodiment. With
@@ -525,7 +531,13 @@ def evaluate_data(
         )
     context, step = settings.context_frames, first.frames_per_step
     results = {}
-    for name, group in usable.items():
+    for name, all_of_them in usable.items():
+        group = [e for e in all_of_them if e.frames.shape[1] >= settings.min_frames]
+        if not group:
+            longest = max(e.frames.shape[1] for e in all_of_them)
+            raise AstraError(
+                f"{name}: no episode has --min-frames {settings.min_frames} frames (the longest has {longest})"
+            )
         length = min(e.frames.shape[1] for e in group)
         if length - context < step:
             raise AstraError(
@@ -558,6 +570,8 @@ def evaluate_data(
         results[name] = evaluate_episodes(
             name, cut, others, models, here, progress, counterfactual=counterfactual, objects=objects, samples=samples
         )
+        results[name]["episodes"] = len(group)
+        results[name]["episodes_left_out"] = len(all_of_them) - len(group)
         for label, wm in models.items():
             results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
             results[name][f"{label}/guidance"] = wm.latent.guidance_scale
@@ -575,6 +589,13 @@ def _settings_line(results: dict, labels: list[str]) -> str:
                 f"{label}: {first[f'{label}/sampling_steps']} sampling steps, guidance "
                 f"{first[f'{label}/guidance']:g}, {precision}"
             )
+    counts = [f"{name} {r['episodes']}" for name, r in results.items() if "episodes" in r]
+    if counts:
+        left = {name: r["episodes_left_out"] for name, r in results.items() if r.get("episodes_left_out")}
+        note = (
+            f" ({', '.join(f'{n}: {k} shorter than --min-frames left out' for n, k in left.items())})" if left else ""
+        )
+        parts.append("episodes scored: " + ", ".join(counts) + note)
     return "Settings: " + "; ".join(parts) if parts else ""
 
 
@@ -651,7 +672,7 @@ def object_table(results: dict, horizons=(16, 48)) -> str:
 def markdown_table(results: dict, horizons=(16, 48)) -> str:
     """The rollout table (PSNR, changed-pixel PSNR and SSIM at horizons, action following over the
     longest, responsiveness), then the next-step table and the settings the figures were taken at."""
-    labels = sorted({k.split("/")[0] for r in results.values() for k in r})
+    labels = sorted({k.split("/")[0] for r in results.values() for k in r if "/" in k})
     lines = []
     header = (
         "| embodiment | model | "
