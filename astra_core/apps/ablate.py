@@ -383,7 +383,7 @@ def summarize(bench: dict, label: str) -> dict[str, float]:
 def mean_and_spread(summaries: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """Per figure: the mean over the runs (seeds) and the spread, max − min (0 for one run)."""
     means, spreads = {}, {}
-    for key in {k for s in summaries for k in s}:
+    for key in dict.fromkeys(k for s in summaries for k in s):  # in the summaries' order
         values = [s[key] for s in summaries if key in s]
         means[key] = sum(values) / len(values)
         spreads[key] = max(values) - min(values)
