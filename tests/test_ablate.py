@@ -140,6 +140,25 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     text = results_md.read_text()
     assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| shared_encoder |" not in text
     assert "seeds 0, 1" in text
+    # A run's records alone (done.json, ablate_eval.json), the weights and state dropped and the folder
+    # moved, still count as a finished, evaluated run: the table is rebuilt without training.
+    kept = tmp_path / "kept"
+    for seed in ("seed-0", "seed-1"):
+        (kept / "full" / seed).mkdir(parents=True)
+        for record in ("done.json", "ablate_eval.json"):
+            (out / "full" / seed / record).rename(kept / "full" / seed / record)
+    rebuilt = ["ablate", str(config), "--out", str(kept), "--eval-episodes", "1", "--horizons", "16"]
+    assert main(rebuilt + ["--variants", "full", "--quiet"]) == 0
+    assert json.loads((kept / "ablation.json").read_text())["runs"]["full"] == again["runs"]["full"]
+    assert sorted(p.name for p in (kept / "full" / "seed-0").iterdir()) == ["ablate_eval.json", "done.json"]
+    # ... but not under other benchmark settings (nothing to evaluate), nor for a changed config.
+    capsys.readouterr()
+    assert main(rebuilt[:4] + ["--eval-episodes", "2", "--horizons", "16", "--variants", "full", "--quiet"]) == 2
+    assert "seed-0 holds a finished run without its weights" in capsys.readouterr().err
+    changed = {**BASE, "optim": {"warmup_steps": 1, "lr": 0.002}}
+    config.write_text(yaml.safe_dump(changed))
+    assert main(rebuilt + ["--variants", "full", "--quiet"]) == 2
+    assert "holds a finished run of another config (fields optim.lr)" in capsys.readouterr().err
 
 
 def test_gaps_within_the_seeds_spread_count_as_none():

@@ -2,7 +2,10 @@
 
 Each variant is the base config with a few fields changed, trained once per seed into
 OUT/VARIANT/seed-S (a run that already finished is reused, one that was stopped resumes from its
-state), then evaluated on the toy benchmark. The table gives, per variant, the mean over its seeds of
+state), then evaluated on the toy benchmark. A finished run's records are `done.json` (its config and
+training time) and `ablate_eval.json` (its figures): with those two files alone, its weights deleted or
+the folder copied to another machine, the run still counts as finished and evaluated, so a table can be
+rebuilt, and extended, from records kept beside it. The table gives, per variant, the mean over its seeds of
 the mean over embodiments of each figure, with the seeds' spread; a variant differs from the full model
 only where the gap exceeds both spreads. The JSON beside it holds every seed's and every embodiment's
 figures, and, for the variants with a learned router, what the router learned: the share of each
@@ -156,26 +159,41 @@ def _variant_worker(
     cfg = TrainConfig.model_validate_json(cfg_json)
     folder = Path(cfg.out_dir)
     done = folder / "done.json"
+    recipe = run_recipe(cfg)
     if not done.is_file():
         trainer = Trainer(cfg, resume=(folder / "state.pt").is_file(), progress=progress)
         trainer.train()
         if trainer.step < cfg.steps:
             raise ConfigError(f"ablation {name}: training stopped at step {trainer.step}; run again to resume")
-        write_text_atomically(done, json.dumps({"steps": trainer.step, "train_seconds": trainer.elapsed()}))
-    train_seconds = json.loads(done.read_text())["train_seconds"]
+        record = {"steps": trainer.step, "train_seconds": trainer.elapsed(), "config": recipe}
+        write_text_atomically(done, json.dumps(record, indent=1))
+    finished = json.loads(done.read_text())
+    if "config" in finished and finished["config"] != recipe:
+        changed = sorted(config_differences(finished["config"], recipe))
+        raise ConfigError(
+            f"ablation {name}: {folder} holds a finished run of another config (fields {', '.join(changed)}); "
+            "delete the folder to train it again, or give another --out"
+        )
+    train_seconds = finished["train_seconds"]
     model = folder / "model.safetensors"
-    stat = model.stat()
-    key = {"settings": settings, "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns}
     cached = folder / "ablate_eval.json"
-    if cached.is_file():
-        previous = json.loads(cached.read_text())
-        if previous.get("key") == key and "experts" in previous:  # same weights, same benchmark: reuse
+    previous = json.loads(cached.read_text()) if cached.is_file() else None
+    if previous is not None and "experts" in previous:
+        same_settings = previous.get("key", {}).get("settings") == settings
+        # Same weights (or the weights were dropped and the record kept), same benchmark: reuse.
+        if same_settings and (not model.is_file() or previous["key"] == _eval_key(settings, model)):
             return {
                 "bench": previous["bench"],
                 "experts": previous["experts"],
                 "train": train_seconds,
                 "eval": previous["eval_seconds"],
             }
+    if not model.is_file():
+        raise ConfigError(
+            f"ablation {name}: {folder} holds a finished run without its weights ({model.name}) and without an "
+            "evaluation of them under these benchmark settings; delete the folder to train it again"
+        )
+    key = _eval_key(settings, model)
     start = time.time()
     eval_settings = EvalSettings(episodes=settings["episodes"], horizons=tuple(settings["horizons"]))
     bench = run_benchmark({name: str(model)}, eval_settings, progress=progress)
@@ -184,6 +202,29 @@ def _variant_worker(
     record = {"key": key, "bench": bench, "experts": experts, "eval_seconds": eval_seconds}
     write_text_atomically(cached, json.dumps(record))
     return {"bench": bench, "experts": experts, "train": train_seconds, "eval": eval_seconds}
+
+
+def _eval_key(settings: dict, model: Path) -> dict[str, Any]:
+    stat = model.stat()
+    return {"settings": settings, "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns}
+
+
+def run_recipe(cfg: TrainConfig) -> dict[str, Any]:
+    """What a run was trained with: its config without the output folder (a run's records may move)."""
+    data = cfg.model_dump(mode="json")
+    data.pop("out_dir")
+    return data
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the fields where two config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            path
+            for key in sorted(set(a) | set(b), key=str)
+            for path in config_differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def learned_router(cfg: TrainConfig) -> bool:
