@@ -300,6 +300,31 @@ def test_info_reports_training_provenance(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["extra_metadata"]["train_step"] == "2" and info["tokenizer"]["kind"] == "pixel"
     assert info["config"]["action"]["modalities"] == ["camera_se3", "robot_ee"]
+    extra = info["extra_metadata"]
+    assert int(extra["train_seconds"]) >= 0 and int(extra["train_cpu_seconds"]) >= 0
+
+
+def test_training_time_in_wall_and_cpu_seconds_carries_over_resume(tmp_path, monkeypatch):
+    path = _config(tmp_path, "timed", steps=2, checkpoint_every=0, eval_every=0)
+    trainer = Trainer(TrainConfig.from_yaml(path), progress=False)
+    trainer.train()
+    state = read_training_state(tmp_path / "timed" / "state.pt")
+    assert 0 < state["cpu_s"] and 0 < state["elapsed_s"]
+    # CPU seconds are the process's, not the wall clock's: a resumed segment that sleeps adds wall
+    # time but (almost) no CPU time.
+    longer = TrainConfig.from_yaml(path).model_copy(update={"steps": 3})
+    resumed = Trainer(longer, resume=True, progress=False)
+    time.sleep(1.0)
+    resumed.train()
+    after = read_training_state(tmp_path / "timed" / "state.pt")
+    assert after["elapsed_s"] >= state["elapsed_s"] + 1.0
+    assert 0 < after["cpu_s"] - state["cpu_s"] < after["elapsed_s"] - state["elapsed_s"] - 0.5
+    # A state written by an earlier version holds no CPU seconds: the checkpoint then claims none.
+    old = {k: v for k, v in after.items() if k != "cpu_s"}
+    monkeypatch.setattr("astra_core.apps.train_state.read_training_state", lambda _path: old)
+    again = Trainer(longer.model_copy(update={"steps": 4}), resume=True, progress=False)
+    assert again.cpu_elapsed() is None and "train_cpu_seconds" not in again._provenance()
+    assert float(again._provenance()["train_seconds"]) >= after["elapsed_s"] - 1
 
 
 def _torchrun(port: int, *args: str) -> None:

@@ -210,7 +210,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise
     shutdown_distributed()
     if trainer.rank == 0:
-        print(json.dumps({"step": trainer.step, "out_dir": cfg.out_dir, "loss": logs.get("loss")}, indent=2))
+        cpu = trainer.cpu_elapsed()
+        summary = {
+            "step": trainer.step,
+            "out_dir": cfg.out_dir,
+            "loss": logs.get("loss"),
+            "train_seconds": round(trainer.elapsed(), 1),
+            "train_cpu_seconds": None if cpu is None else round(cpu, 1),
+        }
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -114,6 +114,7 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.started = time.time()
+        self.cpu_started = time.process_time()
         self._stop = False
         if resume:
             self.load_state()

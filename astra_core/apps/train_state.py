@@ -137,20 +137,32 @@ class CheckpointMixin:
             "sampler": self.sampler.state_dict(),
             "config": self.cfg.model_dump(mode="json"),
             "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu_elapsed(),
         }
         _atomic_torch_save(state, self.out / "state.pt")
         save_checkpoint(self.out / "model.safetensors", self.ema, self._provenance(), tokenizer=self.tokenizer)
 
     def _provenance(self) -> dict[str, str]:
-        return {
+        provenance = {
             "train_step": str(self.step),
             "train_config": json.dumps(self.cfg.model_dump(mode="json")),
-            "train_cpu_seconds": f"{self.elapsed():.0f}",
+            "train_seconds": f"{self.elapsed():.0f}",
             "weights": "ema",
         }
+        cpu = self.cpu_elapsed()
+        if cpu is not None:
+            provenance["train_cpu_seconds"] = f"{cpu:.0f}"
+        return provenance
 
     def elapsed(self) -> float:
+        """Wall seconds of training so far, over every resumed segment."""
         return getattr(self, "_elapsed_before", 0.0) + time.time() - self.started
+
+    def cpu_elapsed(self) -> float | None:
+        """CPU seconds of this training process so far (all its threads; rank 0's under DDP/FSDP), over
+        every resumed segment; None when resumed from a state that did not record them."""
+        before = getattr(self, "_cpu_before", 0.0)
+        return None if before is None else before + time.process_time() - self.cpu_started
 
     def load_state(self) -> None:
         path = self.out / "state.pt"
@@ -187,6 +199,7 @@ class CheckpointMixin:
         self.sampler.load_state_dict(state["sampler"])
         self.step = state["step"]
         self._elapsed_before = state.get("elapsed_s", 0.0)
+        self._cpu_before = state.get("cpu_s")  # absent from the states of versions before 0.5
         if self.rank == 0:
             self._agree_with_state()
 
