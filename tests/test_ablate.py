@@ -4,6 +4,7 @@ seeds' spread and the gaps it allows, the learned router's analysis, the results
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,6 +121,9 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     text = results_md.read_text()
     assert "earlier text" in text and text.count(MARK_START) == 1 and "| no_afg |" in text
     assert data["jobs"] == 2 and data["threads_per_job"] >= 1
+    seconds = data["seconds"]["full"]["0"]
+    assert seconds["train_cpu"] > 0 and seconds["eval_cpu"] > 0 and seconds["train"] > 0
+    assert "CPU-minutes (2 at a time" in text
     # A second seed for two variants: seed 0's runs are reused (same weights, same evaluation), seed 1
     # trains; the table gives the mean and the spread, and the gaps that exceed it.
     before = load_checkpoint(out / "full" / "seed-0" / "model.safetensors").state_dict()
@@ -203,11 +207,13 @@ def test_a_worker_whose_parent_dies_gets_sigterm(tmp_path):
     import time
 
     flag = tmp_path / "stopped"
+    # The worker notes the SIGTERM and goes on waiting, as an idle pool worker would: after the grace
+    # period it exits anyway.
     grandchild = (
         "import signal, sys, time\n"
         "from astra_core.apps.ablate import stop_when_orphaned\n"
-        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(flag)!r}, 'w').close(), sys.exit(0)))\n"
-        "stop_when_orphaned(int(sys.argv[1]), interval=0.05)\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: open({str(flag)!r}, 'w').close())\n"
+        "stop_when_orphaned(int(sys.argv[1]), interval=0.05, grace=0.5)\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -219,8 +225,20 @@ def test_a_worker_whose_parent_dies_gets_sigterm(tmp_path):
         "os._exit(0)\n"  # the parent dies without stopping its child
     )
     out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip().isdigit()
+    pid = out.stdout.strip()
+    assert pid.isdigit()
     deadline = time.time() + 20
     while not flag.exists() and time.time() < deadline:
         time.sleep(0.05)
     assert flag.exists()
+
+    def alive() -> bool:  # gone, or a zombie left for init to reap
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    while alive() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive()

@@ -125,14 +125,17 @@ def variant_config(
     return TrainConfig.model_validate(data)
 
 
-def stop_when_orphaned(parent: int, interval: float = 1.0) -> threading.Thread:
+def stop_when_orphaned(parent: int, interval: float = 1.0, grace: float = 120.0) -> threading.Thread:
     """Watch, from a worker process, for the death of `parent`; then send this process SIGTERM, on
-    which a running trainer saves its state and stops (a resumable run, not a stray process)."""
+    which a running trainer saves its state and stops (a resumable run, not a stray process). A worker
+    still alive `grace` seconds later (one idle in its pool, waiting for work that cannot come) exits."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
 
     thread = threading.Thread(target=watch, name="astra-orphan-watch", daemon=True)
     thread.start()
@@ -145,17 +148,26 @@ def _variant_worker(
     """Train one run of a variant (or reuse / resume it) and evaluate it (or reuse its evaluation).
 
     Runs in the calling process or, with `parent` set, in a worker process of `--jobs`; returns
-    {"bench": {...}, "experts": {...} or None, "train": seconds, "eval": seconds}.
+    {"bench": {...}, "experts": {...} or None, "train"/"eval": wall seconds, "train_cpu"/"eval_cpu": CPU
+    seconds (None for records that did not keep them)}.
     """
     import torch
-
-    from astra_core.apps.evaluate import EvalSettings, run_benchmark
-    from astra_core.apps.train import Trainer
 
     if parent is not None:
         stop_when_orphaned(parent)
     if threads > 0:
         torch.set_num_threads(threads)
+    try:
+        return _train_and_evaluate(cfg_json, name, settings, progress)
+    finally:
+        if parent is not None and os.getppid() != parent:  # stopped because the ablation was: leave now
+            os._exit(1)
+
+
+def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool) -> dict:
+    from astra_core.apps.evaluate import EvalSettings, run_benchmark
+    from astra_core.apps.train import Trainer
+
     cfg = TrainConfig.model_validate_json(cfg_json)
     folder = Path(cfg.out_dir)
     done = folder / "done.json"
@@ -165,7 +177,12 @@ def _variant_worker(
         trainer.train()
         if trainer.step < cfg.steps:
             raise ConfigError(f"ablation {name}: training stopped at step {trainer.step}; run again to resume")
-        record = {"steps": trainer.step, "train_seconds": trainer.elapsed(), "config": recipe}
+        record = {
+            "steps": trainer.step,
+            "train_seconds": trainer.elapsed(),
+            "train_cpu_seconds": trainer.cpu_elapsed(),
+            "config": recipe,
+        }
         write_text_atomically(done, json.dumps(record, indent=1))
     finished = json.loads(done.read_text())
     if "config" in finished and finished["config"] != recipe:
@@ -174,7 +191,7 @@ def _variant_worker(
             f"ablation {name}: {folder} holds a finished run of another config (fields {', '.join(changed)}); "
             "delete the folder to train it again, or give another --out"
         )
-    train_seconds = finished["train_seconds"]
+    train = {"train": finished["train_seconds"], "train_cpu": finished.get("train_cpu_seconds")}
     model = folder / "model.safetensors"
     cached = folder / "ablate_eval.json"
     previous = json.loads(cached.read_text()) if cached.is_file() else None
@@ -185,8 +202,9 @@ def _variant_worker(
             return {
                 "bench": previous["bench"],
                 "experts": previous["experts"],
-                "train": train_seconds,
+                **train,
                 "eval": previous["eval_seconds"],
+                "eval_cpu": previous.get("eval_cpu_seconds"),
             }
     if not model.is_file():
         raise ConfigError(
@@ -194,14 +212,20 @@ def _variant_worker(
             "evaluation of them under these benchmark settings; delete the folder to train it again"
         )
     key = _eval_key(settings, model)
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     eval_settings = EvalSettings(episodes=settings["episodes"], horizons=tuple(settings["horizons"]))
     bench = run_benchmark({name: str(model)}, eval_settings, progress=progress)
     experts = expert_specialisation(str(model), eval_settings) if learned_router(cfg) else None
-    eval_seconds = time.time() - start
-    record = {"key": key, "bench": bench, "experts": experts, "eval_seconds": eval_seconds}
+    eval_seconds, eval_cpu = time.time() - start, time.process_time() - cpu_start
+    record = {
+        "key": key,
+        "bench": bench,
+        "experts": experts,
+        "eval_seconds": eval_seconds,
+        "eval_cpu_seconds": eval_cpu,
+    }
     write_text_atomically(cached, json.dumps(record))
-    return {"bench": bench, "experts": experts, "train": train_seconds, "eval": eval_seconds}
+    return {"bench": bench, "experts": experts, **train, "eval": eval_seconds, "eval_cpu": eval_cpu}
 
 
 def _eval_key(settings: dict, model: Path) -> dict[str, Any]:
@@ -390,7 +414,7 @@ def run_ablation(
         if any(e is not None for e in experts.values()):
             results["router"][name] = experts
         results["seconds"][name] = {
-            str(seed): {"train": outcomes[(name, seed)]["train"], "eval": outcomes[(name, seed)]["eval"]}
+            str(seed): {k: outcomes[(name, seed)][k] for k in ("train", "eval", "train_cpu", "eval_cpu")}
             for seed in seeds
         }
     if "full" in results["variants"]:
@@ -587,7 +611,13 @@ def write_results_section(path: str | Path, results: dict, command: str) -> Path
     path = Path(path)
     text = path.read_text() if path.is_file() else "# Results\n"
     m = results["machine"]
-    total = sum(r["train"] + r["eval"] for per_seed in results["seconds"].values() for r in per_seed.values()) / 60
+    runs = [r for per_seed in results["seconds"].values() for r in per_seed.values()]
+    total = sum(r["train"] + r["eval"] for r in runs) / 60
+    timed = [r for r in runs if r.get("train_cpu") is not None and r.get("eval_cpu") is not None]
+    cpu = sum(r["train_cpu"] + r["eval_cpu"] for r in timed) / 60
+    cpu_text = f"{cpu:.0f} CPU-minutes"
+    if len(timed) < len(runs):
+        cpu_text += f" in the {len(timed)} of {len(runs)} runs whose records hold them"
     section = "\n".join(
         [
             MARK_START,
@@ -595,9 +625,10 @@ def write_results_section(path: str | Path, results: dict, command: str) -> Path
             f"(seeds {', '.join(map(str, results.get('seeds', [0])))}); the benchmark on "
             f"{results['eval']['episodes']} held-out episodes per embodiment, horizons "
             f"{', '.join(map(str, results['eval']['horizons']))}. Machine: {m['cores']} cores ({m['cpu']}), "
-            f"torch {m['torch']}. Training and evaluation took {total:.0f} minutes summed over the variants "
-            f"({results.get('jobs', 1)} at a time, {results.get('threads_per_job', m['torch_threads'])} torch "
-            "thread(s) each; the training minutes of each seed are in the table). Each figure is the mean "
+            f"torch {m['torch']}. Training and evaluation took {total:.0f} minutes of wall time summed over "
+            f"the runs and {cpu_text} ({results.get('jobs', 1)} at a time, "
+            f"{results.get('threads_per_job', m['torch_threads'])} torch thread(s) each; the training minutes "
+            "of each seed are in the table). Each figure is the mean "
             "over the embodiments, then over the seeds, ± half the seeds' range.",
             "",
             ablation_table(results),
