@@ -14,6 +14,7 @@ from astra_core.apps.ablate import (
     MARK_END,
     MARK_START,
     VARIANTS,
+    config_differences,
     differences,
     mean_and_spread,
     only_expert,
@@ -163,6 +164,14 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     config.write_text(yaml.safe_dump(changed))
     assert main(rebuilt + ["--variants", "full", "--quiet"]) == 2
     assert "holds a finished run of another config (fields optim.lr)" in capsys.readouterr().err
+
+
+def test_config_differences_name_changed_fields_and_skip_ones_the_record_lacks():
+    stored = {"model": {"dit": {"dim": 32}, "history": {"window": 4}}, "steps": 2}
+    current = {"model": {"dit": {"dim": 64, "new_option": 1}, "history": {"window": 4}}, "steps": 2, "added": 0}
+    assert config_differences(stored, current) == ["model.dit.dim"]
+    assert config_differences({"optim": {"lr": 1e-3}}, {"optim": {}}) == ["optim.lr"]  # a field that went away
+    assert config_differences(stored, stored) == []
 
 
 def test_gaps_within_the_seeds_spread_count_as_none():

@@ -185,8 +185,8 @@ def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool
         }
         write_text_atomically(done, json.dumps(record, indent=1))
     finished = json.loads(done.read_text())
-    if "config" in finished and finished["config"] != recipe:
-        changed = sorted(config_differences(finished["config"], recipe))
+    changed = config_differences(finished.get("config", {}), recipe)
+    if changed:
         raise ConfigError(
             f"ablation {name}: {folder} holds a finished run of another config (fields {', '.join(changed)}); "
             "delete the folder to train it again, or give another --out"
@@ -240,15 +240,17 @@ def run_recipe(cfg: TrainConfig) -> dict[str, Any]:
     return data
 
 
-def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the fields where two config dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
+def config_differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the fields where a run's stored config differs from the current one. Fields the
+    stored config lacks (added to the config by a later version, at their former behaviour) are not
+    differences."""
+    if isinstance(stored, dict) and isinstance(current, dict):
         return [
             path
-            for key in sorted(set(a) | set(b), key=str)
-            for path in config_differences(a.get(key), b.get(key), f"{prefix}{key}.")
+            for key in sorted(stored, key=str)
+            for path in config_differences(stored[key], current.get(key), f"{prefix}{key}.")
         ]
-    return [] if a == b else [prefix.rstrip(".")]
+    return [] if stored == current else [prefix.rstrip(".")]
 
 
 def learned_router(cfg: TrainConfig) -> bool:
