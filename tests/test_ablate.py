@@ -16,6 +16,7 @@ from astra_core.apps.ablate import (
     VARIANTS,
     config_differences,
     differences,
+    differences_by_world,
     mean_and_spread,
     only_expert,
     variant_config,
@@ -142,6 +143,8 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     assert again["variants"]["full"]["psnr@16"] == pytest.approx(sum(runs) / 2)
     assert again["spread"]["full"]["psnr@16"] == pytest.approx(abs(runs[0] - runs[1]))
     assert set(again["differences"]) == {"no_afg"} and "- no_afg: " in table and " ± " in table
+    by_world = again["differences_by_world"]["no_afg"]
+    assert set(by_world) == {"free_camera", "tabletop_arm"} and "tf_margin" in by_world["tabletop_arm"]
     text = results_md.read_text()
     assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| shared_encoder |" not in text
     assert "seeds 0, 1" in text
@@ -183,6 +186,26 @@ def test_gaps_within_the_seeds_spread_count_as_none():
     gaps = differences(results)["other"]
     assert gaps["psnr@16"]["gap"] == pytest.approx(0.9) and not gaps["psnr@16"]["shown"]  # within full's 1.0
     assert gaps["tf_margin"]["shown"] and gaps["tf_margin"]["spread"] == pytest.approx(0.2)
+
+
+def test_a_gap_on_one_world_shows_where_the_mean_over_worlds_hides_it():
+    def runs(label, game):  # two seeds, two worlds: equal on the car, `game` on the game
+        return {
+            str(seed): {
+                "car": {f"{label}/action_following@16": 1.3 + 0.01 * seed},
+                "keyboard_game": {f"{label}/action_following@16": game[seed]},
+            }
+            for seed in (0, 1)
+        }
+
+    results = {"per_embodiment": {"full": runs("full", (2.3, 2.4)), "shared": runs("shared", (1.6, 1.3))}}
+    gaps = differences_by_world(results)["shared"]
+    assert not gaps["car"]["action_following@16"]["shown"]
+    game = gaps["keyboard_game"]["action_following@16"]
+    assert game["shown"] and game["gap"] == pytest.approx(-0.9) and game["spread"] == pytest.approx(0.3)
+    # The same gap inside a wider spread (one seed far off) is none.
+    results["per_embodiment"]["shared"] = runs("shared", (2.4, 1.0))
+    assert not differences_by_world(results)["shared"]["keyboard_game"]["action_following@16"]["shown"]
 
 
 def test_only_expert_routes_every_token_through_one_expert_and_restores_the_router():

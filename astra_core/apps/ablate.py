@@ -421,6 +421,7 @@ def run_ablation(
         }
     if "full" in results["variants"]:
         results["differences"] = differences(results)
+        results["differences_by_world"] = differences_by_world(results)
     # The same held-out episodes for every variant, so one copy-last-frame row serves as the reference.
     results["baseline"] = summarize(outcomes[runs[0]]["bench"], "copy_last")
     results["steps"] = steps or base.steps
@@ -475,6 +476,32 @@ def differences(results: dict) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def differences_by_world(results: dict) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """As `differences`, world by world: {variant: {world: {figure: {gap, spread, shown}}}}, from each
+    seed's figures on that world. A variant can differ on one world where the mean over worlds hides it."""
+    per = results["per_embodiment"]
+
+    def seeds_of(name: str, world: str, key: str) -> list[float]:
+        values = [runs[world].get(f"{name}/{key}") for runs in per[name].values() if world in runs]
+        return [v for v in values if v is not None]
+
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for name in per:
+        if name == "full":
+            continue
+        worlds = [w for w in next(iter(per["full"].values())) if all(w in r for r in per[name].values())]
+        for world in worlds:
+            for key, _ in SUMMARY:
+                ours, full = seeds_of(name, world, key), seeds_of("full", world, key)
+                if not ours or not full:
+                    continue
+                gap = sum(ours) / len(ours) - sum(full) / len(full)
+                spread = max(max(ours) - min(ours), max(full) - min(full))
+                entry = {"gap": gap, "spread": spread, "shown": abs(gap) > spread}
+                out.setdefault(name, {}).setdefault(world, {})[key] = entry
+    return out
+
+
 def _cell(key: str, value: float | None, spread: float | None = None) -> str:
     if value is None:
         return "–"
@@ -514,6 +541,20 @@ def ablation_table(results: dict) -> str:
                 if d["shown"]
             ]
             lines.append(f"- {name}: " + ("; ".join(shown) if shown else "none"))
+        by_world = results.get("differences_by_world", {})
+        rows = [
+            f"- {name}, {world}: "
+            + "; ".join(
+                f"{titles[k]} {d['gap']:+.{DIGITS.get(k, 2)}f} (spread {d['spread']:.{DIGITS.get(k, 2)}f})"
+                for k, d in figures.items()
+                if d["shown"]
+            )
+            for name, worlds in by_world.items()
+            for world, figures in worlds.items()
+            if any(d["shown"] for d in figures.values())
+        ]
+        if rows:
+            lines += ["", "World by world, the gaps to `full` larger than that world's seed spread:", "", *rows]
     router = results.get("router", {}).get("full")
     if router:
         lines += ["", router_table(router)]
