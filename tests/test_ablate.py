@@ -14,7 +14,7 @@ from astra_core.apps.ablate import (
     MARK_END,
     MARK_START,
     VARIANTS,
-    config_differences,
+    changed_fields,
     differences,
     differences_by_world,
     mean_and_spread,
@@ -169,12 +169,21 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     assert "holds a finished run of another config (fields optim.lr)" in capsys.readouterr().err
 
 
-def test_config_differences_name_changed_fields_and_skip_ones_the_record_lacks():
-    stored = {"model": {"dit": {"dim": 32}, "history": {"window": 4}}, "steps": 2}
-    current = {"model": {"dit": {"dim": 64, "new_option": 1}, "history": {"window": 4}}, "steps": 2, "added": 0}
-    assert config_differences(stored, current) == ["model.dit.dim"]
-    assert config_differences({"optim": {"lr": 1e-3}}, {"optim": {}}) == ["optim.lr"]  # a field that went away
-    assert config_differences(stored, stored) == []
+def test_changed_fields_name_what_differs_and_skip_fields_the_record_predates(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    cfg = TrainConfig.from_yaml(path)
+    stored = cfg.model_dump(mode="json")
+    assert changed_fields(stored, cfg.model_copy(update={"out_dir": "elsewhere"})) == []  # records may move
+    wider = cfg.model_dump(mode="json")
+    wider["model"]["dit"]["dim"] = 64
+    assert changed_fields(wider, cfg) == ["model.dit.dim"]
+    older = cfg.model_dump(mode="json")
+    del older["model"]["history"]["noise_prob"]  # a record written before the field existed: its default
+    assert changed_fields(older, cfg) == []
+    assert changed_fields(older, variant_config(cfg, VARIANTS["no_noise_history"], tmp_path, None)) == [
+        "model.history.noise_prob"
+    ]
 
 
 def test_gaps_within_the_seeds_spread_count_as_none():

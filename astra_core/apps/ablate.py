@@ -171,7 +171,6 @@ def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool
     cfg = TrainConfig.model_validate_json(cfg_json)
     folder = Path(cfg.out_dir)
     done = folder / "done.json"
-    recipe = run_recipe(cfg)
     if not done.is_file():
         trainer = Trainer(cfg, resume=(folder / "state.pt").is_file(), progress=progress)
         trainer.train()
@@ -181,11 +180,11 @@ def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool
             "steps": trainer.step,
             "train_seconds": trainer.elapsed(),
             "train_cpu_seconds": trainer.cpu_elapsed(),
-            "config": recipe,
+            "config": cfg.model_dump(mode="json"),
         }
         write_text_atomically(done, json.dumps(record, indent=1))
     finished = json.loads(done.read_text())
-    changed = config_differences(finished.get("config", {}), recipe)
+    changed = changed_fields(finished["config"], cfg) if "config" in finished else []
     if changed:
         raise ConfigError(
             f"ablation {name}: {folder} holds a finished run of another config (fields {', '.join(changed)}); "
@@ -233,24 +232,12 @@ def _eval_key(settings: dict, model: Path) -> dict[str, Any]:
     return {"settings": settings, "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns}
 
 
-def run_recipe(cfg: TrainConfig) -> dict[str, Any]:
-    """What a run was trained with: its config without the output folder (a run's records may move)."""
-    data = cfg.model_dump(mode="json")
-    data.pop("out_dir")
-    return data
+def changed_fields(stored: dict, cfg: TrainConfig) -> list[str]:
+    """The fields where a finished run's stored config differs from `cfg`, its output folder aside (a
+    run's records may move); fields the record predates count at their defaults, as on `--resume`."""
+    from astra_core.apps.train_state import _differences, _with_defaults
 
-
-def config_differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the fields where a run's stored config differs from the current one. Fields the
-    stored config lacks (added to the config by a later version, at their former behaviour) are not
-    differences."""
-    if isinstance(stored, dict) and isinstance(current, dict):
-        return [
-            path
-            for key in sorted(stored, key=str)
-            for path in config_differences(stored[key], current.get(key), f"{prefix}{key}.")
-        ]
-    return [] if stored == current else [prefix.rstrip(".")]
+    return [k for k in _differences(_with_defaults(stored), cfg.model_dump(mode="json")) if k != "out_dir"]
 
 
 def learned_router(cfg: TrainConfig) -> bool:
@@ -510,6 +497,16 @@ def _cell(key: str, value: float | None, spread: float | None = None) -> str:
     return text if not spread else f"{text} ± {spread / 2:.{digits}f}"
 
 
+def _shown_gaps(figures: dict[str, dict[str, Any]]) -> str:
+    """The gaps beyond the spread, as 'figure +gap (spread s); ...' ('' when there are none)."""
+    titles = dict(SUMMARY)
+    return "; ".join(
+        f"{titles[k]} {d['gap']:+.{DIGITS.get(k, 2)}f} (spread {d['spread']:.{DIGITS.get(k, 2)}f})"
+        for k, d in figures.items()
+        if d["shown"]
+    )
+
+
 def ablation_table(results: dict) -> str:
     """The variants (mean ± half the seeds' range), copy-last, and the gaps to `full` that exceed the
     seeds' spread."""
@@ -533,25 +530,14 @@ def ablation_table(results: dict) -> str:
             "Gaps to `full` larger than the seeds' spread (the larger of the two ranges); other gaps: none.",
             "",
         ]
-        titles = dict(SUMMARY)
         for name, figures in diffs.items():
-            shown = [
-                f"{titles[k]} {d['gap']:+.{DIGITS.get(k, 2)}f} (spread {d['spread']:.{DIGITS.get(k, 2)}f})"
-                for k, d in figures.items()
-                if d["shown"]
-            ]
-            lines.append(f"- {name}: " + ("; ".join(shown) if shown else "none"))
+            lines.append(f"- {name}: " + (_shown_gaps(figures) or "none"))
         by_world = results.get("differences_by_world", {})
         rows = [
-            f"- {name}, {world}: "
-            + "; ".join(
-                f"{titles[k]} {d['gap']:+.{DIGITS.get(k, 2)}f} (spread {d['spread']:.{DIGITS.get(k, 2)}f})"
-                for k, d in figures.items()
-                if d["shown"]
-            )
+            f"- {name}, {world}: {_shown_gaps(figures)}"
             for name, worlds in by_world.items()
             for world, figures in worlds.items()
-            if any(d["shown"] for d in figures.values())
+            if _shown_gaps(figures)
         ]
         if rows:
             lines += ["", "World by world, the gaps to `full` larger than that world's seed spread:", "", *rows]
