@@ -481,6 +481,12 @@ class TrainConfig(_Config):
     def _check(self) -> TrainConfig:
         if self.mode == "adapter" and not self.init_checkpoint:
             raise ValueError("mode 'adapter' needs init_checkpoint (a pretrained backbone)")
+        guidance = self.model.guidance
+        if guidance.action_dropout == 0.0 and guidance.scale != 1.0:
+            raise ValueError(
+                f"model.guidance.scale={guidance.scale} samples with action-free guidance, which extrapolates from "
+                "the action-free prediction that action_dropout > 0 trains; with action_dropout 0 set scale: 1.0"
+            )
         return self
 
     @classmethod

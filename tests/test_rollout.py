@@ -290,3 +290,20 @@ def test_a_compiled_dit_rolls_out_like_the_eager_one():
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     args = build_parser().parse_args(["play", "--compile", "--precision", "bf16"])
     assert _rollout_options(args) == {"precision": "bf16", "compile": True}
+
+
+def test_guidance_needs_a_model_trained_with_action_dropout():
+    from astra_core.config import GuidanceConfig, TrainConfig
+    from astra_core.errors import ConfigError
+
+    net = make_net()
+    net.config = net.config.model_copy(update={"guidance": GuidanceConfig(action_dropout=0.0, scale=1.0)})
+    with pytest.raises(ConfigError, match=r"guidance_scale=1.5: this model was trained without action dropout"):
+        LatentWorldModel(net, guidance_scale=1.5)
+    wm = LatentWorldModel(net, guidance_scale=1.0, num_steps=1)
+    assert not wm.guided
+    # a training config that would ship such a model with guidance on is refused before training
+    model = {"guidance": {"action_dropout": 0.0, "scale": 2.0}}
+    with pytest.raises(ConfigError, match=r"model.guidance.scale=2.0 .* with action_dropout 0 set scale: 1.0"):
+        TrainConfig.from_dict({"model": model}, source="run.yaml")
+    assert TrainConfig.from_dict({"model": {"guidance": {"action_dropout": 0.0, "scale": 1.0}}}).steps >= 1

@@ -53,6 +53,11 @@ class LatentWorldModel:
         self.guidance_scale = cfg.guidance.scale if guidance_scale is None else float(guidance_scale)
         if not math.isfinite(self.guidance_scale):
             raise ConfigError(f"guidance_scale={guidance_scale}: must be a finite number (1.0: no guidance)")
+        if self.guidance_scale != 1.0 and cfg.guidance.action_dropout == 0.0:
+            raise ConfigError(
+                f"guidance_scale={self.guidance_scale}: this model was trained without action dropout "
+                "(model.guidance.action_dropout 0), so it has no action-free prediction to guide from; use 1.0"
+            )
         sampler = sampler or cfg.sampler.name
         if sampler not in SAMPLERS:
             raise ShapeError(f"sampler: unknown {sampler!r}; choose one of {sorted(SAMPLERS)}")
