@@ -4,6 +4,7 @@ seeds' spread and the gaps it allows, the learned router's analysis, the results
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -125,7 +126,8 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     assert data["jobs"] == 2 and data["threads_per_job"] >= 1
     seconds = data["seconds"]["full"]["0"]
     assert seconds["train_cpu"] > 0 and seconds["eval_cpu"] > 0 and seconds["train"] > 0
-    assert "CPU-minutes (2 at a time" in text
+    assert re.search(r"CPU-minutes \(2 runs at a time, \d+ torch threads? each;", text)
+    assert json.loads((out / "full" / "seed-0" / "done.json").read_text())["jobs"] == 2
     # A second seed for two variants: seed 0's runs are reused (same weights, same evaluation), seed 1
     # trains; the table gives the mean and the spread, and the gaps that exceed it.
     before = load_checkpoint(out / "full" / "seed-0" / "model.safetensors").state_dict()
@@ -148,6 +150,8 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     text = results_md.read_text()
     assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| shared_encoder |" not in text
     assert "seeds 0, 1" in text
+    # The header says how each run trained, from the runs' records, not from this command alone.
+    assert "2 runs trained one at a time on " in text and "2 runs trained 2 at a time on " in text
     # A run's records alone (done.json, ablate_eval.json), the weights and state dropped and the folder
     # moved, still count as a finished, evaluated run: the table is rebuilt without training.
     kept = tmp_path / "kept"
@@ -184,6 +188,19 @@ def test_changed_fields_name_what_differs_and_skip_fields_the_record_predates(tm
     assert changed_fields(older, variant_config(cfg, VARIANTS["no_noise_history"], tmp_path, None)) == [
         "model.history.noise_prob"
     ]
+
+
+def test_how_the_runs_trained_comes_from_their_records():
+    from astra_core.apps.ablate import how_trained
+
+    two = {"jobs": 2, "threads": 1}
+    assert how_trained([two, two]) == "2 runs at a time, 1 torch thread each"
+    assert how_trained([{"jobs": 1, "threads": 2}]) == "one run at a time, 2 torch threads each"
+    mixed = how_trained([two, {"jobs": 1, "threads": 2}, {"jobs": None, "threads": None}])
+    assert mixed == (
+        "1 run trained one at a time on 2 torch threads each; 1 run trained 2 at a time on 1 torch thread each; "
+        "1 run whose records do not say how they trained"
+    )
 
 
 def test_gaps_within_the_seeds_spread_count_as_none():

@@ -143,13 +143,20 @@ def stop_when_orphaned(parent: int, interval: float = 1.0, grace: float = 120.0)
 
 
 def _variant_worker(
-    cfg_json: str, name: str, settings: dict, threads: int, progress: bool, parent: int | None = None
+    cfg_json: str,
+    name: str,
+    settings: dict,
+    threads: int,
+    progress: bool,
+    parent: int | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Train one run of a variant (or reuse / resume it) and evaluate it (or reuse its evaluation).
 
     Runs in the calling process or, with `parent` set, in a worker process of `--jobs`; returns
     {"bench": {...}, "experts": {...} or None, "train"/"eval": wall seconds, "train_cpu"/"eval_cpu": CPU
-    seconds (None for records that did not keep them)}.
+    seconds (None for records that did not keep them), "jobs"/"threads": how many runs trained at once
+    and on how many torch threads each (None where the record predates them)}.
     """
     import torch
 
@@ -158,13 +165,15 @@ def _variant_worker(
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        return _train_and_evaluate(cfg_json, name, settings, progress)
+        return _train_and_evaluate(cfg_json, name, settings, progress, jobs)
     finally:
         if parent is not None and os.getppid() != parent:  # stopped because the ablation was: leave now
             os._exit(1)
 
 
-def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool) -> dict:
+def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool, jobs: int = 1) -> dict:
+    import torch
+
     from astra_core.apps.evaluate import EvalSettings, run_benchmark
     from astra_core.apps.train import Trainer
 
@@ -180,6 +189,8 @@ def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool
             "steps": trainer.step,
             "train_seconds": trainer.elapsed(),
             "train_cpu_seconds": trainer.cpu_elapsed(),
+            "jobs": jobs,  # runs trained at once; their wall seconds depend on it
+            "threads": torch.get_num_threads(),
             "config": cfg.model_dump(mode="json"),
         }
         write_text_atomically(done, json.dumps(record, indent=1))
@@ -190,7 +201,12 @@ def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool
             f"ablation {name}: {folder} holds a finished run of another config (fields {', '.join(changed)}); "
             "delete the folder to train it again, or give another --out"
         )
-    train = {"train": finished["train_seconds"], "train_cpu": finished.get("train_cpu_seconds")}
+    train = {
+        "train": finished["train_seconds"],
+        "train_cpu": finished.get("train_cpu_seconds"),
+        "jobs": finished.get("jobs"),
+        "threads": finished.get("threads"),
+    }
     model = folder / "model.safetensors"
     cached = folder / "ablate_eval.json"
     previous = json.loads(cached.read_text()) if cached.is_file() else None
@@ -361,7 +377,7 @@ def run_ablation(
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {
                 pool.submit(
-                    _variant_worker, configs[r].model_dump_json(), r[0], settings, threads, False, os.getpid()
+                    _variant_worker, configs[r].model_dump_json(), r[0], settings, threads, False, os.getpid(), workers
                 ): r
                 for r in runs
             }
@@ -403,7 +419,9 @@ def run_ablation(
         if any(e is not None for e in experts.values()):
             results["router"][name] = experts
         results["seconds"][name] = {
-            str(seed): {k: outcomes[(name, seed)][k] for k in ("train", "eval", "train_cpu", "eval_cpu")}
+            str(seed): {
+                k: outcomes[(name, seed)].get(k) for k in ("train", "eval", "train_cpu", "eval_cpu", "jobs", "threads")
+            }
             for seed in seeds
         }
     if "full" in results["variants"]:
@@ -635,6 +653,33 @@ def machine() -> dict[str, Any]:
     }
 
 
+def how_trained(runs: list[dict]) -> str:
+    """How the runs trained, from their records: "2 runs at a time, 1 torch thread each", settings that
+    differ listed with their run counts, and how many records predate the fields."""
+    settings: dict[tuple[int, int], int] = {}
+    for r in runs:
+        if r.get("jobs") is not None and r.get("threads") is not None:
+            settings[(r["jobs"], r["threads"])] = settings.get((r["jobs"], r["threads"]), 0) + 1
+
+    def one(jobs: int, threads: int) -> str:
+        at_once = "one run at a time" if jobs == 1 else f"{jobs} runs at a time"
+        return f"{at_once}, {threads} torch thread{'s' if threads != 1 else ''} each"
+
+    if len(settings) == 1 and sum(settings.values()) == len(runs):
+        return one(*next(iter(settings)))
+
+    def trained(count: int, jobs: int, threads: int) -> str:
+        at_once = "one at a time" if jobs == 1 else f"{jobs} at a time"
+        runs_text = f"{count} run{'s' if count != 1 else ''}"
+        return f"{runs_text} trained {at_once} on {threads} torch thread{'s' if threads != 1 else ''} each"
+
+    parts = [trained(count, *key) for key, count in sorted(settings.items())]
+    unknown = len(runs) - sum(settings.values())
+    if unknown:
+        parts.append(f"{unknown} run{'s' if unknown != 1 else ''} whose records do not say how they trained")
+    return "; ".join(parts)
+
+
 def write_results_section(path: str | Path, results: dict, command: str) -> Path:
     """Put the ablation table into a markdown file between the ablate markers (appended the first time)."""
     path = Path(path)
@@ -655,8 +700,7 @@ def write_results_section(path: str | Path, results: dict, command: str) -> Path
             f"{results['eval']['episodes']} held-out episodes per embodiment, horizons "
             f"{', '.join(map(str, results['eval']['horizons']))}. Machine: {m['cores']} cores ({m['cpu']}), "
             f"torch {m['torch']}. Training and evaluation took {total:.0f} minutes of wall time summed over "
-            f"the runs and {cpu_text} ({results.get('jobs', 1)} at a time, "
-            f"{results.get('threads_per_job', m['torch_threads'])} torch thread(s) each; the training minutes "
+            f"the runs and {cpu_text} ({how_trained(runs)}; the training minutes "
             "of each seed are in the table). Each figure is the mean "
             "over the embodiments, then over the seeds, ± half the seeds' range.",
             "",
