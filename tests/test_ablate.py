@@ -151,7 +151,7 @@ def test_ablation_runs_every_variant_over_seeds_and_writes_the_table(tmp_path, c
     assert text.count(MARK_START) == 1 and text.count(MARK_END) == 1 and "| shared_encoder |" not in text
     assert "seeds 0, 1" in text
     # The header says how each run trained, from the runs' records, not from this command alone.
-    assert "2 runs trained one at a time on " in text and "2 runs trained 2 at a time on " in text
+    assert "2 runs: one run at a time, " in text and "2 runs: 2 runs at a time, " in text
     # A run's records alone (done.json, ablate_eval.json), the weights and state dropped and the folder
     # moved, still count as a finished, evaluated run: the table is rebuilt without training.
     kept = tmp_path / "kept"
@@ -198,8 +198,8 @@ def test_how_the_runs_trained_comes_from_their_records():
     assert how_trained([{"jobs": 1, "threads": 2}]) == "one run at a time, 2 torch threads each"
     mixed = how_trained([two, {"jobs": 1, "threads": 2}, {"jobs": None, "threads": None}])
     assert mixed == (
-        "1 run trained one at a time on 2 torch threads each; 1 run trained 2 at a time on 1 torch thread each; "
-        "1 run whose records do not say how they trained"
+        "1 run: one run at a time, 2 torch threads each; 1 run: 2 runs at a time, 1 torch thread each; "
+        "1 run: not in the records"
     )
 
 

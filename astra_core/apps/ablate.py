@@ -654,29 +654,23 @@ def machine() -> dict[str, Any]:
 
 
 def how_trained(runs: list[dict]) -> str:
-    """How the runs trained, from their records: "2 runs at a time, 1 torch thread each", settings that
-    differ listed with their run counts, and how many records predate the fields."""
+    """How the runs trained, from their records: "2 runs at a time, 1 torch thread each"; where the
+    records differ, each setting with its count of runs, and the count whose records predate the fields."""
     settings: dict[tuple[int, int], int] = {}
     for r in runs:
         if r.get("jobs") is not None and r.get("threads") is not None:
             settings[(r["jobs"], r["threads"])] = settings.get((r["jobs"], r["threads"]), 0) + 1
-
-    def one(jobs: int, threads: int) -> str:
-        at_once = "one run at a time" if jobs == 1 else f"{jobs} runs at a time"
-        return f"{at_once}, {threads} torch thread{'s' if threads != 1 else ''} each"
-
+    texts = {
+        key: f"{'one run' if key[0] == 1 else f'{key[0]} runs'} at a time, "
+        f"{key[1]} torch thread{'s' if key[1] != 1 else ''} each"
+        for key in settings
+    }
     if len(settings) == 1 and sum(settings.values()) == len(runs):
-        return one(*next(iter(settings)))
-
-    def trained(count: int, jobs: int, threads: int) -> str:
-        at_once = "one at a time" if jobs == 1 else f"{jobs} at a time"
-        runs_text = f"{count} run{'s' if count != 1 else ''}"
-        return f"{runs_text} trained {at_once} on {threads} torch thread{'s' if threads != 1 else ''} each"
-
-    parts = [trained(count, *key) for key, count in sorted(settings.items())]
+        return next(iter(texts.values()))
+    parts = [f"{count} run{'s' if count != 1 else ''}: {texts[key]}" for key, count in sorted(settings.items())]
     unknown = len(runs) - sum(settings.values())
     if unknown:
-        parts.append(f"{unknown} run{'s' if unknown != 1 else ''} whose records do not say how they trained")
+        parts.append(f"{unknown} run{'s' if unknown != 1 else ''}: not in the records")
     return "; ".join(parts)
 
 
