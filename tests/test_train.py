@@ -342,15 +342,17 @@ def test_fsdp2_resume_continues_exactly(tmp_path):
     _torchrun(29521, "-m", "astra_core.apps.cli", "train", str(straight))
     stop_early = tmp_path / "two_steps.py"
     stop_early.write_text(
-        "import sys\n"
-        "import torch.distributed as dist\n"
+        "import gc, sys\n"
         "from astra_core.config import TrainConfig\n"
         "from astra_core.apps.train import Trainer\n"
+        "from astra_core.apps.train_setup import shutdown_distributed\n"
         "trainer = Trainer(TrainConfig.from_yaml(sys.argv[1]), progress=False)\n"
         "trainer.train_step()\n"
         "trainer.train_step()\n"
         "trainer.save_state()  # the run stops here\n"
-        "dist.destroy_process_group()\n"
+        "del trainer\n"
+        "gc.collect()\n"
+        "shutdown_distributed()\n"
     )
     _torchrun(29523, str(stop_early), str(split))
     assert read_training_state(tmp_path / "split" / "state.pt")["step"] == 2

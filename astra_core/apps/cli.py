@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import sys
@@ -205,12 +206,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer = Trainer(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
         logs = trainer.train()
-    except BaseException:
-        shutdown_distributed(wait=False)
-        raise
-    shutdown_distributed()
-    if trainer.rank == 0:
-        cpu = trainer.cpu_elapsed()
+        rank, cpu = trainer.rank, trainer.cpu_elapsed()
         summary = {
             "step": trainer.step,
             "out_dir": cfg.out_dir,
@@ -218,6 +214,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "train_seconds": round(trainer.elapsed(), 1),
             "train_cpu_seconds": None if cpu is None else round(cpu, 1),
         }
+    except BaseException:
+        shutdown_distributed(wait=False)
+        raise
+    # The sharded model and its optimizer hold the process group: release them while the interpreter is
+    # whole, so that the group's worker threads do not outlive it (shutdown_distributed's docstring).
+    del trainer
+    gc.collect()
+    shutdown_distributed()
+    if rank == 0:
         print(json.dumps(summary, indent=2))
     return 0
 

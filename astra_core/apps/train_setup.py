@@ -138,7 +138,9 @@ def shutdown_distributed(wait: bool = True) -> None:
     after an error, when the others may never arrive), then the group is destroyed.
 
     Exiting with the group still alive leaves gloo's worker threads to the interpreter's exit, which
-    aborts a rank now and then ("terminate called without an active exception")."""
+    aborts a rank now and then ("terminate called without an active exception"). Objects that hold the
+    group (a sharded model, its optimizer: drop the Trainer and `gc.collect()` first) keep it alive past
+    its destruction here, to the same end."""
     if dist.is_available() and dist.is_initialized():
         if wait:
             dist.barrier()
