@@ -277,6 +277,12 @@ class HistoryConfig(_Config):
     # History frames get zeros there, so their keys and values stay cacheable. The DiT's in_dim is then
     # twice its out_dim (the latent channels).
     last_frame_channels: bool = False
+    # Rollout robustness: on this fraction of training steps, each clip's last history chunk is replaced by
+    # the model's own estimate of it (x̂₀ from one pass at σ ~ U(0.5, 1), from the frames before it and the
+    # true actions; no gradient), so the model learns to continue from frames it made, as it must in a
+    # rollout, where a blurred or misplaced object would otherwise be carried on or fade. Clips with no
+    # generated history chunk (only the sink) are left as they are. 0 (off) keeps training as before.
+    own_prediction_prob: float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> HistoryConfig:
@@ -288,6 +294,8 @@ class HistoryConfig(_Config):
             raise ValueError(f"noise_prob={self.noise_prob} must lie in [0, 1]")
         if not 0.0 <= self.noise_sigma_min <= self.noise_sigma_max <= 1.0:
             raise ValueError("need 0 <= noise_sigma_min <= noise_sigma_max <= 1")
+        if not 0.0 <= self.own_prediction_prob <= 1.0:
+            raise ValueError(f"own_prediction_prob={self.own_prediction_prob} must lie in [0, 1]")
         return self
 
 

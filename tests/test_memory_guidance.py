@@ -202,3 +202,67 @@ def test_data_prediction_objective_scores_the_clean_chunk():
     sigma = RectifiedFlow(FlowConfig()).sample_sigma(4, BatchDraws(torch.Generator().manual_seed(7)))
     expected = float((0.1 / sigma.clamp(min=0.05)).pow(2).mean())
     assert loss("data")["flow_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def _own_config(net, prob: float):
+    history = net.config.history.model_copy(update={"own_prediction_prob": prob})
+    net.config = net.config.model_copy(update={"history": history})
+
+
+def test_own_history_replaces_only_the_last_history_chunk_with_the_networks_estimate():
+    """The sink and the target stay as they are; the last history chunk becomes the network's x̂₀ of it,
+    which with a data-predicting network that outputs a constant is exactly that constant."""
+    net = make_net(live_actions=False)
+    net.config = net.config.model_copy(update={"flow": FlowConfig(prediction="data")})
+    net.forward = lambda x, *args, **kwargs: torch.full_like(x, 0.25)
+    g = torch.Generator().manual_seed(2)
+    latents = torch.randn(3, 8, 5, 4, 4, generator=g)  # sink, one history chunk (2), target chunk (2)
+    draws = BatchDraws(torch.Generator().manual_seed(0))
+    out = WorldModelObjective(net).own_history(latents, torch.randn(3, 5, 3), None, 3, None, draws)
+    assert out.shape == latents.shape
+    assert torch.equal(out[:, :, :1], latents[:, :, :1])
+    assert torch.equal(out[:, :, 3:], latents[:, :, 3:])
+    assert torch.equal(out[:, :, 1:3], torch.full_like(latents[:, :, 1:3], 0.25))
+
+
+def test_own_prediction_probability_changes_training_only_where_history_was_generated():
+    """Probability 0, or evaluation (`own_predictions=False`), or a clip with only the sink as history:
+    the loss is the one of training without it, to the last bit. With probability 1 and a generated
+    history chunk the loss changes, and the step is logged as one that continued from its own estimate."""
+    g = torch.Generator().manual_seed(4)
+    latents = torch.randn(2, 8, 5, 4, 4, generator=g)
+    actions = torch.randn(2, 5, 3)
+
+    def loss(prob: float, num_history: int = 3, **kw):
+        net = make_net()
+        _own_config(net, prob)
+        frames = latents[:, :, 2:] if num_history == 1 else latents
+        gen = torch.Generator().manual_seed(7)
+        clip_actions = actions[:, : frames.shape[2]]
+        return WorldModelObjective(net).loss(frames, clip_actions, None, num_history, generator=gen, **kw)
+
+    plain = loss(0.0)
+    assert "own_history" not in plain[1]
+    assert torch.equal(loss(1.0, own_predictions=False)[0], plain[0])
+    assert torch.equal(loss(1.0, num_history=1)[0], loss(0.0, num_history=1)[0])
+    assert loss(1.0, num_history=1)[1]["own_history"] == 0.0
+    own = loss(1.0)
+    assert own[1]["own_history"] == 1.0
+    assert not torch.allclose(own[0], plain[0])
+    with pytest.raises(ValueError, match="own_prediction_prob"):
+        HistoryConfig(own_prediction_prob=1.5)
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "data", "edm", "delta", "warp"])
+def test_denoised_is_the_clean_sample_the_velocity_stands_for(prediction):
+    """For every parameterisation, velocity = (x_σ − x̂₀) / σ at the exact σ."""
+    extra = 2 if prediction == "warp" else 0
+    flow = RectifiedFlow(FlowConfig(prediction=prediction))
+    g = torch.Generator().manual_seed(5)
+    output = torch.randn(2, 4 + extra, 2, 3, 3, generator=g) * 0.3
+    x = torch.randn(2, 4, 2, 3, 3, generator=g)
+    last = torch.randn(2, 4, 1, 3, 3, generator=g)
+    sigma = torch.tensor([0.3, 0.8])
+    v = flow.velocity(output, x, sigma, floor=False, last_frame=last)
+    x0 = flow.denoised(output, x, sigma, last_frame=last)
+    assert torch.allclose(v, (x - x0) / sigma[:, None, None, None, None], atol=1e-5)

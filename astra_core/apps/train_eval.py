@@ -40,7 +40,7 @@ class EvaluationMixin:
         def held_out_loss(batch, actions, masks, num_history, positions) -> float:  # the same noise each call
             generator = torch.Generator().manual_seed(1234)
             args = (batch.latents, actions, masks, num_history, positions, generator)
-            return float(objective.loss(*args, drop_actions=False)[0])
+            return float(objective.loss(*args, drop_actions=False, own_predictions=False)[0])
 
         def loss_and_gain(batch, num_history, positions) -> tuple[float, float | None]:
             actions, masks = batch.actions, batch.masks

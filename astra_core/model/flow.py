@@ -106,21 +106,29 @@ class RectifiedFlow:
         weight at small σ; sampling passes False and the exact σ, which the samplers never evaluate at 0.
         sigma: a 0-d tensor or one level per sample [B]; `last_frame` [B, C, 1, H, W], the base of a
         `delta` prediction (x̂₀ = last_frame + output)."""
-        prediction = self.config.prediction
-        if prediction == "velocity":
+        if self.config.prediction == "velocity":
             return output
         sigma = sigma.float()
-        if prediction in ("delta", "warp"):
-            if last_frame is None:
-                raise ValueError(f"velocity: prediction {prediction!r} needs the last history frame")
-            x0 = self.from_last_frame(output, last_frame)
-        elif prediction == "data":
-            x0 = output.float()
-        else:
-            x0 = self.preconditioned(output, x, sigma)
+        x0 = self.denoised(output, x, sigma, last_frame)
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
         return (x.float() - x0) / _per_sample(sigma, x)
+
+    def denoised(
+        self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, last_frame: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x̂₀, the clean sample the network's `output` at x_σ stands for (float32), for every `prediction`;
+        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`."""
+        prediction = self.config.prediction
+        if prediction == "velocity":  # x_σ = x₀ + σ·(ε − x₀)
+            return x.float() - _per_sample(sigma.float(), x) * output.float()
+        if prediction in ("delta", "warp"):
+            if last_frame is None:
+                raise ValueError(f"velocity: prediction {prediction!r} needs the last history frame")
+            return self.from_last_frame(output, last_frame)
+        if prediction == "data":
+            return output.float()
+        return self.preconditioned(output, x, sigma.float())
 
     def from_last_frame(self, output: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
         """x̂₀ of a `delta` or `warp` prediction. output [B, C (+2 for warp), f, H, W], last_frame [B, C, 1, H, W].

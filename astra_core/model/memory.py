@@ -75,6 +75,10 @@ class BatchDraws:
     def randn(self, *shape, dtype=torch.float32):
         return self._draw(torch.randn, shape, dtype)
 
+    def step_rand(self) -> float:
+        """One uniform number for the whole batch, the same on every rank."""
+        return float(torch.rand((), generator=self.generator, dtype=torch.float64))
+
 
 def augment_history(
     history: torch.Tensor,

@@ -15,6 +15,7 @@ from astra_core.model.memory import (
     with_last_frame_channels,
 )
 
+OWN_PREDICTION_SIGMA = (0.5, 1.0)  # the noise levels at which the model's own history chunk is estimated
 MOTION_SCALE = 0.1  # a change of this much (in latent units; 13/255 for pixel latents) counts fully as motion
 
 
@@ -54,20 +55,27 @@ class WorldModelObjective:
         rows: slice | None = None,
         total_batch: int | None = None,
         drop_actions: bool = True,
+        own_predictions: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """latents [B, C, F, H, W]: `num_history` history frames, then one target chunk;
         actions [B, F, A] (the action of frame i leads from frame i−1 into it) and mask [B, F], or
         dicts of those keyed by modality for an MoAE model. With `rows` and `total_batch`, this batch
         is the slice `rows` of a larger one (data parallelism) and draws its random numbers as such.
-        `drop_actions=False` turns off the action dropout of guidance training (for evaluation)."""
+        `drop_actions=False` turns off the action dropout of guidance training, and `own_predictions=False`
+        the own-prediction history of `HistoryConfig.own_prediction_prob` (both for evaluation)."""
         cfg = self.net.config
         b, _, f = latents.shape[:3]
         check_training_layout(f, num_history, cfg.history)
         device = latents.device
+        draws = BatchDraws(generator, total_batch, rows)
+        own = False  # one draw per step, the same on every rank: the batch keeps one shape (compiled graphs)
+        if own_predictions and cfg.history.own_prediction_prob > 0 and num_history > cfg.history.context_frames:
+            own = draws.step_rand() < cfg.history.own_prediction_prob
+        if own:
+            latents = self.own_history(latents, actions, action_mask, num_history, frame_positions, draws)
         history = latents[:, :, :num_history]
         target = self.flow.to_target(latents[:, :, num_history:], history[:, :, -1:])
 
-        draws = BatchDraws(generator, total_batch, rows)
         sigma = self.flow.sample_sigma(b, draws, device)
         noise = draws.randn(*target.shape, dtype=target.dtype).to(device)
         noisy_target = self.flow.add_noise(target, noise, sigma)
@@ -105,4 +113,48 @@ class WorldModelObjective:
         if routing:
             logs["router_usage"] = routing["usage"]
             logs["router_entropy"] = routing["entropy"]
+        if cfg.history.own_prediction_prob > 0 and own_predictions:
+            logs["own_history"] = float(own)
         return loss, logs
+
+    @torch.no_grad()
+    def own_history(
+        self,
+        latents: torch.Tensor,
+        actions: Actions,
+        action_mask: Masks,
+        num_history: int,
+        frame_positions: torch.Tensor | None,
+        draws: BatchDraws,
+    ) -> torch.Tensor:
+        """`latents` with the last history chunk replaced by the network's x̂₀ of it, estimated from the
+        history before it and the true actions at σ ~ U(OWN_PREDICTION_SIGMA) (`HistoryConfig.own_prediction_prob`)."""
+        cfg = self.net.config
+        b = latents.shape[0]
+        n = cfg.history.chunk_size
+        before = num_history - n
+        device = latents.device
+        history, chunk = latents[:, :, :before], latents[:, :, before:num_history]
+        last = history[:, :, -1:]
+        lo, hi = OWN_PREDICTION_SIGMA
+        sigma = (lo + (hi - lo) * draws.rand(b)).to(device)
+        noise = draws.randn(*chunk.shape, dtype=chunk.dtype).to(device)
+        noisy = self.flow.add_noise(self.flow.to_target(chunk, last), noise, sigma)
+        timesteps = torch.cat([sigma.new_zeros(b, before), self.flow.timesteps(sigma)[:, None].expand(b, n)], dim=1)
+        cut = slice(0, num_history)
+        if isinstance(actions, dict):
+            actions = {k: v[:, cut] for k, v in actions.items()}
+            action_mask = None if action_mask is None else {k: v[:, cut] for k, v in action_mask.items()}
+        else:
+            actions = actions[:, cut]
+            action_mask = None if action_mask is None else action_mask[:, cut]
+        features = self.net.encode_actions(actions, action_mask)[0]
+        positions = None if frame_positions is None else frame_positions[..., cut]
+        chunk_ids = sequence_chunk_ids(num_history, cfg.history.context_frames, n, device)
+        x = torch.cat([history, noisy], dim=2)
+        if cfg.history.last_frame_channels:
+            x = with_last_frame_channels(x, last, before)
+        out = self.net(x, timesteps, features, frame_positions=positions, chunk_ids=chunk_ids)
+        x0 = self.flow.denoised(out[:, :, before:], noisy, sigma, last_frame=last)
+        estimate = self.flow.from_target(x0, last).to(latents.dtype)
+        return torch.cat([history, estimate, latents[:, :, num_history:]], dim=2)
