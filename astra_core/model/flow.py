@@ -124,7 +124,7 @@ class RectifiedFlow:
             return x.float() - _per_sample(sigma.float(), x) * output.float()
         if prediction in ("delta", "warp"):
             if last_frame is None:
-                raise ValueError(f"velocity: prediction {prediction!r} needs the last history frame")
+                raise ValueError(f"prediction {prediction!r} needs the last history frame (last_frame)")
             return self.from_last_frame(output, last_frame)
         if prediction == "data":
             return output.float()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from astra_core.model.actions import Actions, AstraNet, Masks
+from astra_core.model.actions import Actions, AstraNet, Masks, map_actions
 from astra_core.model.flow import RectifiedFlow
 from astra_core.model.memory import (
     BatchDraws,
@@ -141,15 +141,13 @@ class WorldModelObjective:
         noise = draws.randn(*chunk.shape, dtype=chunk.dtype).to(device)
         noisy = self.flow.add_noise(self.flow.to_target(chunk, last), noise, sigma)
         timesteps = torch.cat([sigma.new_zeros(b, before), self.flow.timesteps(sigma)[:, None].expand(b, n)], dim=1)
-        cut = slice(0, num_history)
-        if isinstance(actions, dict):
-            actions = {k: v[:, cut] for k, v in actions.items()}
-            action_mask = None if action_mask is None else {k: v[:, cut] for k, v in action_mask.items()}
-        else:
-            actions = actions[:, cut]
-            action_mask = None if action_mask is None else action_mask[:, cut]
-        features = self.net.encode_actions(actions, action_mask)[0]
-        positions = None if frame_positions is None else frame_positions[..., cut]
+
+        def cut(v: torch.Tensor) -> torch.Tensor:
+            return v[:, :num_history]
+
+        mask = None if action_mask is None else map_actions(action_mask, cut)
+        features = self.net.encode_actions(map_actions(actions, cut), mask)[0]
+        positions = None if frame_positions is None else frame_positions[..., :num_history]
         chunk_ids = sequence_chunk_ids(num_history, cfg.history.context_frames, n, device)
         x = torch.cat([history, noisy], dim=2)
         if cfg.history.last_frame_channels:
