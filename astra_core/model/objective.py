@@ -80,18 +80,11 @@ class WorldModelObjective:
         noise = draws.randn(*target.shape, dtype=target.dtype).to(device)
         noisy_target = self.flow.add_noise(target, noise, sigma)
         noisy_history, history_t = augment_history(history, cfg.history, cfg.flow.num_train_timesteps, draws)
-        target_t = self.flow.timesteps(sigma)[:, None].expand(b, f - num_history)
-        timesteps = torch.cat([history_t, target_t], dim=1)
 
         drop = (draws.rand(b) < (cfg.guidance.action_dropout if drop_actions else 0.0)).to(device)
         features, aux_loss, routing = self.net.encode_actions(actions, action_mask, drop=drop)
-        chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, device)
-
-        x = torch.cat([noisy_history, noisy_target], dim=2)
-        if cfg.history.last_frame_channels:  # the last (noise-augmented) history frame beside each target frame
-            x = with_last_frame_channels(x, noisy_history[:, :, -1:], num_history)
-        pred = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
-        pred = self.flow.velocity(pred[:, :, num_history:], noisy_target, sigma, last_frame=history[:, :, -1:])
+        out = self._chunk_output(noisy_history, history_t, noisy_target, sigma, features, frame_positions)
+        pred = self.flow.velocity(out, noisy_target, sigma, last_frame=history[:, :, -1:])
         velocity_target = self.flow.velocity_target(target, noise, sigma)
         error = (pred.float() - velocity_target.float()).pow(2)
         if cfg.flow.motion_weight > 0:
@@ -140,7 +133,6 @@ class WorldModelObjective:
         sigma = (lo + (hi - lo) * draws.rand(b)).to(device)
         noise = draws.randn(*chunk.shape, dtype=chunk.dtype).to(device)
         noisy = self.flow.add_noise(self.flow.to_target(chunk, last), noise, sigma)
-        timesteps = torch.cat([sigma.new_zeros(b, before), self.flow.timesteps(sigma)[:, None].expand(b, n)], dim=1)
 
         def cut(v: torch.Tensor) -> torch.Tensor:
             return v[:, :num_history]
@@ -148,11 +140,30 @@ class WorldModelObjective:
         mask = None if action_mask is None else map_actions(action_mask, cut)
         features = self.net.encode_actions(map_actions(actions, cut), mask)[0]
         positions = None if frame_positions is None else frame_positions[..., :num_history]
-        chunk_ids = sequence_chunk_ids(num_history, cfg.history.context_frames, n, device)
-        x = torch.cat([history, noisy], dim=2)
-        if cfg.history.last_frame_channels:
-            x = with_last_frame_channels(x, last, before)
-        out = self.net(x, timesteps, features, frame_positions=positions, chunk_ids=chunk_ids)
-        x0 = self.flow.denoised(out[:, :, before:], noisy, sigma, last_frame=last)
+        out = self._chunk_output(history, sigma.new_zeros(b, before), noisy, sigma, features, positions)
+        x0 = self.flow.denoised(out, noisy, sigma, last_frame=last)
         estimate = self.flow.from_target(x0, last).to(latents.dtype)
         return torch.cat([history, estimate, latents[:, :, num_history:]], dim=2)
+
+    def _chunk_output(
+        self,
+        history: torch.Tensor,
+        history_t: torch.Tensor,
+        noisy_target: torch.Tensor,
+        sigma: torch.Tensor,
+        features: torch.Tensor,
+        frame_positions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The network's output on the target chunk: history (as the model sees it, with its timesteps
+        [B, Fh]) then the noisy chunk at σ [B]; with `last_frame_channels`, the last history frame as given
+        beside each target frame."""
+        cfg = self.net.config
+        b, num_history = history.shape[0], history.shape[2]
+        f = num_history + noisy_target.shape[2]
+        timesteps = torch.cat([history_t, self.flow.timesteps(sigma)[:, None].expand(b, f - num_history)], dim=1)
+        chunk_ids = sequence_chunk_ids(f, cfg.history.context_frames, cfg.history.chunk_size, history.device)
+        x = torch.cat([history, noisy_target], dim=2)
+        if cfg.history.last_frame_channels:
+            x = with_last_frame_channels(x, history[:, :, -1:], num_history)
+        out = self.net(x, timesteps, features, frame_positions=frame_positions, chunk_ids=chunk_ids)
+        return out[:, :, num_history:]
