@@ -403,6 +403,24 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class DataPhase(_Config):
+    """A stretch of training steps with a mixing of its own (`DataConfig.phases`): `weights` replaces
+    `data.weights` for `steps` steps, and `history_chunks` (if set) caps the history chunks per clip."""
+
+    steps: int = Field(ge=1)
+    weights: dict[str, float]
+    history_chunks: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataPhase:
+        bad = {k: v for k, v in self.weights.items() if not v >= 0}
+        if bad:
+            raise ValueError(f"weights: {bad} must be non-negative (a world's share of the phase's clips)")
+        if not any(v > 0 for v in self.weights.values()):
+            raise ValueError("weights: at least one embodiment needs a positive weight")
+        return self
+
+
 class DataConfig(_Config):
     """Where training clips come from: toy worlds rendered on the fly, or HDF5 latent-cache shards."""
 
@@ -424,6 +442,10 @@ class DataConfig(_Config):
     time_strides: tuple[int, ...] = (1,)
     tokenizer: str = "pixel"  # "pixel" or a tokenizer checkpoint
     pixel_patch: int = Field(4, ge=1)
+    # A curriculum: the first steps of a run, phase after phase, draw their clips with each phase's own
+    # weights (and at most its history_chunks); data.weights holds for the steps after the last phase.
+    # Every embodiment a phase names must be in data.weights: pools and normalisers come from there.
+    phases: tuple[DataPhase, ...] = ()
 
     @model_validator(mode="after")
     def _check_weights(self) -> DataConfig:
@@ -432,6 +454,22 @@ class DataConfig(_Config):
             raise ValueError(f"weights: {bad} must be non-negative (a world's share of the training clips)")
         if self.weights and not any(v > 0 for v in self.weights.values()):
             raise ValueError("weights: at least one embodiment needs a positive weight")
+        return self
+
+    @model_validator(mode="after")
+    def _check_phases(self) -> DataConfig:
+        for i, phase in enumerate(self.phases):
+            unknown = sorted(set(phase.weights) - set(self.weights))
+            if unknown:
+                raise ValueError(
+                    f"phases[{i}].weights: {unknown} not in data.weights {sorted(self.weights)} "
+                    "(a phase draws from the embodiments of data.weights; give them weight 0 there to leave them out)"
+                )
+            if phase.history_chunks is not None and phase.history_chunks > self.history_chunks:
+                raise ValueError(
+                    f"phases[{i}].history_chunks={phase.history_chunks} exceeds data.history_chunks="
+                    f"{self.history_chunks} (the clips are cut for the latter)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -495,7 +533,24 @@ class TrainConfig(_Config):
                 f"model.guidance.scale={guidance.scale} samples with action-free guidance, which extrapolates from "
                 "the action-free prediction that action_dropout > 0 trains; with action_dropout 0 set scale: 1.0"
             )
+        phased = sum(p.steps for p in self.data.phases)
+        if phased >= self.steps:
+            raise ValueError(
+                f"data.phases cover {phased} steps of a {self.steps}-step run: data.weights would never be used; "
+                "shorten the phases or raise steps"
+            )
         return self
+
+    def phase_at(self, step: int) -> tuple[dict[str, float], int]:
+        """(mixing weights, history chunks at most) of training step `step` (0-based), from
+        `data.phases`, then `data.weights` and `data.history_chunks`."""
+        end = 0
+        for phase in self.data.phases:
+            end += phase.steps
+            if step < end:
+                chunks = self.data.history_chunks if phase.history_chunks is None else phase.history_chunks
+                return dict(phase.weights), chunks
+        return dict(self.data.weights), self.data.history_chunks
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:

@@ -458,6 +458,72 @@ def test_opening_prob_picks_the_layout_of_short_clips(tmp_path, prob):
     assert not any(x["opening"] for x in logs if x["history_chunks"] == 2)
 
 
+def test_data_phases_draw_their_own_mix_and_history_then_data_weights(tmp_path):
+    phases = [{"steps": 3, "weights": {"tabletop_arm": 1.0}, "history_chunks": 0}]
+    data = {**BASE["data"], "history_chunks": 2, "opening_prob": 0.0, "phases": phases}
+    trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, "phased", data=data, steps=12)), progress=False)
+    seen = []
+    loss_module = trainer.loss_module
+
+    def recording(batch, num_history, positions, *args):
+        seen.append((sorted(set(batch.embodiments)), positions.tolist()))
+        return loss_module(batch, num_history, positions, *args)
+
+    trainer.loss_module = recording
+    logs = [trainer.train_step() for _ in range(12)]
+    for log, (worlds, pos) in zip(logs[:3], seen[:3]):  # the phase: arm clips, context + target, contiguous
+        assert worlds == ["tabletop_arm"] and log["history_chunks"] == 0 and log["opening"]
+        assert pos == [0, 1, 2]
+    after = seen[3:]
+    assert any("free_camera" in w for w, _ in after)  # data.weights again
+    assert {x["history_chunks"] for x in logs[3:]} > {0}  # and data.history_chunks
+    for log, (_, pos) in zip(logs[3:], after):  # a short clip after the phase keeps its gap (opening_prob 0)
+        if log["history_chunks"] < 2:
+            assert not log["opening"] and pos[1] > 1
+
+
+def test_data_phases_resume_exactly_across_the_phase_boundary(tmp_path):
+    phases = [{"steps": 2, "weights": {"tabletop_arm": 1.0}, "history_chunks": 0}]
+    data = {**BASE["data"], "history_chunks": 1, "phases": phases}
+    Trainer(TrainConfig.from_yaml(_config(tmp_path, "straight", data=data)), progress=False).train()
+    split = TrainConfig.from_yaml(_config(tmp_path, "split", data=data))
+    first = Trainer(split, progress=False)
+    first.train_step()
+    first.save_state()
+    del first
+    Trainer(split, resume=True, progress=False).train()
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_phase_at_walks_the_phases_then_the_data_weights(tmp_path):
+    phases = [
+        {"steps": 2, "weights": {"tabletop_arm": 1.0}, "history_chunks": 0},
+        {"steps": 3, "weights": {"free_camera": 2.0}},
+    ]
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "walk", data={**BASE["data"], "history_chunks": 2, "phases": phases}))
+    assert cfg.phase_at(0) == cfg.phase_at(1) == ({"tabletop_arm": 1.0}, 0)
+    assert cfg.phase_at(2) == cfg.phase_at(4) == ({"free_camera": 2.0}, 2)  # no cap: data.history_chunks
+    assert cfg.phase_at(5) == (BASE["data"]["weights"], 2)
+
+
+@pytest.mark.parametrize(
+    "phases,steps,match",
+    [
+        ([{"steps": 2, "weights": {"car": 1.0}}], 6, r"phases\[0\]\.weights: \['car'\] not in data\.weights"),
+        ([{"steps": 2, "weights": {"tabletop_arm": 1.0}, "history_chunks": 3}], 6, r"phases\[0\]\.history_chunks=3"),
+        ([{"steps": 2, "weights": {"tabletop_arm": 0.0}}], 6, "at least one embodiment"),
+        ([{"steps": 2, "weights": {"tabletop_arm": -1.0}}], 6, "non-negative"),
+        ([{"steps": 0, "weights": {"tabletop_arm": 1.0}}], 6, "steps"),
+        ([{"steps": 6, "weights": {"tabletop_arm": 1.0}}], 6, "data.phases cover 6 steps of a 6-step run"),
+    ],
+)
+def test_bad_data_phases_fail_before_any_work_naming_the_field(tmp_path, phases, steps, match):
+    data = {**BASE["data"], "history_chunks": 1, "phases": phases}
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_yaml(_config(tmp_path, "bad", data=data, steps=steps))
+
+
 def test_opening_prob_outside_0_1_fails_naming_the_field(tmp_path):
     data = {**BASE["data"], "opening_prob": 1.5}
     with pytest.raises(ConfigError, match="data.opening_prob"):

@@ -103,8 +103,17 @@ class ClipSampler:
         self.drawn = 0
         self._gen = torch.Generator().manual_seed(seed)
 
-    def sample(self, n: int) -> list:
-        picks = torch.multinomial(self.weights, n, replacement=True, generator=self._gen)
+    def sample(self, n: int, weights: dict[str, float] | None = None) -> list:
+        """`n` clips; `weights` (embodiment -> share, others 0) replaces the sampler's own for this draw."""
+        if weights is None:
+            w = self.weights
+        else:
+            w = torch.tensor([float(weights.get(k, 0.0)) for k in self.names])
+            if float(w.sum()) <= 0:
+                from astra_core.errors import ConfigError
+
+                raise ConfigError(f"ClipSampler: the weights {weights} give none of the pools {self.names} a share")
+        picks = torch.multinomial(w, n, replacement=True, generator=self._gen)
         out = []
         for p in picks.tolist():
             pool = self.pools[self.names[p]]
