@@ -403,6 +403,15 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _check_mixing(weights: dict[str, float], what: str) -> None:
+    """Mixing weights: each non-negative, at least one positive."""
+    bad = {k: v for k, v in weights.items() if not v >= 0}
+    if bad:
+        raise ValueError(f"weights: {bad} must be non-negative (a world's share of {what})")
+    if weights and not any(v > 0 for v in weights.values()):
+        raise ValueError("weights: at least one embodiment needs a positive weight")
+
+
 class DataPhase(_Config):
     """A stretch of training steps with a mixing of its own (`DataConfig.phases`): `weights` replaces
     `data.weights` for `steps` steps, and `history_chunks` (if set) caps the history chunks per clip."""
@@ -413,11 +422,9 @@ class DataPhase(_Config):
 
     @model_validator(mode="after")
     def _check(self) -> DataPhase:
-        bad = {k: v for k, v in self.weights.items() if not v >= 0}
-        if bad:
-            raise ValueError(f"weights: {bad} must be non-negative (a world's share of the phase's clips)")
-        if not any(v > 0 for v in self.weights.values()):
-            raise ValueError("weights: at least one embodiment needs a positive weight")
+        if not self.weights:
+            raise ValueError("weights: a phase needs at least one embodiment with a positive weight")
+        _check_mixing(self.weights, "the phase's clips")
         return self
 
 
@@ -449,11 +456,7 @@ class DataConfig(_Config):
 
     @model_validator(mode="after")
     def _check_weights(self) -> DataConfig:
-        bad = {k: v for k, v in self.weights.items() if not v >= 0}
-        if bad:
-            raise ValueError(f"weights: {bad} must be non-negative (a world's share of the training clips)")
-        if self.weights and not any(v > 0 for v in self.weights.values()):
-            raise ValueError("weights: at least one embodiment needs a positive weight")
+        _check_mixing(self.weights, "the training clips")
         return self
 
     @model_validator(mode="after")

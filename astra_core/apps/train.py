@@ -132,17 +132,13 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
 
     # ---- one step -----------------------------------------------------------------------------
 
-    def _crop(
-        self, batch: Batch, chunks: int, opening: bool = False, most: int | None = None
-    ) -> tuple[Batch, int, torch.Tensor]:
+    def _crop(self, batch: Batch, chunks: int, opening: bool = False) -> tuple[Batch, int, torch.Tensor]:
         """Context frames + `chunks` history chunks + the target chunk; positions kept.
 
         Two layouts, as a rollout meets them: `opening` keeps the clip's first frames, so the history
         follows the context directly (the first chunks of a rollout); otherwise the last chunks are kept
-        after a gap (later in a rollout, the sink far behind the window). `most`: the history chunks a
-        full clip holds at this step (`data.phases` may cap it below `data.history_chunks`)."""
+        after a gap (later in a rollout, the sink far behind the window)."""
         h = self.cfg.model.history
-        most = self.cfg.data.history_chunks if most is None else most
         f = batch.latents.shape[2]
         if opening:
             keep = list(range(h.context_frames + (chunks + 1) * h.chunk_size))
@@ -155,7 +151,7 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
             {k: v[:, idx].clone() for k, v in batch.masks.items()},
             batch.embodiments,
         )
-        if chunks < most and not opening:  # the frame after the context lost its predecessor
+        if chunks < self.cfg.data.history_chunks and not opening:  # the frame after the context lost its predecessor
             for m in cropped.masks.values():
                 m[:, h.context_frames] = 0.0
         return cropped, len(keep) - h.chunk_size, idx
@@ -164,9 +160,8 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         cfg = self.cfg
         self.net.train()
         total = cfg.batch_size * self.world_size
-        phased = bool(cfg.data.phases)
-        weights, most = cfg.phase_at(self.step) if phased else (None, cfg.data.history_chunks)
-        batch = collate(self.sampler.sample(total, weights if phased else None))
+        weights, most = cfg.phase_at(self.step)  # data.phases, then data.weights and data.history_chunks
+        batch = collate(self.sampler.sample(total, weights if cfg.data.phases else None))
         chunks = int(torch.randint(most + 1, (1,), generator=self.generator))
         opening = False
         if cfg.data.opening_prob > 0:  # no draw at 0, so runs without the opening layout keep their random stream
@@ -174,7 +169,7 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
             opening = chunks < most and draw < cfg.data.opening_prob
         if chunks == most < cfg.data.history_chunks:  # a full clip of a phase with fewer chunks: contiguous
             opening = True
-        batch, num_history, positions = self._crop(batch, chunks, opening, most)
+        batch, num_history, positions = self._crop(batch, chunks, opening)
         rows = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
         local = Batch(
             batch.latents[rows],
