@@ -87,3 +87,25 @@ def test_arm_response_probe_sees_the_shipped_model_answer_position_commands(monk
     assert len(corr) == len(energy) == arm_response.FRAMES
     assert corr[0] > 0.3 and 0 < energy[0] < 2
     assert all(-1 <= c <= 1 for c in corr + grip_corr) and all(e >= 0 for e in grip_energy)
+
+
+def test_following_by_chunk_ratio_and_the_shipped_model_reading_the_arms_actions(monkeypatch):
+    """`bench/following_by_chunk.py`: the ratio is the other actions' error over the true ones' (2 where
+    the error doubles, per episode then averaged); on the shipped model, given the true frames, other
+    actions for a chunk make its prediction worse at every chunk scored."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import following_by_chunk
+
+    from astra_core.world import WorldModel
+
+    truth = torch.zeros(2, 3, 2, 4, 4)
+    true = truth + torch.tensor([1.0, 2.0])[:, None, None, None, None]
+    assert following_by_chunk._ratio(true * 2**0.5, true, truth) == pytest.approx(2.0)
+    assert following_by_chunk._ratio(true, true, truth) == pytest.approx(1.0)
+
+    rows = following_by_chunk.following_by_chunk(
+        WorldModel.from_checkpoint(None), "tabletop_arm", [3_000_000, 3_000_001], chunks=3
+    )
+    assert set(rows) == {"rollout", "teacher-forced"}
+    assert all(len(v) == 3 for v in rows.values())
+    assert min(rows["teacher-forced"]) > 1.05 and rows["rollout"][0] > 1.05
