@@ -620,7 +620,8 @@ def write_router_plot(results: dict, path: Path) -> Path | None:
         ]
         left, right = axes[row]
         image = left.imshow(usage, vmin=0, vmax=1, cmap="viridis")
-        left.set_xticks(range(experts), [f"expert {e}" for e in range(experts)])
+        left.set_xticks(range(experts), [str(e) for e in range(experts)])
+        left.set_xlabel("expert")
         left.set_yticks(range(len(worlds)), worlds)
         for i, values in enumerate(usage):
             for e, value in enumerate(values):
@@ -631,7 +632,7 @@ def write_router_plot(results: dict, path: Path) -> Path | None:
         for e in range(experts):
             right.bar([i + e * width for i in range(len(worlds))], [v[e] for v in loss], width, label=f"expert {e}")
         right.axhline(0, color="k", linewidth=0.8)
-        right.set_xticks([i + 0.4 - width / 2 for i in range(len(worlds))], worlds)
+        right.set_xticks([i + 0.4 - width / 2 for i in range(len(worlds))], [w.replace("_", "\n") for w in worlds])
         right.set_ylabel("dB against the learned routing")
         right.set_title("next step through one expert alone")
         right.legend(fontsize=7)
