@@ -20,6 +20,7 @@ import argparse
 
 import torch
 
+from astra_core.apps.evaluate import _splice
 from astra_core.plugins import get_registry
 from astra_core.world import WorldModel
 
@@ -40,15 +41,11 @@ def following_by_chunk(wm: WorldModel, world_name: str, seeds: list[int], chunks
     frames_needed = 1 + chunks * n
     own = [world.episode(s, frames_needed) for s in seeds]
     other = [world.episode(s + OTHER_SEEDS, frames_needed) for s in seeds]
-    modality = world.modality
     frames = torch.stack([e.frames for e in own])
     streams = [e.actions for e in own]
 
-    def spliced(at: int) -> list[dict]:
-        return [
-            {modality: wm.modalities[modality].splice(s[modality], o.actions[modality], at)}
-            for s, o in zip(streams, other)
-        ]
+    def spliced(at: int) -> list[dict]:  # by each modality's own rule, as `astra eval` splices
+        return [_splice(wm, s, o.actions, at) for s, o in zip(streams, other)]
 
     def rollout(context_frames: int, actions: list[dict], num: int) -> torch.Tensor:
         torch.manual_seed(0)
