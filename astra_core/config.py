@@ -313,13 +313,22 @@ class GuidanceConfig(_Config):
 
 
 class SamplerConfig(_Config):
+    """Inference defaults, stored with the model: every rollout uses them unless told otherwise."""
+
     name: Literal["euler", "heun"] = "euler"
     num_steps: int = 10
+    # With `flow.prediction: warp`, the weight of the network's residual on top of the warped last frame in
+    # each estimate of the clean chunk (the last sampling step hands that estimate back as the frame). 1 is
+    # the trained model as is; below 1 keeps more of the moved last frame, which is sharp where the residual
+    # is the network's hedge between places a small moving part could be (docs/results.md measures it).
+    warp_residual: float = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:
         if self.num_steps < 1:
             raise ValueError(f"num_steps={self.num_steps} must be at least 1")
+        if not 0.0 <= self.warp_residual <= 1.0:
+            raise ValueError(f"warp_residual={self.warp_residual} must lie in [0, 1]")
         return self
 
 
@@ -335,6 +344,11 @@ class AstraConfig(_Config):
 
     @model_validator(mode="after")
     def _check_channels(self) -> AstraConfig:
+        if self.sampler.warp_residual != 1.0 and self.flow.prediction != "warp":
+            raise ValueError(
+                f"sampler.warp_residual={self.sampler.warp_residual}: only flow.prediction 'warp' has a residual "
+                f"to weigh (here {self.flow.prediction!r}); leave it at 1"
+            )
         c = self.latent_channels
         if c < 1:
             raise ValueError(

@@ -99,6 +99,11 @@ def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
     assert "written: " + str(out / "router_usage.png") in printed and "contact_sheet.png" in printed
     assert main(["eval", "--checkpoint", str(path), "--sheet", "0", "--out", str(out)]) == 2
     assert "--sheet 0: give the number of episodes" in capsys.readouterr().err
+    assert r["astra/warp_residual"] == 1.0  # recorded with the other sampling settings
+    # this model predicts a velocity: it has no warp residual to weigh, and says so before any work
+    assert main(["eval", "--checkpoint", str(path), "--warp-residual", "0.5", "--out", str(tmp_path / "e2")]) == 2
+    assert "warp_residual=0.5: this model predicts 'velocity', not 'warp'" in capsys.readouterr().err
+    assert not (tmp_path / "e2" / "eval.json").exists()
 
 
 def test_sharpness_on_constructed_frames():

@@ -239,6 +239,25 @@ def test_warp_moves_pixel_detail_by_the_flow():
     assert torch.allclose(warp(latents, torch.ones(2, 2, 2, 8, 8), 1)[..., :-1, :-1], latents[..., 1:, 1:], atol=1e-6)
 
 
+def test_warp_residual_weighs_only_the_residual_on_top_of_the_moved_last_frame():
+    """x̂₀ = warp(last frame, flow) + w · residual: w 1 is training's estimate, w 0 the moved frame alone,
+    w ½ halfway; the velocity a sampler integrates follows the same estimate."""
+    from astra_core.model.flow import warp
+
+    flow_model = RectifiedFlow(FlowConfig(prediction="warp", warp_unshuffle=4, warp_mode="bicubic"))
+    g = torch.Generator().manual_seed(3)
+    last = torch.rand(2, 48, 1, 4, 4, generator=g) * 2 - 1
+    output = torch.cat([torch.randn(2, 48, 2, 4, 4, generator=g) * 0.1, torch.randn(2, 2, 2, 4, 4, generator=g)], 1)
+    moved = warp(last.expand(-1, -1, 2, -1, -1), output[:, 48:], 4, "bicubic")
+    full = flow_model.from_last_frame(output, last)
+    assert torch.allclose(full, moved + output[:, :48], atol=1e-6)
+    assert torch.allclose(flow_model.from_last_frame(output, last, 0.0), moved, atol=1e-6)
+    assert torch.allclose(flow_model.from_last_frame(output, last, 0.5), (full + moved) / 2, atol=1e-6)
+    x, sigma = torch.randn(2, 48, 2, 4, 4, generator=g), torch.tensor(0.6)
+    v = flow_model.velocity(output, x, sigma, floor=False, last_frame=last, residual_weight=0.5)
+    assert torch.allclose(v, (x - (full + moved) / 2) / 0.6, atol=1e-5)
+
+
 def test_a_per_pixel_flow_moves_one_pixel_and_leaves_its_neighbours():
     """`warp_flow: pixel`: a flow of 2·p² channels gives each fine pixel its own vector. A uniform one
     equals the per-cell flow; a flow on one pixel only moves that pixel, where a per-cell flow (upsampled

@@ -307,3 +307,47 @@ def test_guidance_needs_a_model_trained_with_action_dropout():
     with pytest.raises(ConfigError, match=r"model.guidance.scale=2.0 .* with action_dropout 0 set scale: 1.0"):
         TrainConfig.from_dict({"model": model}, source="run.yaml")
     assert TrainConfig.from_dict({"model": {"guidance": {"action_dropout": 0.0, "scale": 1.0}}}).steps >= 1
+
+
+def test_warp_residual_is_a_rollout_default_of_the_checkpoint_and_an_option():
+    """`sampler.warp_residual` (stored with the model) weighs a warp model's residual in every estimate;
+    `warp_residual=` overrides it. At 0 each generated frame is the last frame moved by the flow alone;
+    the weight changes the frames and nothing else about the rollout. A model that does not predict a
+    warp, or a weight outside [0, 1], is refused naming the value."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, SamplerConfig, dit_preset
+    from astra_core.errors import ConfigError
+    from astra_core.model.actions import AstraNet
+
+    torch.manual_seed(0)
+    config = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=8, out_dim=10),
+        action=ActionConfig(action_dim=3, hidden_dim=16),
+        history=HistoryConfig(chunk_size=2, window=4),
+        flow=FlowConfig(prediction="warp"),
+        sampler=SamplerConfig(num_steps=1, warp_residual=0.25),
+    )
+    net = AstraNet(config).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.3)  # a trained head: a residual and a flow
+
+    def first_chunk(**options):
+        wm = LatentWorldModel(net, seed=3, **options)
+        wm.reset(torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(1)))
+        return wm.warp_residual, wm.step(_actions(1)[0])
+
+    assert first_chunk()[0] == 0.25  # the checkpoint's default
+    _, moved = first_chunk(warp_residual=0.0)
+    _, full = first_chunk(warp_residual=1.0)
+    _, half = first_chunk(warp_residual=0.5)
+    assert not torch.allclose(moved, full, atol=1e-3)
+    # one Euler step hands back x̂₀ = moved + w · residual, from the same network output
+    assert torch.allclose(half, (moved + full) / 2, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"warp_residual=0.5: this model predicts 'velocity', not 'warp'"):
+        LatentWorldModel(make_net(), warp_residual=0.5)
+    for bad in (1.5, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ConfigError, match="warp_residual="):
+            LatentWorldModel(make_net(), warp_residual=bad)
+    with pytest.raises(ValueError, match=r"warp_residual=2.0 must lie in \[0, 1\]"):
+        SamplerConfig(warp_residual=2.0)
+    with pytest.raises(ConfigError, match=r"sampler.warp_residual=0.5: only flow.prediction 'warp' has a residual"):
+        AstraConfig.from_dict({"sampler": {"warp_residual": 0.5}})
+    assert LatentWorldModel(make_net()).warp_residual == 1.0

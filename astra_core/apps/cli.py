@@ -261,7 +261,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         shown = tuple(used)[:3]
     else:
         results = run_benchmark(
-            checkpoints, settings, args.guidance, args.steps, precision=args.precision or "fp32", samples=samples
+            checkpoints,
+            settings,
+            args.guidance,
+            args.steps,
+            precision=args.precision or "fp32",
+            samples=samples,
+            warp_residual=args.warp_residual,
         )
         shown = tuple(args.horizons)[:3]
     write_report(results, Path(args.out), shown)
@@ -299,7 +305,12 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings, samples: l
 
 
 def _rollout_options(args: argparse.Namespace) -> dict:
-    opts = {"guidance_scale": args.guidance, "num_steps": args.steps, "precision": getattr(args, "precision", None)}
+    opts = {
+        "guidance_scale": args.guidance,
+        "num_steps": args.steps,
+        "warp_residual": getattr(args, "warp_residual", None),
+        "precision": getattr(args, "precision", None),
+    }
     if getattr(args, "compile", False):
         opts["compile"] = True
     if getattr(args, "no_cache", False):
@@ -425,9 +436,15 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+WARP_RESIDUAL_HELP = (
+    "a warp model's residual weight when sampling, in [0, 1] (default: the checkpoint's sampler.warp_residual)"
+)
+
+
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="action-free guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the checkpoint's)")
+    p.add_argument("--warp-residual", type=float, help=WARP_RESIDUAL_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32, the reference)")
     p.add_argument(
         "--compile",
@@ -490,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
+    ev.add_argument("--warp-residual", type=float, help=WARP_RESIDUAL_HELP)
     ev.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32)")
     ev.add_argument(
         "--first-seed",

@@ -391,13 +391,15 @@ def run_benchmark(
     progress: bool = True,
     precision: str = "fp32",
     samples: list | None = None,
+    warp_residual: float | None = None,
 ) -> dict:
     """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
     first model's modalities cover. `precision`: the DiT's, "fp32" or "bf16". `samples`: see
-    `evaluate_episodes`."""
+    `evaluate_episodes`. `guidance`, `num_steps` and `warp_residual` override the checkpoints' defaults."""
     from astra_core.plugins import get_registry
 
-    options = {k: v for k, v in {"guidance_scale": guidance, "num_steps": num_steps}.items() if v is not None}
+    chosen = {"guidance_scale": guidance, "num_steps": num_steps, "warp_residual": warp_residual}
+    options = {k: v for k, v in chosen.items() if v is not None}
     options["precision"] = precision
     models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
     first = next(iter(models.values()))
@@ -416,6 +418,7 @@ def run_benchmark(
             for label, wm in models.items():  # the settings every figure was taken at
                 results[world.name][f"{label}/sampling_steps"] = wm.latent.num_steps
                 results[world.name][f"{label}/guidance"] = wm.latent.guidance_scale
+                results[world.name][f"{label}/warp_residual"] = wm.latent.warp_residual
                 results[world.name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
     return results
 
@@ -575,6 +578,7 @@ def evaluate_data(
         for label, wm in models.items():
             results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
             results[name][f"{label}/guidance"] = wm.latent.guidance_scale
+            results[name][f"{label}/warp_residual"] = wm.latent.warp_residual
             results[name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
     return results
 
@@ -585,9 +589,11 @@ def _settings_line(results: dict, labels: list[str]) -> str:
     for label in labels:
         if f"{label}/sampling_steps" in first:
             precision = "bf16" if first.get(f"{label}/bf16") else "fp32"
+            residual = first.get(f"{label}/warp_residual", 1.0)
+            weighed = f", warp residual {residual:g}" if residual != 1.0 else ""
             parts.append(
                 f"{label}: {first[f'{label}/sampling_steps']} sampling steps, guidance "
-                f"{first[f'{label}/guidance']:g}, {precision}"
+                f"{first[f'{label}/guidance']:g}{weighed}, {precision}"
             )
     counts = [f"{name} {r['episodes']}" for name, r in results.items() if "episodes" in r]
     if counts:

@@ -100,47 +100,57 @@ class RectifiedFlow:
         sigma: torch.Tensor,
         floor: bool = True,
         last_frame: torch.Tensor | None = None,
+        residual_weight: float = 1.0,
     ) -> torch.Tensor:
         """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/σ when the network
         predicts data. `floor` (training) divides by max(σ, sigma_floor) instead, which bounds the loss
         weight at small σ; sampling passes False and the exact σ, which the samplers never evaluate at 0.
         sigma: a 0-d tensor or one level per sample [B]; `last_frame` [B, C, 1, H, W], the base of a
-        `delta` prediction (x̂₀ = last_frame + output)."""
+        `delta` prediction (x̂₀ = last_frame + output); `residual_weight` as in `from_last_frame`."""
         if self.config.prediction == "velocity":
             return output
         sigma = sigma.float()
-        x0 = self.denoised(output, x, sigma, last_frame)
+        x0 = self.denoised(output, x, sigma, last_frame, residual_weight)
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
         return (x.float() - x0) / _per_sample(sigma, x)
 
     def denoised(
-        self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor, last_frame: torch.Tensor | None = None
+        self,
+        output: torch.Tensor,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        last_frame: torch.Tensor | None = None,
+        residual_weight: float = 1.0,
     ) -> torch.Tensor:
         """x̂₀, the clean sample the network's `output` at x_σ stands for (float32), for every `prediction`;
-        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`."""
+        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`, `residual_weight` as in `from_last_frame`."""
         prediction = self.config.prediction
         if prediction == "velocity":  # x_σ = x₀ + σ·(ε − x₀)
             return x.float() - _per_sample(sigma.float(), x) * output.float()
         if prediction in ("delta", "warp"):
             if last_frame is None:
                 raise ValueError(f"prediction {prediction!r} needs the last history frame (last_frame)")
-            return self.from_last_frame(output, last_frame)
+            return self.from_last_frame(output, last_frame, residual_weight)
         if prediction == "data":
             return output.float()
         return self.preconditioned(output, x, sigma.float())
 
-    def from_last_frame(self, output: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
+    def from_last_frame(
+        self, output: torch.Tensor, last_frame: torch.Tensor, residual_weight: float = 1.0
+    ) -> torch.Tensor:
         """x̂₀ of a `delta` or `warp` prediction. output [B, C (+2 for warp), f, H, W], last_frame [B, C, 1, H, W].
         delta: last_frame + output. warp: the last frame warped by the flow in the output's last two
-        channels (per generated frame, in latent cells), plus the residual in its first C channels."""
+        channels (per generated frame, in latent cells), plus the residual in its first C channels times
+        `residual_weight` (1 in training; `SamplerConfig.warp_residual` when sampling)."""
         last = last_frame.float()
         if self.config.prediction == "delta":
             return last + output.float()
         c = last.shape[1]
         residual, flow = output[:, :c].float(), output[:, c:].float()  # flow: 2 or 2·p² channels
         frames = last.expand(-1, -1, flow.shape[2], -1, -1)
-        return warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode) + residual
+        moved = warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode)
+        return moved + residual if residual_weight == 1.0 else moved + residual_weight * residual
 
     def preconditioned(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x̂₀ = c_skip·x_σ + c_out·F for `prediction: edm`. With x_σ = (1−σ)x₀ + σε and data spread s:

@@ -45,6 +45,7 @@ class LatentWorldModel:
         num_steps: int | None = None,
         use_kv_cache: bool = True,
         seed: int = 0,
+        warp_residual: float | None = None,
     ):
         cfg = net.config
         self.net = net.eval()
@@ -65,6 +66,15 @@ class LatentWorldModel:
         if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
             raise ConfigError(f"num_steps={num_steps!r}: sampling steps must be a whole number of at least 1")
         self.num_steps = num_steps or cfg.sampler.num_steps
+        residual = cfg.sampler.warp_residual if warp_residual is None else warp_residual
+        if isinstance(residual, bool) or not isinstance(residual, (int, float)) or not 0.0 <= residual <= 1.0:
+            raise ConfigError(f"warp_residual={residual!r}: must be a number in [0, 1] (1: the residual as trained)")
+        self.warp_residual = float(residual)
+        if self.warp_residual != 1.0 and cfg.flow.prediction != "warp":
+            raise ConfigError(
+                f"warp_residual={self.warp_residual:g}: this model predicts {cfg.flow.prediction!r}, not 'warp'; "
+                "it has no residual to weigh"
+            )
         self.use_kv_cache = use_kv_cache
         self.seed = seed
         self._cache: KVCache | None = None
@@ -225,7 +235,9 @@ class LatentWorldModel:
         if self.guided:  # mixes the raw outputs: for data and delta that is mixing the x̂₀ (the weights sum to 1);
             # for warp it extrapolates the flow and the residual
             out = action_free_guidance(*out.chunk(2, dim=0), self.guidance_scale)
-        return self.flow.velocity(out, x.float(), sigma, floor=False, last_frame=self._last_frame)
+        return self.flow.velocity(
+            out, x.float(), sigma, floor=False, last_frame=self._last_frame, residual_weight=self.warp_residual
+        )
 
     def _velocity_recompute(self, xin, t, features, positions) -> torch.Tensor:
         """Uncached: run history + new chunk through block-causal attention every step."""
