@@ -1,6 +1,7 @@
 """Tokenizers, data types, the HDF5 latent cache and the pixel-level WorldModel."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,7 +12,7 @@ from _helpers import make_config
 from astra_core.apps.cli import main
 from astra_core.apps.encode import encode_episode
 from astra_core.checkpoint import load_world_checkpoint, save_checkpoint
-from astra_core.config import ActionConfig
+from astra_core.config import ActionConfig, TrainConfig
 from astra_core.data import Clip, ClipSampler, collate
 from astra_core.data.cache import CacheError, read_shard, write_shard
 from astra_core.data.tokenizer import CausalVideoVAE, PixelTokenizer, WanVAETokenizer
@@ -375,6 +376,10 @@ def test_the_shipped_default_model_loads_without_a_path():
 
     assert DEFAULT_CHECKPOINT.stat().st_size <= 25 * 2**20
     wm = WorldModel.from_checkpoint(num_steps=1)
+    # its sampling defaults are the recipe's (the benchmark's figures are taken at them)
+    recipe = TrainConfig.from_yaml(Path(__file__).parents[1] / "examples" / "configs" / "toy.yaml").model
+    assert wm.net.config.sampler == recipe.sampler and wm.net.config.guidance == recipe.guidance
+    assert wm.latent.warp_residual == recipe.sampler.warp_residual
     assert set(wm.modalities) == {"camera_se3", "vehicle_pose", "robot_ee", "discrete_cmd"}
     world = get_registry().worlds["keyboard_game"]
     ep = world.episode(0, 3)
