@@ -343,12 +343,16 @@ class AstraConfig(_Config):
     sampler: SamplerConfig = SamplerConfig()
 
     @model_validator(mode="after")
-    def _check_channels(self) -> AstraConfig:
+    def _check_sampler(self) -> AstraConfig:
         if self.sampler.warp_residual != 1.0 and self.flow.prediction != "warp":
             raise ValueError(
                 f"sampler.warp_residual={self.sampler.warp_residual}: only flow.prediction 'warp' has a residual "
                 f"to weigh (here {self.flow.prediction!r}); leave it at 1"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_channels(self) -> AstraConfig:
         c = self.latent_channels
         if c < 1:
             raise ValueError(

@@ -149,8 +149,7 @@ class RectifiedFlow:
         c = last.shape[1]
         residual, flow = output[:, :c].float(), output[:, c:].float()  # flow: 2 or 2·p² channels
         frames = last.expand(-1, -1, flow.shape[2], -1, -1)
-        moved = warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode)
-        return moved + residual if residual_weight == 1.0 else moved + residual_weight * residual
+        return warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode) + residual_weight * residual
 
     def preconditioned(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x̂₀ = c_skip·x_σ + c_out·F for `prediction: edm`. With x_σ = (1−σ)x₀ + σε and data spread s:
