@@ -27,7 +27,8 @@ FORMAT = "astra-world"
 # 3: flow.warp_flow and flow.motion_weight in the config.
 # 4: flow.action_flow_rank.
 # 5: flow.loss_balance, flow.balance_floor and flow.action_flow_cumulative.
-FORMAT_VERSION = 5
+# 6: flow.splat_rank and flow.splat_depth.
+FORMAT_VERSION = 6
 
 
 def temporary_beside(path: Path, suffix: str = "") -> str:

@@ -217,6 +217,17 @@ class FlowConfig(_Config):
     # of the codes of the chunk's frames up to k, each frame's code standing for the motion it adds.
     # Off (each frame its own action's code) in checkpoints from before it existed.
     action_flow_cumulative: bool = False
+    # Motion that carries pixels forwards (prediction "warp", a flow per cell): the network also outputs at
+    # every cell a 2 x r matrix S, the frame's action feature is projected to r more numbers b, and S·b is
+    # where the cell's pixels go. It is turned into a backward flow at pixel resolution (each pixel's
+    # motion splatted to where it lands; where motions meet the one that moves more wins, and behind a
+    # moving part the pixels read what it uncovers) and added to the flow, so the frame is still sampled
+    # once, bicubically. A part the action moves (the arm's end effector) then needs S only where the part
+    # is now; a backward flow must find where it will be, which depends on the action. 0: off; the DiT's
+    # out_dim grows by 2·r.
+    splat_rank: int = Field(0, ge=0)
+    # Where forward motions meet, each counts e^(splat_depth · its length in pixels).
+    splat_depth: float = Field(4.0, gt=0)
     sigma_floor: float = 0.05
     sigma_data: float = 0.5
 
@@ -238,6 +249,11 @@ class FlowConfig(_Config):
             raise ValueError(f"warp_unshuffle={self.warp_unshuffle} must be at least 1")
         if self.action_flow_cumulative and not self.action_flow_rank:
             raise ValueError("action_flow_cumulative needs action_flow_rank > 0 (there is no action code to sum)")
+        if self.splat_rank and (self.prediction != "warp" or self.warp_flow != "cell"):
+            raise ValueError(
+                f"splat_rank={self.splat_rank} needs prediction 'warp' with warp_flow 'cell' "
+                f"(here {self.prediction!r}, {self.warp_flow!r})"
+            )
         if self.action_flow_rank and (self.prediction != "warp" or self.warp_flow != "cell"):
             raise ValueError(
                 f"action_flow_rank={self.action_flow_rank} needs prediction 'warp' with warp_flow 'cell' "
@@ -255,8 +271,9 @@ class FlowConfig(_Config):
 
     @property
     def head_channels(self) -> int:
-        """Output channels beyond the latents: the flow's, and the 2·r of `action_flow_rank`'s matrices."""
-        return self.flow_channels + 2 * self.action_flow_rank
+        """Output channels beyond the latents: the flow's, and the 2·r of `action_flow_rank`'s and of
+        `splat_rank`'s matrices."""
+        return self.flow_channels + 2 * self.action_flow_rank + 2 * self.splat_rank
 
 
 class HistoryConfig(_Config):

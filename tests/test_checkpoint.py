@@ -19,7 +19,7 @@ def test_round_trip_keeps_weights_config_and_outputs(tmp_path):
     assert (
         config == net.config
         and meta["note"] == "hello"
-        and meta["format_version"] == "5"
+        and meta["format_version"] == "6"
         and meta["astra_version"] == astra_core.__version__
     )
     loaded = load_checkpoint(path)

@@ -460,3 +460,87 @@ def test_copy_last_balance_weighs_each_sample_against_copy_last_error():
     assert torch.allclose(w[1:] * torch.tensor([0.01, 0.09]), torch.full((2,), mean), rtol=1e-5)
     with pytest.raises(ValueError, match="balance_floor"):
         FlowConfig(balance_floor=0.0)
+
+
+def test_reverse_motion_moves_a_part_whole_and_uncovers_what_was_behind_it():
+    """`reverse_motion`: a square whose pixels move 2 pixels right lands whole, sampled through the
+    backward flow; behind it the frame reads what lay one motion further back (the background), and
+    everything else stays exactly where it was. No motion is no flow."""
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.model.flow import reverse_motion, warp
+
+    tokenizer = PixelTokenizer(4)
+    image = torch.linspace(-1, 0, 32)[None, None, None, None, :].expand(1, 3, 1, 32, 32).clone()
+    image[..., 10:15, 10:15] = 1.0
+    motion = torch.zeros(1, 2, 32, 32)
+    motion[:, 0, 10:15, 10:15] = 2.0
+    assert torch.equal(reverse_motion(torch.zeros(1, 2, 32, 32)), torch.zeros(1, 2, 32, 32))
+    back = reverse_motion(motion) / 4  # in latent cells, one vector per pixel
+    per_pixel = back.unflatten(2, (8, 4)).unflatten(4, (8, 4)).permute(0, 1, 3, 5, 2, 4).reshape(1, 32, 1, 8, 8)
+    moved = tokenizer.decode(warp(tokenizer.encode(image), per_pixel, 4, "bicubic"))
+    # lands whole: the still pixel it covers counts e^0 against its e^(4·2)
+    assert torch.allclose(moved[..., 10:15, 12:17], torch.ones(1, 3, 1, 5, 5), atol=2e-3)
+    assert torch.allclose(moved[..., 10:15, 10:12], image[..., 10:15, 8:10], atol=1e-5)  # uncovered
+    untouched = torch.ones(32, 32, dtype=torch.bool)
+    untouched[10:15, 10:17] = False
+    assert torch.allclose(moved[..., untouched], image[..., untouched], atol=1e-5)
+
+
+def test_reverse_motion_lets_what_moves_cover_what_stands_still():
+    """Where a moving pixel lands on one that stands still, the moving one is what the pixel shows (its
+    weight e^(depth·|m|)); with depth near 0 the two would mix about evenly."""
+    from astra_core.model.flow import reverse_motion
+
+    motion = torch.zeros(1, 2, 1, 8)
+    motion[:, 0, 0, 2] = 3.0  # pixel 2 moves onto pixel 5, which stays
+    back = reverse_motion(motion)
+    assert torch.isclose(back[0, 0, 0, 5], torch.tensor(-3.0), atol=1e-3)
+    assert torch.isclose(back[0, 0, 0, 2], torch.tensor(-3.0))  # left behind: read one motion further back
+    assert torch.equal(back[0, :, 0, [0, 1, 3, 4, 6, 7]], torch.zeros(2, 6))
+    assert torch.isclose(reverse_motion(motion, depth=1e-6)[0, 0, 0, 5], torch.tensor(-1.5), atol=1e-3)
+
+
+def test_splat_rank_adds_a_forward_motion_steered_by_the_action():
+    """`splat_rank`: the network's output ends with a 2·r matrix per cell times a projection of the action
+    feature, a forward motion after the flow; the estimate moves the last frame by both. Without actions
+    the forward motion is zero; the option needs a warp with a flow per cell."""
+    from astra_core.config import ActionConfig, AstraConfig, ConfigError, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+
+    flow_cfg = FlowConfig(prediction="warp", action_flow_rank=2, splat_rank=3)
+    assert flow_cfg.head_channels == 2 + 4 + 6
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4 + 12),
+        action=ActionConfig(action_dim=2, hidden_dim=16),
+        history=HistoryConfig(chunk_size=1, window=2),
+        flow=flow_cfg,
+    )
+    torch.manual_seed(0)
+    net = AstraNet(cfg).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.5)
+    torch.nn.init.normal_(net.action_splat.weight, std=0.5)
+    x, t = torch.randn(1, 4, 2, 4, 4), torch.rand(1, 2) * 1000
+    features = torch.randn(1, 2, 32)
+    with torch.no_grad():
+        raw = net.dit(x, t, features)
+        out = net(x, t, features)
+        none = net(x, t, None)
+        code = net.action_splat(features)
+        flow_code = net.action_flow(features)
+    assert out.shape[1] == 8 and none.shape[1] == 8
+    expected = torch.einsum("btrfhw,bfr->btfhw", raw[:, 10:].unflatten(1, (2, 3)), code)
+    assert torch.allclose(out[:, 6:], expected, atol=1e-5)
+    moved_by_flow = raw[:, 4:6] + torch.einsum("btrfhw,bfr->btfhw", raw[:, 6:10].unflatten(1, (2, 2)), flow_code)
+    assert torch.allclose(out[:, 4:6], moved_by_flow, atol=1e-5)
+    assert torch.equal(none[:, 6:], torch.zeros_like(none[:, 6:]))
+    assert torch.equal(none[:, :6], net.dit(x, t, None)[:, :6])
+    # the estimate: with no forward motion it is the plain warp, with one the frame moves further
+    model = RectifiedFlow(flow_cfg)
+    last = torch.rand(1, 4, 1, 4, 4)
+    still = torch.cat([out[:, :6], torch.zeros_like(out[:, 6:])], dim=1)
+    plain = RectifiedFlow(FlowConfig(prediction="warp")).from_last_frame(out[:, :6], last)
+    assert torch.allclose(model.from_last_frame(still, last), plain, atol=1e-5)
+    assert not torch.allclose(model.from_last_frame(out, last), plain, atol=1e-3)
+    for bad in ({"prediction": "warp", "warp_flow": "pixel", "splat_rank": 2}, {"prediction": "data", "splat_rank": 2}):
+        with pytest.raises(ConfigError, match="splat_rank=2 needs prediction 'warp' with warp_flow 'cell'"):
+            AstraConfig.from_dict({"flow": bad})

@@ -351,3 +351,33 @@ def test_warp_residual_is_a_rollout_default_of_the_checkpoint_and_an_option():
     with pytest.raises(ConfigError, match=r"sampler.warp_residual=0.5: only flow.prediction 'warp' has a residual"):
         AstraConfig.from_dict({"sampler": {"warp_residual": 0.5}})
     assert LatentWorldModel(make_net()).warp_residual == 1.0
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_a_forward_motion_model_rolls_out_alike_cached_and_recomputed(guidance):
+    """`flow.splat_rank`: the forward motion joins the flow in every estimate of the rollout; the KV cache
+    and action-free guidance (which extrapolates the motion with the rest of the output) work as for any
+    warp model, and the actions move the frames through it."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+
+    torch.manual_seed(0)
+    config = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=8, out_dim=8 + 2 + 4),
+        action=ActionConfig(action_dim=3, hidden_dim=16),
+        history=HistoryConfig(chunk_size=2, window=8),
+        flow=FlowConfig(prediction="warp", splat_rank=2),
+    )
+    net = AstraNet(config).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.3)
+    torch.nn.init.normal_(net.action_encoder.net[-1].weight, std=0.5)
+    torch.nn.init.normal_(net.action_splat.weight, std=0.5)
+    _, cached = _rollout(net, 3, True, guidance)
+    _, recomputed = _rollout(net, 3, False, guidance)
+    for a, b in zip(cached, recomputed):  # the splat's floor() may send a pixel a float's width apart
+        assert a.shape == (1, 8, 2, 4, 4) and (a - b).abs().max() <= 1e-3
+    with torch.no_grad():
+        net.action_splat.weight.zero_()
+        net.action_splat.bias.zero_()
+    _, still = _rollout(net, 3, True, guidance)  # no forward motion: another rollout
+    assert not torch.allclose(cached[0], still[0], atol=1e-3)

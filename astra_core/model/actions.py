@@ -96,6 +96,8 @@ class AstraNet(nn.Module):
         self.null_action = nn.Parameter(torch.randn(config.dit.dim) * 0.02)
         rank = config.flow.action_flow_rank
         self.action_flow = nn.Linear(config.dit.dim, rank) if rank else None  # FlowConfig.action_flow_rank
+        splat = config.flow.splat_rank
+        self.action_splat = nn.Linear(config.dit.dim, splat) if splat else None  # FlowConfig.splat_rank
         if config.flow.prediction in ("delta", "warp") and self.dit.head.head.weight.device.type != "meta":
             # the change (and flow) from the last frame starts at zero: an untrained model repeats it
             nn.init.zeros_(self.dit.head.head.weight)
@@ -156,27 +158,35 @@ class AstraNet(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, action_features: torch.Tensor | None, **kw):
         out = self.dit(x, timesteps, action_features, **kw)
-        if self.action_flow is None:
+        if self.action_flow is None and self.action_splat is None:
             return out
-        # [latents, flow (2), J (2·r)] -> [latents, flow + J·a], a = the frame's action feature projected
+        # [latents, flow (2), J (2·r), S (2·s)] -> [latents, flow + J·a (, S·b)], a and b the frame's
+        # action feature projected
         c = self.config.latent_channels + 2
-        rank = self.config.flow.action_flow_rank
-        jacobian = out[:, c:].unflatten(1, (2, rank)).float()  # [B, 2, r, F, H, W]
+        rank, splat = self.config.flow.action_flow_rank, self.config.flow.splat_rank
+        latents, flow = out[:, : c - 2], out[:, c - 2 : c]
         if action_features is None:
-            return out[:, :c]
-        code = self.action_flow(action_features.to(self.action_flow.weight.dtype)).float()  # [B, F, r]
-        if self.config.flow.action_flow_cumulative:  # the generated chunk is the last chunk_size frames
-            n = min(self.config.history.chunk_size, code.shape[1])
-            code = torch.cat([code[:, :-n], code[:, -n:].cumsum(dim=1)], dim=1)
-        motion = torch.einsum("btrfhw,bfr->btfhw", jacobian, code).to(out.dtype)
-        return torch.cat([out[:, : c - 2], out[:, c - 2 : c] + motion], dim=1)
+            return out[:, :c] if not splat else torch.cat([out[:, :c], torch.zeros_like(flow)], dim=1)
+        if rank:
+            jacobian = out[:, c : c + 2 * rank].unflatten(1, (2, rank)).float()  # [B, 2, r, F, H, W]
+            code = self.action_flow(action_features.to(self.action_flow.weight.dtype)).float()  # [B, F, r]
+            if self.config.flow.action_flow_cumulative:  # the generated chunk is the last chunk_size frames
+                n = min(self.config.history.chunk_size, code.shape[1])
+                code = torch.cat([code[:, :-n], code[:, -n:].cumsum(dim=1)], dim=1)
+            flow = flow + torch.einsum("btrfhw,bfr->btfhw", jacobian, code).to(out.dtype)
+        if not splat:
+            return torch.cat([latents, flow], dim=1)
+        matrix = out[:, c + 2 * rank :].unflatten(1, (2, splat)).float()
+        code = self.action_splat(action_features.to(self.action_splat.weight.dtype)).float()
+        forward = torch.einsum("btrfhw,bfr->btfhw", matrix, code).to(out.dtype)
+        return torch.cat([latents, flow, forward], dim=1)
 
     def adapter_parameter_names(self) -> list[str]:
         """ACT-Adapter fine-tuning set: self-attention, projectors and the action modules."""
         action = [
             n
             for n, _ in self.named_parameters()
-            if n.startswith(("action_encoder.", "moae.", "null_action", "action_flow."))
+            if n.startswith(("action_encoder.", "moae.", "null_action", "action_flow.", "action_splat."))
         ]
         return ["dit." + n for n in self.dit.adapter_parameter_names()] + action
 

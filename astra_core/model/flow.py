@@ -54,6 +54,36 @@ def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: st
     return rearrange(warped, "(b f) c (h p) (w q) -> b (c p q) f h w", b=b, p=p, q=p)
 
 
+def reverse_motion(motion: torch.Tensor, depth: float = 4.0) -> torch.Tensor:
+    """The backward flow [N, 2, H, W] that carries every pixel of a frame forward by `motion` [N, 2, H, W]
+    (x right, y down, in pixels): each pixel's motion is splatted bilinearly to where it lands, and a pixel
+    reads its new value from where what lands on it came from. Where motions meet, each counts
+    e^(depth·|motion|), so what moves covers what stands still. Where less than a whole pixel lands
+    (behind a moving part), the rest reads from one motion further back, what the part uncovers: a
+    convex part moved by m leaves pixels whose point −m lay outside it. Sampling the frame once through
+    this flow moves its parts without splatting their colours, so nothing blurs that does not move."""
+    n, _, hh, ww = motion.shape
+    motion = motion.float()
+    weight = torch.exp((depth * motion.norm(dim=1, keepdim=True)).clamp(max=30.0))
+    values = torch.cat([-motion * weight, weight, torch.ones_like(weight)], dim=1).reshape(n, 4, hh * ww)
+    ys = torch.arange(hh, device=motion.device, dtype=motion.dtype)[:, None]
+    xs = torch.arange(ww, device=motion.device, dtype=motion.dtype)[None, :]
+    x, y = xs + motion[:, 0], ys + motion[:, 1]
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    index, share = [], []
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        tx, ty = x0 + dx, y0 + dy
+        inside = (tx >= 0) & (tx < ww) & (ty >= 0) & (ty < hh)
+        index.append((ty.clamp(0, hh - 1) * ww + tx.clamp(0, ww - 1)).long().reshape(n, 1, hh * ww))
+        share.append(((fx if dx else 1 - fx) * (fy if dy else 1 - fy) * inside).reshape(n, 1, hh * ww))
+    index, share = torch.cat(index, dim=2), torch.cat(share, dim=2)  # the four neighbours side by side
+    acc = values.new_zeros(n, 4, hh * ww).scatter_add(2, index.expand(-1, 4, -1), values.repeat(1, 1, 4) * share)
+    landed = acc[:, :2] / acc[:, 2:3].clamp(min=1e-12)
+    cover = acc[:, 3:].clamp(max=1.0)
+    return (landed * cover - motion.reshape(n, 2, hh * ww) * (1 - cover)).reshape(n, 2, hh, ww)
+
+
 class RectifiedFlow:
     def __init__(self, config: FlowConfig | None = None):
         self.config = config or FlowConfig()
@@ -140,16 +170,37 @@ class RectifiedFlow:
         self, output: torch.Tensor, last_frame: torch.Tensor, residual_weight: float = 1.0
     ) -> torch.Tensor:
         """x̂₀ of a `delta` or `warp` prediction. output [B, C (+2 for warp), f, H, W], last_frame [B, C, 1, H, W].
-        delta: last_frame + output. warp: the last frame warped by the flow in the output's last two
-        channels (per generated frame, in latent cells), plus the residual in its first C channels times
-        `residual_weight` (1 in training; `SamplerConfig.warp_residual` when sampling)."""
+        delta: last_frame + output. warp: the last frame warped by the flow in the output's channels after
+        the first C (per generated frame, in latent cells), plus the residual in its first C channels times
+        `residual_weight` (1 in training; `SamplerConfig.warp_residual` when sampling); with `splat_rank`
+        the last two channels are a forward motion, joined to the flow by `with_forward_motion`."""
         last = last_frame.float()
         if self.config.prediction == "delta":
             return last + output.float()
         c = last.shape[1]
         residual, flow = output[:, :c].float(), output[:, c:].float()  # flow: 2 or 2·p² channels
+        forward = None
+        if self.config.splat_rank:
+            flow, forward = flow[:, :2], flow[:, 2:4]
         frames = last.expand(-1, -1, flow.shape[2], -1, -1)
+        if forward is not None:
+            flow = self.with_forward_motion(flow, forward)
         return warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode) + residual_weight * residual
+
+    def with_forward_motion(self, flow: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
+        """A backward flow per cell [B, 2, f, H, W] and a forward motion per cell (`splat_rank`) -> one
+        backward flow per pixel [B, 2·p², f, H, W] (latent cells, ordered (two p q)): both upsampled to the
+        pixels, the motion turned into the backward flow that carries the pixels forward
+        (`reverse_motion`), and the two added."""
+        p = self.config.warp_unshuffle
+        b = flow.shape[0]
+
+        def pixels(field: torch.Tensor) -> torch.Tensor:
+            field = rearrange(field, "b two f h w -> (b f) two h w")
+            return F.interpolate(field, scale_factor=p, mode="bilinear", align_corners=False) if p > 1 else field
+
+        total = pixels(flow) + reverse_motion(pixels(forward) * p, self.config.splat_depth) / p
+        return rearrange(total, "(b f) two (h p) (w q) -> b (two p q) f h w", b=b, p=p, q=p)
 
     def preconditioned(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x̂₀ = c_skip·x_σ + c_out·F for `prediction: edm`. With x_σ = (1−σ)x₀ + σε and data spread s:
