@@ -24,6 +24,15 @@ def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
 
 
+def cells_to_pixels(field: torch.Tensor, unshuffle: int) -> torch.Tensor:
+    """A field of one vector per latent cell [B, 2, f, H, W] -> one per fine pixel [B·f, 2, H·p, W·p],
+    upsampled bilinearly (values unchanged: still in latent cells)."""
+    field = rearrange(field, "b two f h w -> (b f) two h w")
+    if unshuffle > 1:
+        field = F.interpolate(field, scale_factor=unshuffle, mode="bilinear", align_corners=False)
+    return field
+
+
 def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: str = "bilinear") -> torch.Tensor:
     """Backward-warp latents [B, C, f, H, W] by a flow [B, 2, f, H, W] (x right, y down, in latent cells):
     each output position takes the bilinear sample of `latents` at its position plus the flow, the
@@ -36,9 +45,7 @@ def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: st
     p = unshuffle
     images = rearrange(latents, "b (c p q) f h w -> (b f) c (h p) (w q)", p=p, q=p)
     if flow.shape[1] == 2:
-        flow = rearrange(flow, "b two f h w -> (b f) two h w")
-        if p > 1:
-            flow = F.interpolate(flow, scale_factor=p, mode="bilinear", align_corners=False)
+        flow = cells_to_pixels(flow, p)
     elif flow.shape[1] == 2 * p * p:
         flow = rearrange(flow, "b (two p q) f h w -> (b f) two (h p) (w q)", p=p, q=p)
     else:
@@ -193,14 +200,9 @@ class RectifiedFlow:
         pixels, the motion turned into the backward flow that carries the pixels forward
         (`reverse_motion`), and the two added."""
         p = self.config.warp_unshuffle
-        b = flow.shape[0]
-
-        def pixels(field: torch.Tensor) -> torch.Tensor:
-            field = rearrange(field, "b two f h w -> (b f) two h w")
-            return F.interpolate(field, scale_factor=p, mode="bilinear", align_corners=False) if p > 1 else field
-
-        total = pixels(flow) + reverse_motion(pixels(forward) * p, self.config.splat_depth) / p
-        return rearrange(total, "(b f) two (h p) (w q) -> b (two p q) f h w", b=b, p=p, q=p)
+        back = reverse_motion(cells_to_pixels(forward, p) * p, self.config.splat_depth) / p  # in pixels, then cells
+        total = cells_to_pixels(flow, p) + back
+        return rearrange(total, "(b f) two (h p) (w q) -> b (two p q) f h w", b=flow.shape[0], p=p, q=p)
 
     def preconditioned(self, output: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x̂₀ = c_skip·x_σ + c_out·F for `prediction: edm`. With x_σ = (1−σ)x₀ + σε and data spread s:
