@@ -115,6 +115,10 @@ def test_sharpness_on_constructed_frames():
     assert sharpness(blurred, truth) < 0.5
     assert sharpness(noisy, truth) > 1.2
     assert sharpness(torch.zeros_like(truth), truth) == 0.0
+    # a flat truth (a view pressed against a wall) has no detail to compare with: undefined, not huge
+    flat = torch.full_like(truth, 0.3)
+    assert math.isnan(sharpness(truth, flat)) and math.isnan(sharpness(flat, flat))
+    assert sharpness(flat, truth) == 0.0
 
 
 class _OracleLatent:
@@ -166,6 +170,11 @@ def test_teacher_forced_step_scores_a_perfect_predictor_above_copy_last():
         assert copy["tf_margin"] == pytest.approx(0.0, abs=1e-6)
         assert good["tf_copy_last_psnr"] == pytest.approx(copy["tf_psnr"], abs=1e-6)
         assert len(good["tf_psnr_by_context"]) == 4
+    # an episode whose next frames are one flat colour has no sharpness (NaN, left out of the means)
+    flat = frames.clone()
+    flat[1] = flat[1, :, :1].mean(dim=(-1, -2), keepdim=True).expand_as(flat[1])
+    scored = teacher_forced(_OracleWorld(flat, True), flat, streams, contexts=4)
+    assert scored[0]["tf_sharpness"] == pytest.approx(1.0, abs=1e-4) and math.isnan(scored[1]["tf_sharpness"])
 
 
 # ------------------------------------------------------------------------------------------------

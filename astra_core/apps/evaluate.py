@@ -73,11 +73,23 @@ def gradient_energy(frames: torch.Tensor) -> torch.Tensor:
     return dx.pow(2).mean() + dy.pow(2).mean()
 
 
+# Below this mean squared spatial gradient (in [-1, 1] pixel units; a tenth of one 8-bit level per pixel
+# step) the truth is a flat colour, e.g. a game's view pressed against a wall, and a ratio to its detail
+# says nothing: sharpness is NaN there, and the means over episodes leave it out.
+FLAT_ENERGY = 1e-6
+
+
+def detail_ratio(pred_energy: float, true_energy: float) -> float:
+    """Detail of a prediction over the truth's, both as gradient energies; NaN where the truth is flat."""
+    return pred_energy / true_energy if true_energy >= FLAT_ENERGY else float("nan")
+
+
 def sharpness(pred: torch.Tensor, target: torch.Tensor) -> float:
     """How much spatial detail a prediction carries against the truth: the mean squared spatial gradient
     of `pred` over that of `target` (same shape, [..., H, W]). 1 is as detailed as the truth; a blurred
-    mean scores far below 1, noise far above. Blur plus noise can score 1, so read it beside a PSNR."""
-    return float(gradient_energy(pred.float()) / gradient_energy(target.float()).clamp(min=1e-12))
+    mean scores far below 1, noise far above. Blur plus noise can score 1, so read it beside a PSNR.
+    NaN where the truth has no detail to compare with (`FLAT_ENERGY`)."""
+    return detail_ratio(float(gradient_energy(pred.float())), float(gradient_energy(target.float())))
 
 
 @dataclass
@@ -157,7 +169,7 @@ def teacher_forced(wm: WorldModel, frames: torch.Tensor, streams: list, contexts
 
     Returns per episode: `tf_psnr` (mean over the context lengths), `tf_psnr_by_context` (the list),
     the same for copy-last-frame (`tf_copy_last_psnr`, ...), `tf_margin` (model − copy-last, dB) and
-    `tf_sharpness` (all predicted frames against the truth)."""
+    `tf_sharpness` (all predicted frames against the truth; NaN where the truth is flat)."""
     latent, tokenizer = wm.latent, wm.tokenizer
     chunk, n = latent.history_cfg.chunk_size, wm.frames_per_step
     if 1 + contexts * n > frames.shape[2]:
@@ -189,7 +201,8 @@ def teacher_forced(wm: WorldModel, frames: torch.Tensor, streams: list, contexts
         by_context = [row[i] for row in model_psnr]
         copy_by_context = [row[i] for row in copy_psnr]
         mean, copy_mean = sum(by_context) / contexts, sum(copy_by_context) / contexts
-        detail = sum(row[i] for row in energy_pred) / max(sum(row[i] for row in energy_true), 1e-12)
+        pred_energy, true_energy = (sum(row[i] for row in rows) / contexts for rows in (energy_pred, energy_true))
+        detail = detail_ratio(pred_energy, true_energy)
         out.append(
             {
                 "tf_psnr": mean,
