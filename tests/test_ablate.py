@@ -300,3 +300,27 @@ def test_a_worker_whose_parent_dies_gets_sigterm(tmp_path):
     while alive() and time.time() < deadline:
         time.sleep(0.05)
     assert not alive()
+
+
+@pytest.mark.parametrize("config", ["examples/configs/ablate.yaml", "docs/ablation/ablate.yaml"])
+def test_shipped_ablation_configs_build_every_variant(config):
+    """Both ablation base configs load, and each variant changes them (none is the base in disguise)."""
+    root = Path(__file__).resolve().parents[1]
+    base = TrainConfig.from_yaml(root / config)
+    for name, variant in VARIANTS.items():
+        cfg = variant_config(base, variant, Path("runs") / name, None)
+        changed = changed_fields(base.model_dump(mode="json"), cfg)
+        assert (changed == []) == (name == "full"), (name, changed)
+
+
+def test_ablation_records_match_the_config_they_keep():
+    """docs/ablation rebuilds its table (docs/ablation/README.md): every record there was trained from
+    docs/ablation/ablate.yaml with its variant's changes, so `astra ablate` reuses it, not refuses it."""
+    root = Path(__file__).resolve().parents[1]
+    base = TrainConfig.from_yaml(root / "docs/ablation/ablate.yaml")
+    records = sorted((root / "docs/ablation").glob("*/seed-*/done.json"))
+    assert len(records) >= 12
+    for record in records:
+        name, seed = record.parent.parent.name, int(record.parent.name.removeprefix("seed-"))
+        cfg = variant_config(base, VARIANTS[name], record.parent, None, seed)
+        assert changed_fields(json.loads(record.read_text())["config"], cfg) == [], record
