@@ -188,7 +188,9 @@ class FlowConfig(_Config):
     # are warped at their own resolution; 1 warps the latents themselves (a VAE's).
     prediction: Literal["velocity", "data", "edm", "delta", "warp"] = "velocity"
     warp_unshuffle: int = 1
-    warp_mode: Literal["bilinear", "bicubic"] = "bilinear"  # interpolation of the warp's samples
+    # interpolation of the warp's samples; "catmull_rom": cubic like "bicubic" (grid_sample's, a = −0.75) but
+    # with a = −0.5, whose gain never exceeds 1, so a rollout's repeated warps do not ring (flow.catmull_rom_sample)
+    warp_mode: Literal["bilinear", "bicubic", "catmull_rom"] = "bilinear"
     # "cell": one flow vector per latent cell (2 output channels), upsampled bilinearly to the pixels;
     # "pixel": one per pixel of the unshuffled images (2·warp_unshuffle² channels), so a thin moving part
     # can move without dragging its surroundings along.
