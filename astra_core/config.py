@@ -224,7 +224,7 @@ class FlowConfig(_Config):
     # where the cell's pixels go. It is turned into a backward flow at pixel resolution (each pixel's
     # motion splatted to where it lands; where motions meet the one that moves more wins, and behind a
     # moving part the pixels read what it uncovers) and added to the flow, so the frame is still sampled
-    # once, bicubically. A part the action moves (the arm's end effector) then needs S only where the part
+    # once (by warp_mode). A part the action moves (the arm's end effector) then needs S only where the part
     # is now; a backward flow must find where it will be, which depends on the action. 0: off; the DiT's
     # out_dim grows by 2·r.
     splat_rank: int = Field(0, ge=0)

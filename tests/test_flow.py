@@ -412,28 +412,38 @@ def test_motion_weights_move_the_loss_to_what_changed_and_keep_each_sample_at_me
         FlowConfig(motion_weight=-1)
 
 
+def _net_with_a_trained_head(flow: FlowConfig):
+    """A tiny AstraNet over 4 latent channels with `flow`'s output head, whose head and action projections
+    are non-zero as if trained (the head starts at zero), and inputs for it: x, t, action features."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+
+    torch.manual_seed(0)
+    net = AstraNet(
+        AstraConfig(
+            dit=dit_preset(
+                "tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4 + flow.head_channels
+            ),
+            action=ActionConfig(action_dim=2, hidden_dim=16),
+            history=HistoryConfig(chunk_size=1, window=2),
+            flow=flow,
+        )
+    ).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.5)
+    for projection in (net.action_flow, net.action_splat):
+        if projection is not None:
+            torch.nn.init.normal_(projection.weight, std=0.5)
+    return net, torch.randn(1, 4, 2, 4, 4), torch.rand(1, 2) * 1000, torch.randn(1, 2, 32)
+
+
 def test_action_flow_moves_a_cell_by_its_matrix_times_the_action():
     """`action_flow_rank`: the network's output ends with a 2·r matrix per cell; the model returns the
     latents and the flow plus that matrix times the projected action feature, so the same network output
     moves a part one way for one action and the other way for the opposite one, and not at all where
     the matrix is zero. Without actions the added motion is absent."""
-    from astra_core.config import ActionConfig, AstraConfig, ConfigError, HistoryConfig, dit_preset
-    from astra_core.model.actions import AstraNet
+    from astra_core.config import AstraConfig, ConfigError
 
-    def config(**flow):
-        return AstraConfig(
-            dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4 + 2 + 2 * 3),
-            action=ActionConfig(action_dim=2, hidden_dim=16),
-            history=HistoryConfig(chunk_size=1, window=2),
-            flow=FlowConfig(prediction="warp", **flow),
-        )
-
-    torch.manual_seed(0)
-    net = AstraNet(config(action_flow_rank=3)).eval()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.5)  # a trained head: non-zero matrices
-    torch.nn.init.normal_(net.action_flow.weight, std=0.5)
-    x, t = torch.randn(1, 4, 2, 4, 4), torch.rand(1, 2) * 1000
-    features = torch.randn(1, 2, 32)
+    net, x, t, features = _net_with_a_trained_head(FlowConfig(prediction="warp", action_flow_rank=3))
     with torch.no_grad():
         raw = net.dit(x, t, features)
         out = net(x, t, features)
@@ -551,23 +561,11 @@ def test_splat_rank_adds_a_forward_motion_steered_by_the_action():
     """`splat_rank`: the network's output ends with a 2·r matrix per cell times a projection of the action
     feature, a forward motion after the flow; the estimate moves the last frame by both. Without actions
     the forward motion is zero; the option needs a warp with a flow per cell."""
-    from astra_core.config import ActionConfig, AstraConfig, ConfigError, HistoryConfig, dit_preset
-    from astra_core.model.actions import AstraNet
+    from astra_core.config import AstraConfig, ConfigError
 
     flow_cfg = FlowConfig(prediction="warp", action_flow_rank=2, splat_rank=3)
     assert flow_cfg.head_channels == 2 + 4 + 6
-    cfg = AstraConfig(
-        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=4, out_dim=4 + 12),
-        action=ActionConfig(action_dim=2, hidden_dim=16),
-        history=HistoryConfig(chunk_size=1, window=2),
-        flow=flow_cfg,
-    )
-    torch.manual_seed(0)
-    net = AstraNet(cfg).eval()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.5)
-    torch.nn.init.normal_(net.action_splat.weight, std=0.5)
-    x, t = torch.randn(1, 4, 2, 4, 4), torch.rand(1, 2) * 1000
-    features = torch.randn(1, 2, 32)
+    net, x, t, features = _net_with_a_trained_head(flow_cfg)
     with torch.no_grad():
         raw = net.dit(x, t, features)
         out = net(x, t, features)

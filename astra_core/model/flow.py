@@ -94,7 +94,7 @@ def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: st
     x = xs[None, None, :] + flow[:, 0] * p
     y = ys[None, :, None] + flow[:, 1] * p
     if mode == "catmull_rom":
-        warped = catmull_rom_sample(images, x.expand(images.shape[0], hh, ww), y.expand(images.shape[0], hh, ww))
+        warped = catmull_rom_sample(images, x, y)
     else:
         grid = torch.stack([(2 * x + 1) / ww - 1, (2 * y + 1) / hh - 1], dim=-1)
         warped = F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
