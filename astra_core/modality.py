@@ -78,7 +78,11 @@ def check_bounds(name: str, values: np.ndarray, low: float, high: float, what: s
 
 class Normalizer(nn.Module):
     """Per-dimension standardisation fitted on data; its statistics are buffers, so they travel in
-    checkpoints with the model. Masked-out frames are ignored when fitting and stay zero."""
+    checkpoints with the model. Masked-out frames are ignored when fitting and stay zero. A dimension
+    that never varied in the fitting data (spread at most `eps`: a toy camera that never rolls) keeps
+    the scale 1, so a value the data never held reaches the encoder centred but unscaled, not multiplied
+    by 1/eps; a checkpoint that stored `eps` for such a dimension reads as 1 when loaded (both give the
+    fitting data the same normalised values)."""
 
     def __init__(self, dim: int, eps: float = 1e-6, scale_only: bool = False):
         super().__init__()
@@ -99,11 +103,19 @@ class Normalizer(nn.Module):
             raise ShapeError(f"normaliser: need at least 2 valid frames to fit, got {len(valid)}")
         check_finite("normaliser.fit", valid, "actions")
         self.mean.copy_(torch.zeros(self.dim) if self.scale_only else valid.mean(0))
-        self.std.copy_(
-            valid.std(0).clamp_min(self.eps) if not self.scale_only else valid.abs().amax(0).clamp_min(self.eps)
-        )
+        spread = valid.std(0) if not self.scale_only else valid.abs().amax(0)
+        self.std.copy_(self._unit_where_flat(spread))
         self.fitted.fill_(True)
         return self
+
+    def _unit_where_flat(self, spread: torch.Tensor) -> torch.Tensor:
+        return torch.where(spread > self.eps, spread, torch.ones_like(spread))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "std"
+        if key in state_dict:  # checkpoints written before flat dimensions kept the scale 1
+            state_dict[key] = self._unit_where_flat(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, actions: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         out = (actions - self.mean) / self.std

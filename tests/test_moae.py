@@ -325,6 +325,27 @@ def test_normaliser_statistics_travel_in_checkpoints(tmp_path):
     assert not bool(loaded.moae.normalizers["discrete_cmd"].fitted)
 
 
+def test_a_dimension_flat_in_the_fitting_data_keeps_the_scale_1(tmp_path):
+    """The toy camera never rolls: its roll never varied when the normaliser was fitted. A user's stream
+    that rolls must reach the encoder centred and unscaled, not multiplied by 1/eps."""
+    from astra_core.checkpoint import load_checkpoint, save_checkpoint
+
+    data = torch.randn(50, 9)
+    data[:, 4] = 0.25  # flat
+    norm = Normalizer(9).fit(data)
+    assert norm.std[4] == 1.0 and torch.allclose(norm.std[:4], data[:, :4].std(0))
+    rolled = data[:3].clone()
+    rolled[:, 4] = 0.75
+    assert torch.allclose(norm(rolled)[:, 4], torch.full((3,), 0.5))
+    assert torch.allclose(norm(data)[:, 4], torch.zeros(50))  # the fitting data: 0, as with any scale
+
+    net = _moae_net()  # a checkpoint written when flat dimensions stored the floor eps reads as scale 1
+    camera = net.moae.normalizers["camera_se3"].fit(torch.randn(50, 9))
+    camera.std[[1, 7]] = camera.eps
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", net)).moae.normalizers["camera_se3"]
+    assert loaded.std[1] == 1.0 and loaded.std[7] == 1.0 and torch.equal(loaded.std[[0, 2]], camera.std[[0, 2]])
+
+
 def _combinators():
     from astra_core.model.moae import MixtureRouter, PerModalityRouter
 
