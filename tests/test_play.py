@@ -305,9 +305,18 @@ def test_server_answers_malformed_requests_and_drops_slow_ones(model):
         finally:
             for conn in idle:
                 conn.close()
-        assert _wait(lambda: _post(srv.url, b'{"keys": ["W"]}')[0] == 202, timeout=10)
+        # until the handlers notice the idle connections closed, the server is still at its bound and may
+        # close a new one before reading it (a broken pipe here): that is "not yet", not a failure
+        assert _wait(lambda: _status_or_none(srv.url, b'{"keys": ["W"]}') == 202, timeout=10)
     finally:
         srv.shutdown()
+
+
+def _status_or_none(url, body: bytes):
+    try:
+        return _post(url, body)[0]
+    except (urllib.error.URLError, ConnectionError):
+        return None
 
 
 def test_long_sessions_keep_bounded_history(model):
