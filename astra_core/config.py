@@ -191,6 +191,11 @@ class FlowConfig(_Config):
     # interpolation of the warp's samples; "catmull_rom": cubic like "bicubic" (grid_sample's, a = −0.75) but
     # with a = −0.5, whose gain never exceeds 1, so a rollout's repeated warps do not ring (flow.catmull_rom_sample)
     warp_mode: Literal["bilinear", "bicubic", "catmull_rom"] = "bilinear"
+    # What the warp reads past the frame's edge, where a turning camera brings new view in. "border": the
+    # edge's pixels, repeated (the residual then corrects a streak of the edge's colour); "zeros": nothing,
+    # so the residual alone draws what enters, and counts fully there when sampling whatever
+    # `sampler.warp_residual` (weighed by the share of each sample that falls outside).
+    warp_padding: Literal["border", "zeros"] = "border"
     # "cell": one flow vector per latent cell (2 output channels), upsampled bilinearly to the pixels;
     # "pixel": one per pixel of the unshuffled images (2·warp_unshuffle² channels), so a thin moving part
     # can move without dragging its surroundings along.

@@ -305,6 +305,37 @@ def test_warp_residual_weighs_only_the_residual_on_top_of_the_moved_last_frame()
     assert torch.allclose(v, (x - (full + moved) / 2) / 0.6, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "catmull_rom"])
+def test_zero_padding_leaves_what_enters_the_view_to_the_residual_at_full_weight(mode):
+    """`warp_padding: zeros`: a shift of two pixels reads zeros in the two columns that enter the view
+    (the border padding repeats the edge there); the picture inside moves as before. When sampling at
+    residual weight ½, the residual counts fully in the entering columns and ½ elsewhere."""
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.model.flow import warp
+
+    tokenizer = PixelTokenizer(4)
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(1, 3, 2, 32, 32, generator=g) * 2 - 1
+    latents = tokenizer.encode(image)
+    flow = torch.zeros(1, 2, 2, 8, 8)
+    flow[:, 0] = 0.5  # sample 2 pixels to the right
+    zeros = tokenizer.decode(warp(latents, flow, 4, mode, "zeros"))
+    border = tokenizer.decode(warp(latents, flow, 4, mode, "border"))
+    assert torch.allclose(zeros[..., :-2], border[..., :-2], atol=1e-5)
+    assert torch.allclose(zeros[..., :-2], image[..., 2:], atol=1e-5)
+    assert zeros[..., -2:].abs().max() < 1e-6
+
+    flow_model = RectifiedFlow(FlowConfig(prediction="warp", warp_unshuffle=4, warp_mode=mode, warp_padding="zeros"))
+    residual = tokenizer.encode(torch.rand(1, 3, 2, 32, 32, generator=g) * 2 - 1)
+    output = torch.cat([residual, flow], dim=1)
+    half = tokenizer.decode(flow_model.from_last_frame(output, latents[:, :, :1], 0.5))
+    res = tokenizer.decode(residual)
+    assert torch.allclose(half[..., -2:], res[..., -2:], atol=1e-5)  # all of the residual where the view is new
+    assert torch.allclose(half[..., :-2], image[:, :, :1, :, 2:] + 0.5 * res[..., :-2], atol=1e-5)
+    full = tokenizer.decode(flow_model.from_last_frame(output, latents[:, :, :1]))
+    assert torch.allclose(full, zeros[:, :, :1] + res, atol=1e-5)  # training's estimate: warp + residual
+
+
 def test_a_per_pixel_flow_moves_one_pixel_and_leaves_its_neighbours():
     """`warp_flow: pixel`: a flow of 2·p² channels gives each fine pixel its own vector. A uniform one
     equals the per-cell flow; a flow on one pixel only moves that pixel, where a per-cell flow (upsampled

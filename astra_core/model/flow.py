@@ -46,9 +46,10 @@ def _cubic_weights(t: torch.Tensor, a: float) -> list[torch.Tensor]:
     return [far(t + 1), near(t), near(1 - t), far(2 - t)]
 
 
-def catmull_rom_sample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def catmull_rom_sample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor, padding: str = "border") -> torch.Tensor:
     """Sample images [N, C, H, W] at pixel positions x, y [N, H', W'] (pixel centres at integers) by
-    Catmull–Rom cubic convolution (Keys' kernel with a = −0.5), the border repeating outside.
+    Catmull–Rom cubic convolution (Keys' kernel with a = −0.5), the border repeating outside (`padding`
+    "border") or zeros there ("zeros").
 
     `grid_sample`'s bicubic mode uses a = −0.75, whose gain exceeds 1 at middle frequencies (1.03 at 0.3
     of Nyquist for a half-pixel shift): once it is harmless, but a rollout warps each frame from the one
@@ -62,20 +63,28 @@ def catmull_rom_sample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
     flat = images.reshape(n, c, h * w)
     out = images.new_zeros(n, c, *x.shape[1:])
     for j in range(4):
-        rows = (y0 + (j - 1)).clamp(0, h - 1) * w
+        ty = y0 + (j - 1)
+        rows = ty.clamp(0, h - 1) * w
         for i in range(4):
-            index = (rows + (x0 + (i - 1)).clamp(0, w - 1)).reshape(n, 1, -1).expand(-1, c, -1)
+            tx = x0 + (i - 1)
+            index = (rows + tx.clamp(0, w - 1)).reshape(n, 1, -1).expand(-1, c, -1)
             taps = flat.gather(2, index).reshape(out.shape)
-            out = out + (wy[j] * wx[i]).unsqueeze(1).to(images.dtype) * taps
+            weight = wy[j] * wx[i]
+            if padding == "zeros":
+                weight = weight * ((tx >= 0) & (tx < w) & (ty >= 0) & (ty < h))
+            out = out + weight.unsqueeze(1).to(images.dtype) * taps
     return out
 
 
-def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: str = "bilinear") -> torch.Tensor:
+def warp(
+    latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: str = "bilinear", padding: str = "border"
+) -> torch.Tensor:
     """Backward-warp latents [B, C, f, H, W] by a flow [B, 2, f, H, W] (x right, y down, in latent cells):
     each output position takes the bilinear sample of `latents` at its position plus the flow, the
-    border repeating outside. With `unshuffle` p > 1 the latents are a space-to-depth of (C/p²)-channel
-    images p times finer (the pixel tokenizer's layout, channels ordered (c p q)): those images are
-    warped at their own resolution, by the flow upsampled bilinearly, so a shift keeps pixel detail.
+    border repeating outside (`padding` "border") or zeros there ("zeros"). With `unshuffle` p > 1 the
+    latents are a space-to-depth of (C/p²)-channel images p times finer (the pixel tokenizer's layout,
+    channels ordered (c p q)): those images are warped at their own resolution, by the flow upsampled
+    bilinearly, so a shift keeps pixel detail.
     A flow of 2·p² channels [B, 2·p², f, H, W] (ordered (two p q)) gives every fine pixel its own
     vector instead, still in latent cells."""
     b, c, f, h, w = latents.shape
@@ -94,10 +103,10 @@ def warp(latents: torch.Tensor, flow: torch.Tensor, unshuffle: int = 1, mode: st
     x = xs[None, None, :] + flow[:, 0] * p
     y = ys[None, :, None] + flow[:, 1] * p
     if mode == "catmull_rom":
-        warped = catmull_rom_sample(images, x, y)
+        warped = catmull_rom_sample(images, x, y, padding)
     else:
         grid = torch.stack([(2 * x + 1) / ww - 1, (2 * y + 1) / hh - 1], dim=-1)
-        warped = F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+        warped = F.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=False)
     return rearrange(warped, "(b f) c (h p) (w q) -> b (c p q) f h w", b=b, p=p, q=p)
 
 
@@ -220,7 +229,10 @@ class RectifiedFlow:
         delta: last_frame + output. warp: the last frame warped by the flow in the output's channels after
         the first C (per generated frame, in latent cells), plus the residual in its first C channels times
         `residual_weight` (1 in training; `SamplerConfig.warp_residual` when sampling); with `splat_rank`
-        the last two channels are a forward motion, joined to the flow by `with_forward_motion`."""
+        the last two channels are a forward motion, joined to the flow by `with_forward_motion`. With
+        `warp_padding: zeros` the warp reads zeros past the frame's edge, and there the residual counts
+        fully whatever `residual_weight` (it is all there is of the frame), blended by the share of the
+        sample that falls inside."""
         last = last_frame.float()
         if self.config.prediction == "delta":
             return last + output.float()
@@ -232,7 +244,14 @@ class RectifiedFlow:
         frames = last.expand(-1, -1, flow.shape[2], -1, -1)
         if forward is not None:
             flow = self.with_forward_motion(flow, forward)
-        return warp(frames, flow, self.config.warp_unshuffle, self.config.warp_mode) + residual_weight * residual
+        p, padding = self.config.warp_unshuffle, self.config.warp_padding
+        warped = warp(frames, flow, p, self.config.warp_mode, padding)
+        if padding == "zeros" and residual_weight != 1.0:
+            b, _, f, h, w = frames.shape
+            inside = warp(frames.new_ones(b, p * p, f, h, w), flow, p, "bilinear", "zeros").clamp(0.0, 1.0)
+            weight = residual_weight * inside + (1.0 - inside)  # per fine pixel, channels (p q)
+            return warped + weight.repeat(1, c // (p * p), 1, 1, 1) * residual
+        return warped + residual_weight * residual
 
     def with_forward_motion(self, flow: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
         """A backward flow per cell [B, 2, f, H, W] and a forward motion per cell (`splat_rank`) -> one
