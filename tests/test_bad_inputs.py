@@ -917,6 +917,11 @@ CLI = [
     ("rollout --guidance nan", ROLLOUT + ["--embodiment", "tabletop_arm", "--guidance", "nan"], ["guidance"]),
     ("rollout an unknown embodiment", ROLLOUT + ["--embodiment", "moon"], ["moon"]),
     ("encode --episodes 0", ["encode", "--world", "car", "--episodes", "0", "--out", "{tmp}/c"], ["--episodes 0"]),
+    (
+        "train-tokenizer --held-out 0",
+        ["train-tokenizer", "--out", "{tmp}/v.safetensors", "--held-out", "0"],
+        ["--held-out 0"],
+    ),
     ("encode --reader without files", ["encode", "--reader", "game_log", "--out", "{tmp}/c"], ["PATHS"]),
     ("train an empty config", ["train", "{tmp}/empty.yaml"], ["empty.yaml", "empty"]),
     ("info on a missing checkpoint", ["info", "{tmp}/none.safetensors"], ["none.safetensors"]),

@@ -271,10 +271,9 @@ def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_pa
     train, held = split_episodes(episodes)
     assert len(held) == 1 and {e.source for e in held}.isdisjoint({e.source for e in train})
     out = tmp_path / "eval"
-    assert (
-        main(["eval", "--checkpoint", str(SHIPPED), "--cache", str(cache / "*.h5"), "--steps", "1", "--out", str(out)])
-        == 0
-    )
+    argv = ["eval", "--checkpoint", str(SHIPPED), "--cache", str(cache / "*.h5"), "--steps", "1", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert "eval car" not in capsys.readouterr().err  # --quiet: no progress bar
     car = json.loads((out / "eval.json").read_text())["car"]
     assert "astra/action_following@8" not in car  # one held-out episode: nothing to swap actions with
     assert "astra/psnr@8" in car and car["astra/tf_margin/std"] == 0.0
@@ -295,6 +294,7 @@ def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_pa
         )
         == 0
     )
+    assert "eval car" in capsys.readouterr().err
     assert "astra/action_following@8" in json.loads((out / "eval.json").read_text())["car"]
 
 

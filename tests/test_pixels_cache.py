@@ -316,12 +316,17 @@ def test_train_tokenizer_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
                 "4",
                 "--batch",
                 "1",
+                "--quiet",
             ]
         )
         == 0
     )
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
     assert result["steps"] == 3 and result["held_out_psnr"] > 0
+    # one episode per world for training and one held out: as many clips each
+    assert result["held_out_clips"] == result["train_clips"] > 0
+    assert "train-tokenizer" not in printed.err  # --quiet: no progress bar
     vae = load_tokenizer(out)
     assert isinstance(vae, CausalVideoVAE) and vae.channels == 4
     z = vae.encode(torch.zeros(1, 3, 5, 64, 64))

@@ -694,3 +694,17 @@ def test_shutdown_distributed_leaves_the_process_group(tmp_path):
     assert dist.is_initialized()
     shutdown_distributed()
     assert not dist.is_initialized()
+
+
+def test_quiet_train_and_encode_draw_no_progress_bar(tmp_path, capsys):
+    for quiet in (False, True):
+        flag = ["--quiet"] if quiet else []
+        cfg = _config(tmp_path, f"run_{quiet}", steps=2, eval_every=0)
+        assert main(["train", str(cfg), *flag]) == 0
+        out = tmp_path / f"cache_{quiet}"
+        assert main(["encode", "--world", "car", "--episodes", "1", "--frames", "5", "--out", str(out), *flag]) == 0
+        printed = capsys.readouterr()
+        assert json.loads(printed.out.split("\n}\n")[0] + "\n}")["step"] == 2  # the run's summary either way
+        assert list(out.glob("shard-*.h5"))
+        for bar in ("train:", "encode:"):
+            assert (bar in printed.err) != quiet, (quiet, bar, printed.err[-300:])

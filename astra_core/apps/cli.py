@@ -110,6 +110,9 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
     from astra_core.data.tokenizer_train import TokenizerTrainConfig, train_tokenizer
 
+    for flag in ("steps", "batch", "episodes", "held_out"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be 1 or more")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TokenizerTrainConfig(
@@ -118,9 +121,10 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch=args.batch,
         episodes_per_world=args.episodes,
+        held_out_per_world=args.held_out,
         seed=args.seed,
     )
-    result = train_tokenizer(cfg, Path(args.out))
+    result = train_tokenizer(cfg, Path(args.out), progress=not args.quiet)
     print(json.dumps({"checkpoint": args.out, **result}, indent=2))
     return 0
 
@@ -146,7 +150,14 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if args.reader and not args.paths:
         raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
     shards = encode_to_shards(
-        episodes, tokenizer, args.out, args.shard_size, total, overwrite=args.overwrite, size=args.size
+        episodes,
+        tokenizer,
+        args.out,
+        args.shard_size,
+        total,
+        overwrite=args.overwrite,
+        size=args.size,
+        progress=not args.quiet,
     )
     print(json.dumps({"shards": [str(s) for s in shards], "tokenizer": tokenizer.describe()}, indent=2))
     return 0
@@ -204,7 +215,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from astra_core.apps.train_setup import shutdown_distributed
 
     try:
-        trainer = Trainer(cfg, resume=args.resume, accept_config_changes=args.accept_config_changes)
+        trainer = Trainer(
+            cfg, resume=args.resume, progress=not args.quiet, accept_config_changes=args.accept_config_changes
+        )
         logs = trainer.train()
         rank, cpu = trainer.rank, trainer.cpu_elapsed()
         summary = {
@@ -265,6 +278,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             settings,
             args.guidance,
             args.steps,
+            progress=not args.quiet,
             precision=args.precision or "fp32",
             samples=samples,
             warp_residual=args.warp_residual,
@@ -301,7 +315,9 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings, samples: l
             raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
         reader = get_registry().get("readers", args.reader)
         episodes = episodes_from_reader(reader, args.paths, held_out=not args.all_episodes)
-    return evaluate_data(episodes, models, settings, replay=not args.no_replay, samples=samples)
+    return evaluate_data(
+        episodes, models, settings, progress=not args.quiet, replay=not args.no_replay, samples=samples
+    )
 
 
 def _rollout_options(args: argparse.Namespace) -> dict:
@@ -476,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--steps", type=int, help="override the config's steps")
     train.add_argument("--out", help="override the config's out_dir")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser(
         "eval", help="the toy benchmark against exact ground truth, or a checkpoint on your data (--cache, --reader)"
@@ -523,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write contact_sheet.png: the first N evaluated episodes of each embodiment, the truth above "
         "the (first) checkpoint's rollout and its rollout with another episode's actions",
     )
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
     tok.add_argument("--out", default="tokenizer.safetensors")
@@ -534,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--held-out", type=int, default=4, help="held-out episodes per world for the PSNR")
     tok.add_argument("--seed", type=int, default=0)
     tok.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    tok.add_argument("--quiet", action="store_true", help="no progress bar")
     tok.set_defaults(func=_cmd_train_tokenizer)
     enc = sub.add_parser("encode", help="encode episodes from a world or a reader into HDF5 latent shards")
     source = enc.add_mutually_exclusive_group(required=True)
@@ -555,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_frame_size,
         help="HxW: scale and centre-crop every episode's frames to this size (default: all must match the first)",
     )
+    enc.add_argument("--quiet", action="store_true", help="no progress bar")
     enc.set_defaults(func=_cmd_encode)
     rec = sub.add_parser("record", help="record episodes of a Gymnasium environment (extra: gym) for training")
     rec.add_argument("env_id", help="a Gymnasium id, e.g. ALE/Breakout-v5, highway-v0, astra/BulletArm-v0")

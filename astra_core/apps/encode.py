@@ -83,6 +83,7 @@ def encode_to_shards(
     total: int | None = None,
     overwrite: bool = False,
     size: tuple[int, int] | None = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Encode episodes into `out_dir/shard-00000.h5`, … (`shard_size` episodes per shard).
 
@@ -117,7 +118,7 @@ def encode_to_shards(
         pending.clear()
 
     try:
-        for episode in tqdm(episodes, total=total, desc="encode", unit="episode"):
+        for episode in tqdm(episodes, total=total, desc="encode", unit="episode", disable=not progress):
             if size is not None and episode.frames is not None and tuple(episode.frames.shape[-2:]) != tuple(size):
                 episode = replace(episode, frames=resize_crop(episode.frames.float(), size))
             if episode.frames is not None:

@@ -470,7 +470,7 @@ def episodes_from_reader(reader, paths: list[str], held_out: bool = True) -> lis
 
 
 def replayed_counterfactual(
-    episodes: list[Episode], others: list[Episode], context: int, length: int
+    episodes: list[Episode], others: list[Episode], context: int, length: int, progress: bool = True
 ) -> tuple[list[dict], torch.Tensor] | None:
     """For episodes recorded by `astra record`: each episode replayed in its environment up to its last
     context frame, then driven by the other episode's recorded actions, for the frames up to `length`.
@@ -484,7 +484,9 @@ def replayed_counterfactual(
     if not all(is_recording(e.source) and is_recording(o.source) for e, o in zip(episodes, others)):
         return None
     streams, futures = [], []
-    for episode, other in tqdm(list(zip(episodes, others)), desc="replay", unit="episode", leave=False):
+    for episode, other in tqdm(
+        list(zip(episodes, others)), desc="replay", unit="episode", leave=False, disable=not progress
+    ):
         actions = recorded_env_actions(other.source)[context - 1 : length - 1]
         replay = replay_episode(episode.source, actions=actions, start=context - 1)
         own = episode.actions[replay.modality]
@@ -561,7 +563,9 @@ def evaluate_data(
                 f"{length} frames; evaluation needs at least {context + step}"
             )
         others = group[1:] + group[:1] if len(group) > 1 else None
-        counterfactual = replayed_counterfactual(group, others, context, length) if replay and others else None
+        counterfactual = (
+            replayed_counterfactual(group, others, context, length, progress) if replay and others else None
+        )
         if counterfactual is not None:  # a replay the environment ended early shortens the whole group
             length = min(length, context + counterfactual[1].shape[2])
             if length - context < step:

@@ -51,7 +51,7 @@ def evaluate_psnr(vae: CausalVideoVAE, clips: torch.Tensor, batch: int = 8) -> f
     return psnr_from_mse(mse / clips.numel())
 
 
-def train_tokenizer(cfg: TokenizerTrainConfig, out: Path, log_every: int = 50) -> dict:
+def train_tokenizer(cfg: TokenizerTrainConfig, out: Path, log_every: int = 50, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     started = time.time()
     train = world_clips(cfg.episodes_per_world, cfg.clip_frames, 0)
@@ -60,7 +60,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out: Path, log_every: int = 50) -
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(cfg.seed)
-    bar = tqdm(range(cfg.steps), desc="train-tokenizer", unit="step")
+    bar = tqdm(range(cfg.steps), desc="train-tokenizer", unit="step", disable=not progress)
     for step in bar:
         vae.train()
         idx = torch.randint(len(train), (cfg.batch,), generator=gen)
