@@ -922,6 +922,7 @@ CLI = [
         ["train-tokenizer", "--out", "{tmp}/v.safetensors", "--held-out", "0"],
         ["--held-out 0"],
     ),
+    ("eval --threads -1", ["eval", "--checkpoint", "{tmp}/m", "--threads", "-1", "--out", "{tmp}/e"], ["--threads -1"]),
     ("encode --reader without files", ["encode", "--reader", "game_log", "--out", "{tmp}/c"], ["PATHS"]),
     ("train an empty config", ["train", "{tmp}/empty.yaml"], ["empty.yaml", "empty"]),
     ("info on a missing checkpoint", ["info", "{tmp}/none.safetensors"], ["none.safetensors"]),

@@ -272,7 +272,12 @@ def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_pa
     assert len(held) == 1 and {e.source for e in held}.isdisjoint({e.source for e in train})
     out = tmp_path / "eval"
     argv = ["eval", "--checkpoint", str(SHIPPED), "--cache", str(cache / "*.h5"), "--steps", "1", "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main([*argv, "--quiet", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert "eval car" not in capsys.readouterr().err  # --quiet: no progress bar
     car = json.loads((out / "eval.json").read_text())["car"]
     assert "astra/action_following@8" not in car  # one held-out episode: nothing to swap actions with

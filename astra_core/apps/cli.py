@@ -106,15 +106,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    import torch
-
     from astra_core.data.tokenizer_train import TokenizerTrainConfig, train_tokenizer
 
     for flag in ("steps", "batch", "episodes", "held_out"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be 1 or more")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     cfg = TokenizerTrainConfig(
         channels=args.channels,
         width=args.width,
@@ -243,6 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from astra_core.apps.evaluate import EvalSettings, markdown_table, run_benchmark, write_report
 
+    _set_threads(args)
     if args.plots:
         try:
             import matplotlib  # noqa: F401
@@ -337,8 +335,11 @@ def _rollout_options(args: argparse.Namespace) -> dict:
 def _set_threads(args: argparse.Namespace) -> None:
     import torch
 
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
+    threads = getattr(args, "threads", 0)
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: give a number of threads, or 0 for torch's default")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -540,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write contact_sheet.png: the first N evaluated episodes of each embodiment, the truth above "
         "the (first) checkpoint's rollout and its rollout with another episode's actions",
     )
+    ev.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
@@ -551,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--episodes", type=int, default=48, help="episodes per world")
     tok.add_argument("--held-out", type=int, default=4, help="held-out episodes per world for the PSNR")
     tok.add_argument("--seed", type=int, default=0)
-    tok.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    tok.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     tok.add_argument("--quiet", action="store_true", help="no progress bar")
     tok.set_defaults(func=_cmd_train_tokenizer)
     enc = sub.add_parser("encode", help="encode episodes from a world or a reader into HDF5 latent shards")
