@@ -271,7 +271,7 @@ def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_pa
     train, held = split_episodes(episodes)
     assert len(held) == 1 and {e.source for e in held}.isdisjoint({e.source for e in train})
     out = tmp_path / "eval"
-    argv = ["eval", "--checkpoint", str(SHIPPED), "--cache", str(cache / "*.h5"), "--steps", "1", "--out", str(out)]
+    argv = ["eval", "--cache", str(cache / "*.h5"), "--steps", "1", "--out", str(out)]  # the shipped model
     threads = torch.get_num_threads()
     try:
         assert main([*argv, "--quiet", "--threads", "1"]) == 0
@@ -280,6 +280,10 @@ def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_pa
         torch.set_num_threads(threads)
     assert "eval car" not in capsys.readouterr().err  # --quiet: no progress bar
     car = json.loads((out / "eval.json").read_text())["car"]
+    assert main([*argv[:1], "--checkpoint", str(SHIPPED), *argv[1:], "--quiet"]) == 0  # named: the same figures
+    named = json.loads((out / "eval.json").read_text())["car"]
+    scalars = {k: v for k, v in car.items() if isinstance(v, float)}
+    assert len(scalars) > 10 and {k: named[k] for k in scalars} == pytest.approx(scalars, rel=1e-5, nan_ok=True)
     assert "astra/action_following@8" not in car  # one held-out episode: nothing to swap actions with
     assert "astra/psnr@8" in car and car["astra/tf_margin/std"] == 0.0
     assert (

@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "eval", help="the toy benchmark against exact ground truth, or a checkpoint on your data (--cache, --reader)"
     )
-    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
     data = ev.add_mutually_exclusive_group()
     data.add_argument("--cache", nargs="+", help="encoded shards (globs): score the held-out episodes of this cache")
     data.add_argument("--reader", help="a registered reader: score the held-out episodes of the files PATHS")
