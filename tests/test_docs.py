@@ -1,6 +1,8 @@
-"""The docs' code runs: docs/python-api.md's Python blocks execute in order in one namespace (in a
-temporary folder), and its YAML block describes the same router the Python built."""
+"""The docs match the code: docs/python-api.md's Python blocks execute in order in one namespace (in a
+temporary folder), its YAML block describes the same router the Python built, and every command-line
+flag the docs show exists."""
 
+import argparse
 import re
 from pathlib import Path
 
@@ -34,3 +36,25 @@ def test_the_python_api_page_runs(tmp_path, monkeypatch):
         assert router_spec(from_yaml) == router_spec(namespace["router"])
     finally:
         reset_plugins()
+
+
+def test_every_command_line_flag_the_docs_show_exists():
+    """Each `astra COMMAND ... --flag` in the README, the changelog and docs/ names an option that
+    COMMAND's parser has: the docs cannot drift from the command line unnoticed."""
+    from astra_core.apps.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    root = DOCS.parent
+    seen, unknown = 0, []
+    for path in [root / "README.md", root / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]:
+        for m in re.finditer(r"(?<![\w/.-])astra ([a-z][a-z-]*)([^`#\n|;)]*)", path.read_text()):
+            command, rest = m.groups()
+            if command not in commands:  # prose ("astra world"), not a command line
+                continue
+            for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+                seen += 1
+                if flag not in commands[command]._option_string_actions:
+                    unknown.append(f"{path.name}: astra {command} {flag}")
+    assert seen > 50  # the docs show many command lines; a pattern that matched none would pass vacuously
+    assert not unknown, unknown
