@@ -1,6 +1,6 @@
 """The docs match the code: docs/python-api.md's Python blocks execute in order in one namespace (in a
 temporary folder), its YAML block describes the same router the Python built, and every command-line
-flag the docs show exists."""
+flag and config key the docs name exists."""
 
 import argparse
 import re
@@ -57,4 +57,45 @@ def test_every_command_line_flag_the_docs_show_exists():
                 if flag not in commands[command]._option_string_actions:
                     unknown.append(f"{path.name}: astra {command} {flag}")
     assert seen > 50  # the docs show many command lines; a pattern that matched none would pass vacuously
+    assert not unknown, unknown
+
+
+def _has_key(model, parts: list[str]) -> bool:
+    """Whether the dotted config key `parts` names a field of the pydantic `model` (a key below a field
+    that is not a pydantic model, such as `data.weights.car`, counts as the field's)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for part in parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return True
+        if part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        inner = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = inner[0] if inner else annotation
+    return True
+
+
+def test_every_config_key_the_docs_name_exists():
+    """Each dotted config key the docs name in backticks (`model.flow.warp_mode`, `data.phases`, or the
+    short form below `model`, `flow.splat_rank`) is a field of the config, so a renamed or removed
+    option cannot live on in the docs."""
+    from astra_core.config import AstraConfig, TrainConfig
+
+    below_model = list(AstraConfig.model_fields)
+    pattern = r"`((?:model|data|optim|" + "|".join(below_model) + r")(?:\.[a-z_0-9]+)+)(?=[`:\s=])"
+    root = DOCS.parent
+    seen, unknown = 0, []
+    for path in [root / "README.md", root / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]:
+        for m in re.finditer(pattern, path.read_text()):
+            parts = m.group(1).split(".")
+            if parts[-1] in ("safetensors", "py", "yaml", "md", "json"):  # a file name, not a key
+                continue
+            seen += 1
+            config = TrainConfig if parts[0] in ("model", "data", "optim") else AstraConfig
+            if not _has_key(config, parts):
+                unknown.append(f"{path.name}: {m.group(1)}")
+    assert seen > 50
     assert not unknown, unknown
