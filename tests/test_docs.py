@@ -38,6 +38,11 @@ def test_the_python_api_page_runs(tmp_path, monkeypatch):
         reset_plugins()
 
 
+def _doc_files() -> list[Path]:
+    """The pages a user reads: the README, the changelog and docs/."""
+    return [DOCS.parent / "README.md", DOCS.parent / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
+
+
 def test_every_command_line_flag_the_docs_show_exists():
     """Each `astra COMMAND ... --flag` in the README, the changelog and docs/ names an option that
     COMMAND's parser has: the docs cannot drift from the command line unnoticed."""
@@ -45,9 +50,8 @@ def test_every_command_line_flag_the_docs_show_exists():
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    root = DOCS.parent
     seen, unknown = 0, []
-    for path in [root / "README.md", root / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]:
+    for path in _doc_files():
         for m in re.finditer(r"(?<![\w/.-])astra ([a-z][a-z-]*)([^`#\n|;)]*)", path.read_text()):
             command, rest = m.groups()
             if command not in commands:  # prose ("astra world"), not a command line
@@ -86,9 +90,8 @@ def test_every_config_key_the_docs_name_exists():
 
     below_model = list(AstraConfig.model_fields)
     pattern = r"`((?:model|data|optim|" + "|".join(below_model) + r")(?:\.[a-z_0-9]+)+)(?=[`:\s=])"
-    root = DOCS.parent
     seen, unknown = 0, []
-    for path in [root / "README.md", root / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]:
+    for path in _doc_files():
         for m in re.finditer(pattern, path.read_text()):
             parts = m.group(1).split(".")
             if parts[-1] in ("safetensors", "py", "yaml", "md", "json"):  # a file name, not a key
