@@ -106,16 +106,17 @@ def test_rollout_from_files_in_every_format(tmp_path):
     assert iio.imread(out / "rollout.mp4", index=None).shape[0] == 9  # context frame + 8
 
 
-def test_rollout_with_a_context_image(tmp_path):
+def test_rollout_with_a_context_image(tmp_path, capsys):
     img = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
     iio.imwrite(tmp_path / "ctx.png", img)
-    code = main(
-        ["rollout", "--embodiment", "keyboard_game", "--preset", "wasd", "--frames", "4"]
-        + ["--context", str(tmp_path / "ctx.png"), "--out", str(tmp_path / "o"), "--steps", "1"]
-    )
-    assert code == 0
+    argv = ["rollout", "--embodiment", "keyboard_game", "--preset", "wasd", "--frames", "4"]
+    argv += ["--context", str(tmp_path / "ctx.png"), "--steps", "1"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
     video = iio.imread(tmp_path / "o" / "rollout.mp4", index=None)
     assert video.shape == (5, 128, 128, 3)
+    assert "rollout: 100%" in capsys.readouterr().err  # a frame progress bar, filled
+    assert main([*argv, "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    assert "rollout:" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -380,6 +380,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         context=args.context,
         num_frames=args.frames,
         seed=args.seed,
+        progress=not args.quiet,
         **_rollout_options(args),
     )
     for path in result["files"]:
@@ -627,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--frames", type=int, help="frames to predict (default: as many as the actions cover)")
     ro.add_argument("--seed", type=int, default=0, help="toy-world scene seed when no --context is given")
     ro.add_argument("--out", default="astra-rollout", help="output folder")
+    ro.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_sampling_args(ro)
     ro.set_defaults(func=_cmd_rollout)
     play = sub.add_parser("play", help="drive the model with keys: in the terminal, or a local page with --web")

@@ -193,6 +193,7 @@ def run_rollout(
     context: str | Path | None = None,
     num_frames: int | None = None,
     seed: int = 0,
+    progress: bool = True,
     **rollout_options,
 ) -> dict:
     """Roll out one action script (a file, or a toy world's preset) from a context image or video (or the
@@ -241,7 +242,9 @@ def run_rollout(
             f"(the model makes {step} frames per step)"
         )
     start = time.perf_counter()
-    pred = model.rollout(first[None], [{modality.name: stream}], num_frames)[0].float()
+    with tqdm(total=num_frames, desc="rollout", unit="frame", disable=not progress) as bar:
+        pred = model.rollout(first[None], [{modality.name: stream}], num_frames, on_step=_ProgressStep(bar, 1))
+    pred = pred[0].float()
     seconds = time.perf_counter() - start
     out = Path(out_dir)
     video = frames_to_uint8(torch.cat([first, pred], dim=1))
