@@ -20,7 +20,17 @@ from astra_core.config import (
     TrainConfig,
     dit_preset,
 )
-from astra_core.errors import AstraError, CheckpointError, ConfigError, ReaderError, ShapeError, WeightLoadError
+from astra_core.errors import (
+    ActionFileError,
+    AstraError,
+    CacheError,
+    CheckpointError,
+    ConfigError,
+    PluginError,
+    ReaderError,
+    ShapeError,
+    WeightLoadError,
+)
 from astra_core.model import AstraDiT, KVCache
 from astra_core.plugins import hookimpl
 
@@ -29,6 +39,10 @@ __version__ = "0.5.0.dev0"
 # name -> the submodule that defines it, imported when the name is first used
 _LAZY = {
     "WorldModel": "world",
+    "Modality": "modality",
+    "AlignedActions": "modality",
+    "Embodiment": "modality",
+    "Episode": "data",
     "LatentWorldModel": "model.rollout",
     "AstraNet": "model.actions",
     "MoAE": "model.moae",
@@ -75,9 +89,11 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ActionConfig",
+    "ActionFileError",
     "AstraConfig",
     "AstraDiT",
     "AstraError",
+    "CacheError",
     "CheckpointError",
     "ConfigError",
     "DataConfig",
@@ -87,6 +103,7 @@ __all__ = [
     "HistoryConfig",
     "KVCache",
     "OptimConfig",
+    "PluginError",
     "ReaderError",
     "SamplerConfig",
     "ShapeError",

@@ -130,7 +130,8 @@ def plugin_provenance(config: AstraConfig) -> dict[str, dict[str, str]]:
     registry = get_registry()
     needs = [("modalities", f"modality:{m}", m) for m in config.action.modalities]
     if config.action.encoder == "moae":
-        needs.append(("routers", f"router:{config.action.router}", config.action.router))
+        for name in [config.action.router, *_nested_router_names(config.action.router_options, registry.routers)]:
+            needs.append(("routers", f"router:{name}", name))
     out = {}
     for kind, key, name in needs:
         owner = registry.owner.get((kind, name))
@@ -139,6 +140,24 @@ def plugin_provenance(config: AstraConfig) -> dict[str, dict[str, str]]:
         info = plugins().info[owner]
         out[key] = {"plugin": owner, "package": info.package or "", "version": info.version or ""}
     return out
+
+
+def _nested_router_names(options, routers) -> list[str]:
+    """The routers a combinator's options name, at any depth: specs {"name": ..., "options": ...} and
+    plain registered names."""
+    found = []
+    if isinstance(options, dict):
+        if isinstance(options.get("name"), str):
+            found.append(options["name"])
+        for key, value in options.items():
+            if key != "name":
+                found += _nested_router_names(value, routers)
+    elif isinstance(options, (list, tuple)):
+        for value in options:
+            found += _nested_router_names(value, routers)
+    elif isinstance(options, str) and options in routers:
+        found.append(options)
+    return list(dict.fromkeys(found))
 
 
 def _missing_plugin(path, metadata: dict[str, str], err: Exception) -> CheckpointError:

@@ -25,3 +25,15 @@ class WeightLoadError(CheckpointError):
 
 class ReaderError(AstraError):
     """A dataset file that a reader cannot use: the message names the file and the field or value."""
+
+
+class CacheError(AstraError):
+    """A cache shard is missing, truncated, corrupt, or was made by another tokenizer."""
+
+
+class ActionFileError(AstraError):
+    """An action file that cannot be read or does not fit the modality."""
+
+
+class PluginError(AstraError):
+    """A plugin clashes with another or is unknown."""

@@ -145,10 +145,12 @@ class Modality(ABC):
     action_dim: int = 0
     raw_format: str = ""
     vector_format: str = ""
-    # The range every raw value must lie in, by part of the stream ("raw" for a plain array; a dict
-    # stream's keys otherwise): `align` refuses anything beyond it (`check_bounds`), so a corrupt or
-    # mis-scaled file fails at once instead of driving the model off its data. Generous on purpose:
-    # the bound catches 1e30 and a wrong unit, not a fast camera.
+    # The range every raw value must lie in, by part of the stream (the names are the modality's own:
+    # "raw" for a whole array, a dict stream's keys, or slices of columns): `align` refuses anything
+    # beyond it by calling `self.check_values(values, part)` for each part, so a corrupt or mis-scaled
+    # file fails at once instead of driving the model off its data. Only `align` knows how its stream
+    # splits into parts, so the core does not check them itself. Generous on purpose: the bound
+    # catches 1e30 and a wrong unit, not a fast camera.
     bounds: dict[str, tuple[float, float]] = {}
 
     @abstractmethod

@@ -21,6 +21,20 @@ def test_every_exported_name_resolves():
         astra_core.NoSuchThing  # noqa: B018
 
 
+def test_the_plugin_contract_and_every_error_type_import_from_the_top_level():
+    from astra_core.data import Episode
+    from astra_core.data.action_files import ActionFileError
+    from astra_core.data.cache import CacheError
+    from astra_core.modality import AlignedActions, Embodiment, Modality
+    from astra_core.plugins import PluginError
+
+    assert astra_core.Modality is Modality and astra_core.Embodiment is Embodiment
+    assert astra_core.AlignedActions is AlignedActions and astra_core.Episode is Episode
+    for error in (ActionFileError, CacheError, PluginError):
+        assert getattr(astra_core, error.__name__) is error and issubclass(error, astra_core.AstraError)
+        assert getattr(astra_core.errors, error.__name__) is error
+
+
 def test_import_is_light_and_loads_no_plugin():
     heavy = ("astra_experts", "astra_embodiments", "h5py")
     code = f"import sys, astra_core; print(any(m.startswith({heavy!r}) for m in sys.modules))"

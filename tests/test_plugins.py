@@ -24,6 +24,13 @@ class Toy(Modality):
         return AlignedActions(raw, raw[:, 0] * 0 + 1)
 
 
+def safe_open_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
 def _plugin(**hooks):
     module = types.ModuleType("fake_plugin")
     for name, fn in hooks.items():
@@ -224,3 +231,33 @@ def test_a_checkpoint_names_the_plugins_it_needs(fresh_plugins, tmp_path, capsys
         load_world_checkpoint(path)
     assert main(["info", str(path)]) == 2
     assert "pip install astra-sonar" in capsys.readouterr().err
+
+
+def test_a_checkpoint_names_the_plugin_of_a_router_inside_a_combinator(fresh_plugins, tmp_path):
+    """A plugin's router given as one of `mixture`'s (or `per_modality`'s) routers is recorded too, so
+    loading without it names the package, as for the top-level router."""
+    from astra_core.checkpoint import load_world_checkpoint, save_checkpoint
+    from astra_core.config import ActionConfig, AstraConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+    from astra_core.model.moae import FixedRouter
+
+    class Nearest(FixedRouter):
+        pass
+
+    hooks = _plugin(astra_register_routers=lambda register: register("nearest", Nearest))
+    fresh_plugins.register_plugin(hooks, "routing", version="0.3", package="astra-routing")
+    dit = dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=16)
+    for router, options in [
+        ("mixture", {"routers": [{"name": "nearest"}, "topk"]}),
+        ("per_modality", {"routers": {"camera_se3": "nearest"}, "default": {"name": "soft", "options": {}}}),
+    ]:
+        action = ActionConfig(
+            encoder="moae", modalities=("camera_se3",), router=router, router_options=options, token_dim=8
+        )
+        path = save_checkpoint(tmp_path / f"{router}.safetensors", AstraNet(AstraConfig(dit=dit, action=action)))
+        provenance = json.loads(safe_open_metadata(path)["plugins"])
+        assert provenance[f"router:{router}"]["plugin"] == "astra_core"
+        assert provenance["router:nearest"] == {"plugin": "routing", "package": "astra-routing", "version": "0.3"}
+    fresh_plugins.unregister_plugin("routing")
+    with pytest.raises(CheckpointError, match="pip install astra-routing"):
+        load_world_checkpoint(path)

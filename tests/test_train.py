@@ -458,6 +458,31 @@ def test_opening_prob_picks_the_layout_of_short_clips(tmp_path, prob):
     assert not any(x["opening"] for x in logs if x["history_chunks"] == 2)
 
 
+def test_a_plugin_world_without_an_embodiment_trains_under_its_own_name(tmp_path):
+    """`data.weights` may name a world a plugin registered with no `Embodiment` beside it."""
+    import types
+
+    from astra_embodiments.toy.worlds import TabletopArmWorld
+
+    from astra_core import hookimpl
+    from astra_core.plugins import plugins, reset_plugins
+
+    class BareArm(TabletopArmWorld):
+        name = "bare_arm"
+
+    module = types.ModuleType("bare_arm_plugin")
+    module.astra_register_worlds = hookimpl(lambda register: register(BareArm()))
+    reset_plugins()
+    try:
+        plugins().register_plugin(module, "bare_arm")
+        data = {**BASE["data"], "weights": {"bare_arm": 1.0}}
+        trainer = Trainer(TrainConfig.from_yaml(_config(tmp_path, "bare", data=data, steps=1)), progress=False)
+        assert set(trainer.pools) == {"bare_arm"} and trainer.pools["bare_arm"]
+        assert math.isfinite(trainer.train_step()["loss"])
+    finally:
+        reset_plugins()
+
+
 def test_data_phases_draw_their_own_mix_and_history_then_data_weights(tmp_path):
     phases = [{"steps": 3, "weights": {"tabletop_arm": 1.0}, "history_chunks": 0}]
     data = {**BASE["data"], "history_chunks": 2, "opening_prob": 0.0, "phases": phases}

@@ -226,7 +226,8 @@ class SetupMixin:
         pools = {}
         needed = self.clip_frames()
         for name in self.cfg.data.weights:
-            world = registry.get("worlds", registry.get("embodiments", name).world or name)
+            embodiment = registry.embodiments.get(name)  # a plugin may register a world with no embodiment
+            world = registry.get("worlds", embodiment.world if embodiment is not None and embodiment.world else name)
             clips = []
             for i in range(count):
                 episode = world.episode(seed0 + i, self.cfg.data.episode_frames)

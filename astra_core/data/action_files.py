@@ -16,14 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from astra_core.errors import AstraError
+from astra_core.errors import ActionFileError, AstraError
 from astra_core.modality import raw_length
 
 SUFFIXES = (".json", ".yaml", ".yml", ".npz")
-
-
-class ActionFileError(AstraError):
-    """An action file that cannot be read or does not fit the modality."""
 
 
 def load_action_file(path: str | Path, modality) -> Any:

@@ -25,14 +25,10 @@ import torch
 
 from astra_core.checkpoint import publish, temporary_beside
 from astra_core.data import Clip
-from astra_core.errors import AstraError
+from astra_core.errors import CacheError
 
 FORMAT = "astra-latent-cache"
 VERSION = 1
-
-
-class CacheError(AstraError):
-    """A cache shard is missing, truncated, corrupt, or was made by another tokenizer."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 
 import pluggy
 
-from astra_core.errors import AstraError
+from astra_core.errors import PluginError
 from astra_core.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "astra"
@@ -33,10 +33,6 @@ SINGULAR = {
     "worlds": "world",
     "env_adapters": "environment adapter",
 }
-
-
-class PluginError(AstraError):
-    """A plugin clashes with another or is unknown."""
 
 
 @dataclass
