@@ -75,6 +75,30 @@ def test_wan_vae_adapter_with_a_tiny_random_vae():
         assert tok.decode(z).shape == x.shape
 
 
+def test_a_checkpoint_carries_the_wan_vae_and_loads_it_back(tmp_path):
+    pytest.importorskip("diffusers")
+    from astra_core.checkpoint import load_world_checkpoint, save_checkpoint
+    from astra_core.config import AstraConfig, dit_preset
+    from astra_core.data.tokenizer import build_tokenizer
+    from astra_core.errors import ConfigError
+    from astra_core.model.actions import AstraNet
+
+    torch.manual_seed(0)
+    tok = WanVAETokenizer.from_config(
+        base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+        latents_mean=[0.5, -0.25, 1.0, 0.0], latents_std=[2.0, 0.5, 1.0, 4.0],
+    ).eval()  # fmt: skip
+    net = AstraNet(AstraConfig(dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1)))
+    path = save_checkpoint(tmp_path / "wan.safetensors", net, tokenizer=tok)
+    _, loaded = load_world_checkpoint(path)
+    assert isinstance(loaded, WanVAETokenizer) and loaded.temporal_factor == 2
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.eval().encode(x), tok.encode(x))
+    with pytest.raises(ConfigError, match="without the VAE's config"):
+        build_tokenizer({"kind": "wan_vae", "channels": 4})
+
+
 def test_collate_mixes_modalities_and_sampler_follows_weights():
     a = Clip(torch.zeros(4, 3, 2, 2), {"camera_se3": torch.ones(3, 9)}, {"camera_se3": torch.ones(3)}, "free_camera")
     b = Clip(torch.ones(4, 3, 2, 2), {"discrete_cmd": torch.ones(3, 12)}, {"discrete_cmd": torch.ones(3)}, "game")

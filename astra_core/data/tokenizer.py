@@ -9,6 +9,7 @@ VAE (Wan-style: first frame alone, then 4 frames per latent, 8x spatial) and an 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -228,7 +229,9 @@ class WanVAETokenizer(nn.Module):
         return self.vae.decode(latents * self.std + self.mean).sample.clamp(-1, 1)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "wan_vae", "channels": self.channels}
+        # the VAE's own config (diffusers' bookkeeping keys left out), so a checkpoint rebuilds it
+        config = {k: v for k, v in dict(self.vae.config).items() if not k.startswith("_")}
+        return {"kind": "wan_vae", "channels": self.channels, "config": json.loads(json.dumps(config))}
 
 
 def build_tokenizer(spec: dict[str, Any]) -> nn.Module:
@@ -238,4 +241,8 @@ def build_tokenizer(spec: dict[str, Any]) -> nn.Module:
         return PixelTokenizer(spec.get("patch", 4))
     if kind == "causal_vae":
         return CausalVideoVAE(spec["channels"], spec["width"], spec.get("temporal_factor", 4))
-    raise ConfigError(f"tokenizer: unknown kind {kind!r} (pixel, causal_vae)")
+    if kind == "wan_vae":
+        if "config" not in spec:
+            raise ConfigError("tokenizer: a wan_vae entry without the VAE's config (written by version 0.4 or older)")
+        return WanVAETokenizer.from_config(**spec["config"])
+    raise ConfigError(f"tokenizer: unknown kind {kind!r} (pixel, causal_vae, wan_vae)")
