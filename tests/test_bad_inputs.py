@@ -769,6 +769,26 @@ PLUGIN_HOOKS = [
     ),
     ("a reader without a name", dict(astra_register_readers=lambda register: register(3)), "no string `name`"),
     (
+        "a reader without read()",
+        dict(astra_register_readers=lambda register: register(types.SimpleNamespace(name="npz2"))),
+        "reader 'npz2' (SimpleNamespace) has no read",
+    ),
+    (
+        "a world without episode() or modality",
+        dict(astra_register_worlds=lambda register: register(types.SimpleNamespace(name="w2"))),
+        "world 'w2' (SimpleNamespace) has no episode, modality",
+    ),
+    (
+        "an embodiment of the wrong type",
+        dict(astra_register_embodiments=lambda register: register(types.SimpleNamespace(name="e2"))),
+        "not an astra_core.Embodiment",
+    ),
+    (
+        "a router that is no Router",
+        dict(astra_register_routers=lambda register: register("r2", dict)),
+        "router 'r2' is <class 'dict'>, not a subclass of astra_core.Router",
+    ),
+    (
         "a world that raises",
         dict(astra_register_worlds=_raises(ImportError("no renderer"))),
         "ImportError: no renderer",

@@ -86,6 +86,10 @@ def _item_name(kind: str, args: tuple) -> tuple[str, Any]:
     if kind == "routers":
         if len(args) != 2 or not isinstance(args[0], str) or not callable(args[1]):
             raise TypeError(f"register(name, router_class) expected for a router, got {len(args)} argument(s)")
+        from astra_core.model.moae import Router
+
+        if not (isinstance(args[1], type) and issubclass(args[1], Router)):
+            raise TypeError(f"router {args[0]!r} is {args[1]!r}, not a subclass of astra_core.Router")
         return args[0], args[1]
     if len(args) != 1:
         raise TypeError(f"register(item) takes one {SINGULAR[kind]} object, got {len(args)} arguments")
@@ -103,6 +107,17 @@ def _item_name(kind: str, args: tuple) -> tuple[str, Any]:
 
         if not isinstance(item, Modality):
             raise TypeError(f"modality {name!r} is a {type(item).__name__}, not an astra_core.Modality")
+    if kind == "embodiments":
+        from astra_core.modality import Embodiment
+
+        if not isinstance(item, Embodiment):
+            raise TypeError(f"embodiment {name!r} is a {type(item).__name__}, not an astra_core.Embodiment")
+    needs = {"readers": ("read",), "worlds": ("episode",)}.get(kind, ())
+    missing = [method for method in needs if not callable(getattr(item, method, None))]
+    if kind == "worlds" and not isinstance(getattr(item, "modality", None), str):
+        missing.append("modality (a modality's name)")
+    if missing:
+        raise TypeError(f"{SINGULAR[kind]} {name!r} ({type(item).__name__}) has no {', '.join(missing)}")
     return name, item
 
 
