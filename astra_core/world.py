@@ -33,6 +33,18 @@ def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
         raise ShapeError(f"{name}: values in [{low:.3g}, {high:.3g}], expected [-1, 1]{hint}")
 
 
+def as_frames(frames: Any, name: str = "frames") -> torch.Tensor:
+    """A tensor of frames; a numpy array is taken as it is (float in [-1, 1]), anything else refused."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(frames)
+    if not isinstance(frames, torch.Tensor):
+        raise ShapeError(f"{name}: expected a tensor (or a numpy array) of frames, got {type(frames).__name__}")
+    if not frames.is_floating_point():
+        hint = " (uint8 frames? use frames / 127.5 - 1)" if frames.dtype == torch.uint8 else ""
+        raise ShapeError(f"{name}: expected float frames in [-1, 1], got {frames.dtype}{hint}")
+    return frames
+
+
 class WorldModel:
     def __init__(
         self, net: AstraNet, tokenizer, precision: str = "fp32", compile: bool = False, **rollout_options: Any
@@ -99,6 +111,7 @@ class WorldModel:
         """Context frames [3, T, H, W] or [B, 3, T, H, W] in [-1, 1], T = 1 + factor·k; `actions`, the raw
         streams over those frames (a list of B of them for B > 1); pose streams need them, since their
         motion is relative to the last pose."""
+        frames = as_frames(frames)
         self._squeeze = frames.ndim == 4
         if frames.ndim == 4:
             frames = frames[None]
@@ -132,14 +145,18 @@ class WorldModel:
         for i, streams in enumerate(self._per_sample(actions)):
             joined = {}
             for name, raw in streams.items():
-                if self._last_raw is not None and name in self._last_raw[i]:
+                given = raw_length(raw)
+                continued = self._last_raw is not None and name in self._last_raw[i]
+                if continued:
                     raw = concat_raw(self._last_raw[i][name], raw)
                 if raw_length(raw) != n + 1:
-                    need = n if self._last_raw is not None else n + 1
-                    raise ShapeError(
-                        f"actions[{name!r}]: expected {need} rows (frames per step), got "
-                        f"{raw_length(raw) - (self._last_raw is not None)}"
+                    need = f"{n} rows (frames per step)" if continued else f"{n + 1} rows (frames per step + 1)"
+                    why = (
+                        ""
+                        if continued
+                        else ": with no row of it at the last frame, the first row is that frame's state"
                     )
+                    raise ShapeError(f"actions[{name!r}]: expected {need}, got {given}{why}")
                 joined[name] = raw
             full.append(joined)
         vectors, masks = self.align_streams(full, n + 1)
@@ -158,6 +175,14 @@ class WorldModel:
         """Predict `num_frames` frames after the context frames [B, 3, T, H, W], feeding raw streams
         (one dict {modality: stream} per sample, rows covering the context then the future) step by
         step -> [B, 3, num_frames, H, W]. `on_step(frames_done)` is called after every step."""
+        context = as_frames(context, "context")
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise ShapeError(f"num_frames={num_frames!r}: give the number of frames to predict, 1 or more")
+        if not isinstance(streams, (list, tuple)) or not all(isinstance(s, dict) for s in streams):
+            raise ShapeError(
+                f"streams: expected a list of one dict {{modality: stream}} per context clip, got "
+                f"{type(streams).__name__}" + (" (wrap it in a list: [streams])" if isinstance(streams, dict) else "")
+            )
         if context.ndim != 5:
             raise ShapeError(f"context: expected [B, 3, T, H, W], got {tuple(context.shape)}")
         if len(streams) != context.shape[0]:

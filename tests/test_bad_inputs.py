@@ -338,6 +338,12 @@ def _(tmp):
     return _resume(cfg), CheckpointError, ["state.pt", "refused unread"]
 
 
+@case("checkpoints", "resume with no training state")
+def _(tmp):
+    cfg = TrainConfig.from_dict({**TINY, "out_dir": str(tmp / "fresh")})
+    return _resume(cfg), ConfigError, ["resume: no training state", str(tmp / "fresh")]
+
+
 @case("checkpoints", "a truncated training state")
 def _(tmp):
     cfg = _run(tmp)
@@ -732,7 +738,67 @@ API += [
         CheckpointError,
         ["/no/such.safetensors"],
     ),
+    (
+        "a rollout of 0 frames",
+        lambda: _model().rollout(_arm().frames[None, :, :1], [_arm().actions], 0),
+        ShapeError,
+        ["num_frames=0", "1 or more"],
+    ),
+    (
+        "a rollout's streams as one dict instead of a list of them",
+        lambda: _model().rollout(_arm().frames[None, :, :1], _arm().actions, 2),
+        ShapeError,
+        ["streams", "list of one dict", "[streams]"],
+    ),
+    (
+        "uint8 frames as a numpy array",
+        lambda: _model().reset((_arm().frames[:, :1].numpy() * 127.5 + 127.5).astype(np.uint8)),
+        ShapeError,
+        ["frames", "uint8", "/ 127.5 - 1"],
+    ),
+    ("frames as a list", lambda: _model().reset([[0.0]]), ShapeError, ["frames", "expected a tensor", "list"]),
+    (
+        "a step with a modality the context had no row of",
+        lambda: _context_then_step({"camera_se3": np.zeros((2, 7))}),
+        ShapeError,
+        ["camera_se3", "expected 3 rows", "got 2", "no row of it at the last frame"],
+    ),
+    (
+        "a latent step with an empty actions dict",
+        lambda: _latent_session().step({}),
+        ShapeError,
+        ["actions: an empty dict"],
+    ),
+    (
+        "state_at with an episode of another world",
+        lambda: get_registry().worlds["car"].state_at(_arm(), 2),
+        AstraError,
+        ["car", "state_at", "'tabletop_arm'"],
+    ),
+    ("a Trainer given a list", lambda: _trainer_of([1]), ConfigError, ["Trainer", "TrainConfig", "list"]),
+    ("a registry kind that does not exist", lambda: get_registry().get("world", "car"), PluginError, ["'world'"]),
 ]
+
+
+def _context_then_step(actions):
+    wm = _model(num_steps=1)
+    ep = _arm()
+    wm.reset(ep.frames[:, :1], {"robot_ee": ep.actions["robot_ee"][:1]})
+    wm.step(actions)
+
+
+def _latent_session():
+    wm = _model(num_steps=1)
+    wm.reset(_arm().frames[:, :1])
+    return wm.latent
+
+
+def _trainer_of(cfg, **kwargs):
+    from astra_core.apps.train import Trainer
+
+    return Trainer(cfg, progress=False, **kwargs)
+
+
 for label, call, error, needles in API:
     CASES.append(("python api", label, lambda tmp, c=call, e=error, n=needles: (c, e, n)))
 

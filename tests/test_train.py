@@ -458,6 +458,12 @@ def test_opening_prob_picks_the_layout_of_short_clips(tmp_path, prob):
     assert not any(x["opening"] for x in logs if x["history_chunks"] == 2)
 
 
+def test_a_trainer_takes_the_config_as_a_dict_too(tmp_path):
+    data = yaml.safe_load(_config(tmp_path, "as_dict", steps=1).read_text())
+    trainer = Trainer(data, progress=False)
+    assert trainer.cfg == TrainConfig.from_dict(data) and math.isfinite(trainer.train_step()["loss"])
+
+
 def test_a_plugin_world_without_an_embodiment_trains_under_its_own_name(tmp_path):
     """`data.weights` may name a world a plugin registered with no `Embodiment` beside it."""
     import types

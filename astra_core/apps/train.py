@@ -20,6 +20,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ from astra_core.checkpoint import (
 )
 from astra_core.config import TrainConfig
 from astra_core.data import Batch, ClipSampler, collate
+from astra_core.errors import ConfigError
 from astra_core.model.actions import AstraNet
 from astra_core.model.dit import compile_dit
 from astra_core.model.objective import WorldModelObjective
@@ -79,8 +81,16 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
     `train_step()` runs one step and returns its logs; `evaluate()` the held-out figures."""
 
     def __init__(
-        self, cfg: TrainConfig, resume: bool = False, progress: bool = True, accept_config_changes: bool = False
+        self,
+        cfg: TrainConfig | Mapping,
+        resume: bool = False,
+        progress: bool = True,
+        accept_config_changes: bool = False,
     ):
+        if isinstance(cfg, Mapping):  # the dict form of a YAML config
+            cfg = TrainConfig.from_dict(dict(cfg))
+        elif not isinstance(cfg, TrainConfig):
+            raise ConfigError(f"Trainer: expected a TrainConfig (or its dict), got {type(cfg).__name__}")
         self.cfg = cfg
         self.accept_config_changes = accept_config_changes
         check_data_against_model(cfg)  # before any folder is made or any episode rendered or read

@@ -86,15 +86,15 @@ def read_training_state(path: str | Path) -> dict:
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"--resume: {path} is not a training state this project wrote; it asks to load code or objects "
+            f"resume: {path} is not a training state this project wrote; it asks to load code or objects "
             f"other than tensors and plain values, so it was refused unread ({reason})"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(
-            f"--resume: {path} cannot be read as a training state (truncated or corrupt?): {err}"
+            f"resume: {path} cannot be read as a training state (truncated or corrupt?): {err}"
         ) from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
-        raise CheckpointError(f"--resume: {path} is not a training state (no 'step' and 'model' entries)")
+        raise CheckpointError(f"resume: {path} is not a training state (no 'step' and 'model' entries)")
     return state
 
 
@@ -167,15 +167,15 @@ class CheckpointMixin:
     def load_state(self) -> None:
         path = self.out / "state.pt"
         if not path.is_file():
-            raise ConfigError(f"--resume: no training state at {path}")
+            raise ConfigError(f"resume: no training state at {path}")
         state = read_training_state(path)
         self._check_resumed_config(path, state.get("config"))
         if state.get("optimizer") is None:  # FSDP states of earlier versions kept no optimiser state
-            raise ConfigError(f"--resume: {path} holds no optimiser state, so it cannot be resumed exactly")
+            raise ConfigError(f"resume: {path} holds no optimiser state, so it cannot be resumed exactly")
         if bool(state.get("sharded", False)) != self.sharded:
             kinds = {True: "parallel 'fsdp'", False: "one process or DDP"}
             raise ConfigError(
-                f"--resume: {path} was saved with {kinds[bool(state.get('sharded'))]}; resume it the same way, "
+                f"resume: {path} was saved with {kinds[bool(state.get('sharded'))]}; resume it the same way, "
                 f"not with {kinds[self.sharded]}"
             )
         if self.sharded:  # every rank reads the full state and keeps its own shards of it
@@ -216,8 +216,9 @@ class CheckpointMixin:
         if refused and not self.accept_config_changes:
             shown = "; ".join(f"{k}: {changed[k][0]!r} in the run, {changed[k][1]!r} now" for k in refused[:8])
             raise ConfigError(
-                f"--resume: the config differs from the one {path} was trained with ({shown}); put them back, "
-                "or pass --accept-config-changes to continue with the new values"
+                f"resume: the config differs from the one {path} was trained with ({shown}); put them back, "
+                "or pass --accept-config-changes (Trainer(..., accept_config_changes=True)) to continue with the "
+                "new values"
             )
         if self.rank == 0:
             for key, (before, after) in changed.items():

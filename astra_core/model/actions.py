@@ -67,7 +67,11 @@ def build_moae(config: AstraConfig) -> MoAE | SharedActionEncoder:
 
 def action_shape(actions: Actions) -> tuple[int, int]:
     """(B, F) of a tensor [B, F, A] or of a dict of such tensors."""
+    if isinstance(actions, Mapping) and not actions:
+        raise ShapeError("actions: an empty dict; pass {modality: tensor [B, F, A]}")
     first = next(iter(actions.values())) if isinstance(actions, Mapping) else actions
+    if not isinstance(first, torch.Tensor):
+        raise ShapeError(f"actions: expected a tensor [B, F, A] (or a dict of them), got {type(first).__name__}")
     if first.ndim != 3:
         raise ShapeError(f"actions: expected [B, F, A], got {tuple(first.shape)}")
     return int(first.shape[0]), int(first.shape[1])

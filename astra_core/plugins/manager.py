@@ -64,6 +64,8 @@ class Registry:
     failed: dict[str, str] = field(default_factory=dict)  # plugin label -> why it was left out
 
     def get(self, kind: str, name: str) -> Any:
+        if kind not in KINDS:
+            raise PluginError(f"registry: unknown kind {kind!r}; choose one of {list(KINDS)}")
         table = getattr(self, kind)
         if name not in table:
             known = ", ".join(sorted(table)) or "none"

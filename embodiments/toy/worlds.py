@@ -141,7 +141,11 @@ class ToyWorld:
 
     def state_at(self, episode: Episode, frame: int) -> dict:
         """The world state at `frame` of an episode made by this world."""
-        state = episode.meta["initial_state"]
+        meta = getattr(episode, "meta", None) or {}
+        if meta.get("world") != self.name or "initial_state" not in meta:
+            made = f"world {meta['world']!r}" if meta.get("world") else f"{episode.source!r}"
+            raise AstraError(f"{self.name}: state_at needs an episode this world made, not one of {made}")
+        state = meta["initial_state"]
         if frame == 0:
             return state
         _, final = self.advance(state, raw_rows(episode.actions[self.modality], 1, frame + 1))
