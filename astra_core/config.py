@@ -24,16 +24,16 @@ class DiTConfig(_Config):
 
     dim: int = 1536
     ffn_dim: int = 8960
-    num_heads: int = 12
+    num_heads: int = Field(12, gt=0)
     num_layers: int = 30
     in_dim: int = 16
     out_dim: int = 16
     text_dim: int | None = 4096
     freq_dim: int = 256
     patch_size: tuple[int, int, int] = (1, 2, 2)
-    eps: float = 1e-6
+    eps: float = Field(1e-6, gt=0)
     cross_attn_norm: bool = True
-    rope_theta: float = 10000.0
+    rope_theta: float = Field(10000.0, gt=0)
     # Astra's additions
     use_projector: bool = True  # ACT-Adapter projector Linear(dim, dim) after self-attention, identity-initialised
     # Also add each frame's action feature, through a zero-initialised Linear(dim, dim), to that frame's
@@ -51,6 +51,8 @@ class DiTConfig(_Config):
             raise ValueError(f"head dim dim/num_heads={head_dim} must be even and at least 6 (3-D RoPE)")
         if self.patch_size[0] != 1:
             raise ValueError("patch_size[0] must be 1: Astra gives every latent frame its own timestep")
+        if min(self.patch_size) < 1:
+            raise ValueError(f"patch_size={list(self.patch_size)}: every entry must be 1 or more")
         for name in ("dim", "ffn_dim", "num_layers", "in_dim", "out_dim", "freq_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -158,10 +160,10 @@ class FlowConfig(_Config):
     """Rectified flow: x_σ = (1−σ)·x₀ + σ·ε, target v = ε − x₀."""
 
     shift: float = 5.0  # Wan's timestep shift σ' = sσ / (1 + (s−1)σ)
-    num_train_timesteps: int = 1000  # the DiT sees t = σ · num_train_timesteps
+    num_train_timesteps: int = Field(1000, gt=0)  # the DiT sees t = σ · num_train_timesteps
     loss_weighting: Literal["uniform", "gaussian"] = "uniform"
     weighting_center: float = 0.5  # gaussian bump centre, as σ
-    weighting_width: float = 0.25
+    weighting_width: float = Field(0.25, gt=0)
     # "frames": the flow models the target chunk itself. "residual": it models the chunk minus the last
     # history frame, times `residual_scale`, so repeating the last frame is the zero prediction and the
     # model's capacity goes to what moves. History stays in frames either way.
@@ -572,6 +574,13 @@ class TrainConfig(_Config):
     def _check(self) -> TrainConfig:
         if self.mode == "adapter" and not self.init_checkpoint:
             raise ValueError("mode 'adapter' needs init_checkpoint (a pretrained backbone)")
+        if self.mode == "scratch" and self.init_checkpoint:
+            raise ValueError(
+                f"init_checkpoint={self.init_checkpoint!r} is read only in mode 'adapter'; set mode: adapter to "
+                "fine-tune from it, or remove it to train from scratch"
+            )
+        if self.data.source == "worlds" and self.data.cache:
+            raise ValueError("data.cache is read only with data.source: cache; set it, or remove data.cache")
         guidance = self.model.guidance
         if guidance.action_dropout == 0.0 and guidance.scale != 1.0:
             raise ValueError(

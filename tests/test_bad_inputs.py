@@ -91,6 +91,13 @@ for field, value in [
     ("model.flow.sigma_floor", 0.0),
     ("model.dit.in_dim", 50),
     ("model.sampler.num_steps", 0),
+    ("model.dit.num_heads", 0),
+    ("model.dit.patch_size", [1, 0, 0]),
+    ("model.dit.eps", 0.0),
+    ("model.flow.weighting_width", 0.0),
+    ("model.flow.num_train_timesteps", -1),
+    ("init_checkpoint", "base.safetensors"),  # read only in mode adapter
+    ("data.cache", ["shards/*.h5"]),  # read only with data.source cache
 ]:
     leaf = field.split(".")[-1]
     CASES.append(
@@ -100,6 +107,26 @@ for field, value in [
             lambda tmp, f=field, v=value, n=leaf: (_from_dict(_tiny(**{f: v})), ConfigError, [n]),
         )
     )
+
+
+@case("configs", "a fresh run into a folder that holds one")
+def _(tmp):
+    from astra_core.apps.train import Trainer
+
+    cfg = _run(tmp)  # the catalogue checks that no file of it changes
+    return (
+        lambda: Trainer(cfg, progress=False),
+        ConfigError,
+        [str(tmp / "run"), "already holds a training run", "--resume"],
+    )
+
+
+@case("command line", "train --steps below the config's data.phases")
+def _(tmp):
+    phases = [{"steps": 4, "weights": {"free_camera": 1.0}, "history_chunks": 0}]
+    path = tmp / "phased.yaml"
+    path.write_text(json.dumps(_tiny(**{"steps": 6, "data.phases": phases, "out_dir": str(tmp / "p")})))
+    return "cli", ["train", str(path), "--steps", "3"], ["phased.yaml with --steps 3", "data.phases cover 4 steps"]
 
 
 @case("configs", "unknown key")
@@ -390,6 +417,20 @@ def _shard(tmp, edit=None, name="s.h5") -> Path:
 
 def _read(path, **kw):
     return lambda: read_shard(path, **kw)
+
+
+@case("caches", "data.weights naming no embodiment of the cache")
+def _(tmp):
+    from astra_core.apps.encode import encode_episode
+    from astra_core.apps.train import Trainer
+    from astra_core.data.tokenizer import PixelTokenizer
+
+    world = get_registry().worlds["free_camera"]
+    encoded = [encode_episode(world.episode(i, 9), PixelTokenizer(4), get_registry().modalities) for i in range(2)]
+    path = write_shard(tmp / "cam.h5", encoded, PixelTokenizer(4).describe(), 1)
+    data = _tiny(**{"data.source": "cache", "data.cache": [str(path)], "data.weights": {"free_camra": 1.0}})
+    cfg = TrainConfig.from_dict({**data, "out_dir": str(tmp / "typo")})
+    return lambda: Trainer(cfg, progress=False), ConfigError, ["data.weights", "'free_camra'", "['free_camera']"]
 
 
 @case("caches", "missing shard")
@@ -1013,6 +1054,23 @@ CLI = [
     ("train an empty config", ["train", "{tmp}/empty.yaml"], ["empty.yaml", "empty"]),
     ("info on a missing checkpoint", ["info", "{tmp}/none.safetensors"], ["none.safetensors"]),
     ("eval --episodes 0", ["eval", "--checkpoint", "{tmp}/m", "--episodes", "0", "--out", "{tmp}/e"], ["episodes"]),
+    (
+        "ablate --steps within the config's data.phases",
+        ["ablate", "--steps", "100", "--out", "{tmp}/a"],
+        ["ablation full", "data.phases cover 100 steps"],
+    ),
+    ("eval --cache with --episodes", ["eval", "--cache", "{tmp}/*.h5", "--episodes", "3"], ["--episodes choose"]),
+    ("rollout --seed -1", ROLLOUT + ["--embodiment", "tabletop_arm", "--seed", "-1"], ["--seed -1"]),
+    ("play --port 70000", ["play", "--web", "--port", "70000"], ["--port 70000"]),
+    ("play --timeout nan", ["play", "--web", "--timeout", "nan"], ["--timeout nan"]),
+    (
+        "train-tokenizer --width 12",
+        ["train-tokenizer", "--out", "{tmp}/v.safetensors", "--width", "12"],
+        ["--width 12"],
+    ),
+    ("encode --patch 0", ["encode", "--world", "car", "--patch", "0", "--out", "{tmp}/c"], ["--patch 0"]),
+    ("ablate --eval-episodes 0", ["ablate", "--eval-episodes", "0", "--out", "{tmp}/a"], ["--eval-episodes 0"]),
+    ("ablate --horizons 16 0", ["ablate", "--horizons", "16", "0", "--out", "{tmp}/a"], ["--horizons [16, 0]"]),
 ]
 for label, argv, needles in CLI:
     CASES.append(("command line", label, lambda tmp, a=argv, n=needles: ("cli", a, n)))

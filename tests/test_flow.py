@@ -620,3 +620,26 @@ def test_splat_rank_adds_a_forward_motion_steered_by_the_action():
     for bad in ({"prediction": "warp", "warp_flow": "pixel", "splat_rank": 2}, {"prediction": "data", "splat_rank": 2}):
         with pytest.raises(ConfigError, match="splat_rank=2 needs prediction 'warp' with warp_flow 'cell'"):
             AstraConfig.from_dict({"flow": bad})
+
+
+def test_a_backbone_with_text_cross_attention_trains_and_rolls_out_without_a_prompt():
+    """Wan2.1's preset keeps its text cross-attention (`text_dim`), so its weights load as they are;
+    with no prompt the model attends to one zero text token, in training and in a rollout."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, dit_preset
+    from astra_core.model.actions import AstraNet
+    from astra_core.model.objective import WorldModelObjective
+    from astra_core.model.rollout import LatentWorldModel
+
+    torch.manual_seed(0)
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=16, out_dim=8, text_dim=12),
+        action=ActionConfig(action_dim=2, hidden_dim=16),
+        history=HistoryConfig(chunk_size=1, window=2, last_frame_channels=True),
+    )
+    net = AstraNet(cfg)
+    loss, _ = WorldModelObjective(net).loss(torch.randn(2, 8, 2, 4, 4), torch.randn(2, 2, 2), None, num_history=1)
+    loss.backward()
+    assert math.isfinite(float(loss)) and float(net.dit.blocks[0].cross_attn.v.bias.grad.abs().sum()) > 0
+    session = LatentWorldModel(net, num_steps=2)
+    session.reset(torch.randn(1, 8, 1, 4, 4))
+    assert session.step(torch.randn(1, 1, 2)).shape == (1, 8, 1, 4, 4)

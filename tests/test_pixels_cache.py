@@ -357,6 +357,25 @@ def test_train_tokenizer_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert z.shape == (1, 4, 2, 8, 8)
 
 
+def test_a_world_model_checkpoint_serves_as_the_tokenizer_file(tmp_path):
+    """`data.tokenizer` / `astra encode --tokenizer` may name a world model's checkpoint: its tokenizer."""
+    from astra_core.checkpoint import save_checkpoint
+    from astra_core.config import AstraConfig, dit_preset
+    from astra_core.data.tokenizer_train import load_tokenizer
+    from astra_core.model.actions import AstraNet
+    from astra_core.world import DEFAULT_CHECKPOINT
+
+    shipped = load_tokenizer(DEFAULT_CHECKPOINT)
+    assert isinstance(shipped, PixelTokenizer) and shipped.spatial_factor == 4
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(4, 8).eval()
+    net = AstraNet(AstraConfig(dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1)))
+    loaded = load_tokenizer(save_checkpoint(tmp_path / "m.safetensors", net, tokenizer=vae))
+    x = torch.rand(1, 3, 5, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x), vae.encode(x))
+
+
 def test_pixel_world_model_runs_a_batch_of_episodes():
     net = _pixel_net()
     world = get_registry().worlds["free_camera"]

@@ -122,7 +122,7 @@ def variant_config(
         data["steps"] = steps
     if seed is not None:
         data["seed"] = seed
-    return TrainConfig.model_validate(data)
+    return TrainConfig.from_dict(data, source=f"ablation {variant.name}")
 
 
 def stop_when_orphaned(parent: int, interval: float = 1.0, grace: float = 120.0) -> threading.Thread:
@@ -352,6 +352,10 @@ def run_ablation(
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"--seeds {list(seeds)}: give one or more distinct seeds, none negative")
+    if eval_episodes < 1:
+        raise ConfigError(f"--eval-episodes {eval_episodes}: evaluate at least 1 episode per world")
+    if min(horizons) < 1:
+        raise ConfigError(f"--horizons {list(horizons)}: every horizon must be 1 frame or more")
     base = TrainConfig.from_yaml(config)
     out = Path(out)
     settings = {"episodes": eval_episodes, "horizons": list(horizons)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -108,9 +109,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from astra_core.data.tokenizer_train import TokenizerTrainConfig, train_tokenizer
 
-    for flag in ("steps", "batch", "episodes", "held_out"):
+    for flag in ("steps", "batch", "episodes", "held_out", "channels"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be 1 or more")
+    if args.width < 8 or args.width % 8:
+        raise ConfigError(f"--width {args.width}: must be a multiple of 8 (the VAE's group norms have 8 groups)")
     _set_threads(args)
     cfg = TokenizerTrainConfig(
         channels=args.channels,
@@ -132,6 +135,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     from astra_core.data.tokenizer_train import load_tokenizer
     from astra_core.plugins import get_registry
 
+    if args.patch < 1:
+        raise ConfigError(f"--patch {args.patch}: must be 1 or more")
     tokenizer = PixelTokenizer(args.patch) if args.tokenizer == "pixel" else load_tokenizer(args.tokenizer)
     registry = get_registry()
     if args.world:
@@ -207,8 +212,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.from_yaml(args.config)
     updates = {k: v for k, v in {"steps": args.steps, "out_dir": args.out}.items() if v is not None}
-    if updates:
-        cfg = cfg.model_copy(update=updates)
+    if updates:  # validated as the file is: --steps must still fit the config's data.phases
+        flags = " ".join(f"--{'out' if k == 'out_dir' else k} {v}" for k, v in updates.items())
+        cfg = TrainConfig.from_dict({**cfg.model_dump(mode="json"), **updates}, source=f"{args.config} with {flags}")
     from astra_core.apps.train_setup import shutdown_distributed
 
     try:
@@ -256,8 +262,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--min-frames applies to recorded episodes (--cache or --reader); the toy benchmark's are whole"
         )
+    toy_only = [
+        flag for flag, value in (("--episodes", args.episodes), ("--first-seed", args.first_seed)) if value is not None
+    ]
+    if toy_only and (args.cache or args.reader):
+        raise ConfigError(
+            f"{' and '.join(toy_only)} choose the toy benchmark's episodes; with --cache or --reader every held-out "
+            "episode of the data is scored"
+        )
     settings = EvalSettings(
-        episodes=args.episodes,
+        episodes=20 if args.episodes is None else args.episodes,
         horizons=tuple(args.horizons),
         sheet_episodes=args.sheet or 0,
         min_frames=args.min_frames,
@@ -522,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="episodes from astra record: skip replaying them in their environment with swapped actions",
     )
     ev.add_argument("--no-action", help="checkpoint of the same architecture trained without actions (baseline)")
-    ev.add_argument("--episodes", type=int, default=20, help="held-out episodes per embodiment")
+    ev.add_argument("--episodes", type=int, help="the toy benchmark's held-out episodes per world (default: 20)")
     ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
@@ -681,9 +695,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """Flags several commands share, checked before any command starts its work."""
+    seed = getattr(args, "seed", None)
+    if seed is not None and seed < 0:
+        raise ConfigError(f"--seed {seed}: must be 0 or more")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: give a port from 1 to 65535, or 0 for any free one")
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout {timeout}: give the seconds a request may take, more than 0")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_common(args)
         return args.func(args)
     except AstraError as err:
         print(f"astra {args.command}: error: {err}", file=sys.stderr)

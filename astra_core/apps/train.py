@@ -97,6 +97,11 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.device = training_device(cfg.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.out = Path(cfg.out_dir)
+        if not resume and (self.out / "state.pt").is_file():  # a fresh start would overwrite that run's state
+            raise ConfigError(
+                f"out_dir {self.out} already holds a training run (state.pt); continue it with --resume "
+                "(Trainer(..., resume=True)), or train into another out_dir (--out)"
+            )
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_leftovers(self.out)  # temporary files of a run killed while writing

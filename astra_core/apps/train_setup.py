@@ -14,7 +14,7 @@ from torch import nn
 from astra_core.checkpoint import (
     read_checkpoint,
 )
-from astra_core.config import TrainConfig
+from astra_core.config import DataConfig, TrainConfig
 from astra_core.data import Batch, collate
 from astra_core.data.cache import CachedEpisode, read_shard, split_episodes
 from astra_core.errors import CheckpointError, ConfigError
@@ -196,6 +196,13 @@ class SetupMixin:
             counts: dict[str, int] = {}
             for ep in episodes:
                 counts[ep.embodiment] = counts.get(ep.embodiment, 0) + 1
+            named = set(data.weights)
+            left_default = data.weights == DataConfig.model_fields["weights"].default and not named & set(counts)
+            if named - set(counts) and not left_default:  # the toy worlds' default weights: every embodiment equal
+                raise ConfigError(
+                    f"data.weights: {sorted(named - set(counts))} name no embodiment of the cache "
+                    f"({sorted(counts)}); weigh the cache's embodiments"
+                )
             few = {name: n for name, n in counts.items() if n < 2}
             if few:
                 raise ConfigError(

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from astra_core.checkpoint import atomic_save_tensors
+from astra_core.checkpoint import TOKENIZER_PREFIX, atomic_save_tensors
 from astra_core.data.tokenizer import CausalVideoVAE, build_tokenizer, psnr_from_mse
 from astra_core.errors import CheckpointError
 
@@ -91,6 +91,7 @@ def save_tokenizer(path: str | Path, tokenizer: torch.nn.Module, info: dict | No
 
 
 def load_tokenizer(path: str | Path) -> torch.nn.Module:
+    """A tokenizer file (`astra train-tokenizer`), or the tokenizer a world-model checkpoint carries."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such tokenizer file")
@@ -101,6 +102,11 @@ def load_tokenizer(path: str | Path) -> torch.nn.Module:
         spec = json.loads(meta["tokenizer"])
     except Exception as err:  # noqa: BLE001 - any failure here means an unreadable file
         raise CheckpointError(f"{path}: not a readable tokenizer checkpoint ({err})") from None
+    if meta.get("format") != "astra-tokenizer":  # a world model's checkpoint: its tokenizer's tensors only
+        tensors = {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
     tokenizer = build_tokenizer(spec)
-    tokenizer.load_state_dict(tensors)
+    try:
+        tokenizer.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the tokenizer's weights do not load ({err})") from None
     return tokenizer.eval()

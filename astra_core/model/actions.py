@@ -161,6 +161,11 @@ class AstraNet(nn.Module):
         return self.null_action[None, None].expand(batch, frames, -1)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, action_features: torch.Tensor | None, **kw):
+        if self.config.dit.text_dim is not None and kw.get("context") is None:
+            # A backbone with text cross-attention (Wan2.1's) and no prompt: every token attends to one
+            # all-zero text token, so the cross-attention adds a learnable constant and the pretrained
+            # weights load unchanged.
+            kw["context"] = x.new_zeros(x.shape[0], 1, self.config.dit.text_dim)
         out = self.dit(x, timesteps, action_features, **kw)
         if self.action_flow is None and self.action_splat is None:
             return out
