@@ -34,14 +34,11 @@ def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
 
 
 def as_frames(frames: Any, name: str = "frames") -> torch.Tensor:
-    """A tensor of frames; a numpy array is taken as it is (float in [-1, 1]), anything else refused."""
+    """A tensor of frames; a numpy array is taken as it is (its range is `check_frame_range`'s to check)."""
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(frames)
     if not isinstance(frames, torch.Tensor):
         raise ShapeError(f"{name}: expected a tensor (or a numpy array) of frames, got {type(frames).__name__}")
-    if not frames.is_floating_point():
-        hint = " (uint8 frames? use frames / 127.5 - 1)" if frames.dtype == torch.uint8 else ""
-        raise ShapeError(f"{name}: expected float frames in [-1, 1], got {frames.dtype}{hint}")
     return frames
 
 
@@ -150,13 +147,15 @@ class WorldModel:
                 if continued:
                     raw = concat_raw(self._last_raw[i][name], raw)
                 if raw_length(raw) != n + 1:
-                    need = f"{n} rows (frames per step)" if continued else f"{n + 1} rows (frames per step + 1)"
-                    why = (
-                        ""
+                    need = (
+                        f"{n} rows (frames per step)"
                         if continued
-                        else ": with no row of it at the last frame, the first row is that frame's state"
+                        else (
+                            f"{n + 1} rows (frames per step + 1: with no row of it at the last frame, the first row "
+                            "is that frame's state)"
+                        )
                     )
-                    raise ShapeError(f"actions[{name!r}]: expected {need}, got {given}{why}")
+                    raise ShapeError(f"actions[{name!r}]: expected {need}, got {given}")
                 joined[name] = raw
             full.append(joined)
         vectors, masks = self.align_streams(full, n + 1)

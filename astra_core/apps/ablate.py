@@ -341,6 +341,8 @@ def run_ablation(
     """
     import torch
 
+    from astra_core.apps.evaluate import EvalSettings
+
     names = variants or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -352,10 +354,10 @@ def run_ablation(
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"--seeds {list(seeds)}: give one or more distinct seeds, none negative")
-    if eval_episodes < 1:
-        raise ConfigError(f"--eval-episodes {eval_episodes}: evaluate at least 1 episode per world")
-    if min(horizons) < 1:
-        raise ConfigError(f"--horizons {list(horizons)}: every horizon must be 1 frame or more")
+    try:  # the benchmark's own checks, before any variant is trained
+        EvalSettings(episodes=eval_episodes, horizons=tuple(horizons))
+    except ConfigError as err:
+        raise ConfigError(f"--eval-episodes {eval_episodes} --horizons {list(horizons)}: {err}") from None
     base = TrainConfig.from_yaml(config)
     out = Path(out)
     settings = {"episodes": eval_episodes, "horizons": list(horizons)}
