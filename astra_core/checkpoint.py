@@ -242,6 +242,27 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Ast
 
 def load_world_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """(network, tokenizer or None) from a checkpoint."""
+    net, tokenizer, _ = _load_world(path, device)
+    return net, tokenizer
+
+
+def frame_size(metadata: dict[str, str], path: str | Path = "checkpoint") -> tuple[int, int] | None:
+    """The (height, width) of the frames a checkpoint's model was trained on (metadata `frame_size`,
+    written by the trainer), or None for a checkpoint that does not say."""
+    text = metadata.get("frame_size")
+    if text is None:
+        return None
+    try:
+        size = json.loads(text)
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+            return int(size[0]), int(size[1])
+    except json.JSONDecodeError:
+        pass
+    raise CheckpointError(f"{path}: metadata 'frame_size' is {text!r}; expected [height, width]")
+
+
+def _load_world(path: str | Path, device: str | torch.device = "cpu"):
+    """(network, tokenizer or None, metadata) from a checkpoint."""
     from astra_core.data.tokenizer import build_tokenizer
     from astra_core.plugins import PluginError
 
@@ -263,4 +284,4 @@ def load_world_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
         except (ValueError, RuntimeError, KeyError) as err:
             raise CheckpointError(f"{path}: the stored tokenizer does not load ({err})") from None
         tokenizer = tokenizer.to(device).eval()
-    return net.to(device).eval(), tokenizer
+    return net.to(device).eval(), tokenizer, metadata

@@ -44,16 +44,25 @@ def as_frames(frames: Any, name: str = "frames") -> torch.Tensor:
 
 class WorldModel:
     def __init__(
-        self, net: AstraNet, tokenizer, precision: str = "fp32", compile: bool = False, **rollout_options: Any
+        self,
+        net: AstraNet,
+        tokenizer,
+        precision: str = "fp32",
+        compile: bool = False,
+        frame_size: tuple[int, int] | None = None,
+        **rollout_options: Any,
     ):
         """`precision`: "fp32", or "bf16" for the DiT's weights and activations (the action path, the
         flow arithmetic and the sampler stay in float32); `compile`: torch.compile the DiT (inductor,
         dynamic shapes), so the first steps compile each history length once (minutes on a 2-core CPU,
-        less when the compiler's cache holds them) and later steps run faster; `rollout_options` go to
-        `LatentWorldModel` (num_steps, guidance_scale, use_kv_cache, ...)."""
+        less when the compiler's cache holds them) and later steps run faster; `frame_size`: the
+        (height, width) the model was trained on, which `reset` then requires (from the checkpoint, when
+        it records one; None: any size the tokenizer takes); `rollout_options` go to `LatentWorldModel`
+        (num_steps, guidance_scale, use_kv_cache, ...)."""
         from astra_core.plugins import get_registry
 
         self.net, self.tokenizer = net, tokenizer
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         names = list(net.config.action.modalities)
         if not names:
             raise ShapeError("WorldModel needs a model whose config names its modalities (action.modalities)")
@@ -75,16 +84,16 @@ class WorldModel:
     def from_checkpoint(cls, path: str | Path | None = None, device: str = "cpu", **rollout_options: Any) -> WorldModel:
         """Model, tokenizer and normaliser statistics from one checkpoint file; with no path, the
         default toy model shipped inside the package (no network needed)."""
-        from astra_core.checkpoint import load_world_checkpoint
+        from astra_core.checkpoint import _load_world, frame_size
 
         if path is None:
             path = DEFAULT_CHECKPOINT
             if not path.is_file():
                 raise CheckpointError(f"{path}: this installation ships no default model; pass a checkpoint path")
-        net, tokenizer = load_world_checkpoint(path, device)
+        net, tokenizer, metadata = _load_world(path, device)
         if tokenizer is None:
             raise ShapeError(f"{path}: the checkpoint stores no tokenizer; it can only be used in latent space")
-        return cls(net, tokenizer, **rollout_options)
+        return cls(net, tokenizer, frame_size=frame_size(metadata, path), **rollout_options)
 
     def _as_dict(self, raw: Any) -> dict[str, Any]:
         from astra_core.plugins import get_registry
@@ -115,6 +124,12 @@ class WorldModel:
         if frames.ndim != 5 or frames.shape[1] != 3:
             raise ShapeError(f"frames: expected [3, T, H, W] or [B, 3, T, H, W], got {tuple(frames.shape)}")
         self._squeeze = self._squeeze or frames.shape[0] == 1
+        if self.frame_size is not None and tuple(frames.shape[-2:]) != self.frame_size:
+            (h, w), (th, tw) = frames.shape[-2:], self.frame_size
+            raise ShapeError(
+                f"frames: {h}×{w}, but this model was trained on {th}×{tw} frames; scale them to that size "
+                f"first, e.g. astra_core.data.video.resize_crop(frames, ({th}, {tw}))"
+            )
         check_frame_range(frames)
         self._batch = frames.shape[0]
         latents = self.tokenizer.encode(frames.float().to(self.latent.device))

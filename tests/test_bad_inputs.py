@@ -193,6 +193,18 @@ def _(tmp):
     return _trainer(data, tmp), ConfigError, ["data.cache"]
 
 
+@case("configs", "caches encoded at two frame sizes")
+def _(tmp):
+    from astra_core.apps.cli import main
+
+    for name, size in (("small", "32x32"), ("large", "64x64")):
+        args = ["encode", "--world", "free_camera", "--episodes", "2", "--frames", "9", "--size", size, "--quiet"]
+        assert main([*args, "--out", str(tmp / name)]) == 0
+    data = _tiny(**{"data.source": "cache", "data.cache": [str(tmp / "*" / "*.h5")]})
+    needles = ["data.cache", "2 sizes", "64×64 frames in", "large/shard-00000.h5", "32×32 frames in", "--size"]
+    return _trainer(data, tmp), ConfigError, needles
+
+
 @case("configs", "adapter init_checkpoint missing")
 def _(tmp):
     data = _tiny(mode="adapter", init_checkpoint=str(tmp / "base.safetensors"))
@@ -621,6 +633,24 @@ def _(tmp):
     write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
     (tmp / "g.jsonl").write_text('{"keyboard": {"keys": []}}\nnot json\n{}\n')
     return lambda: _reader("game_log").read(tmp / "g.mp4"), ReaderError, ["g.jsonl", "line 2"]
+
+
+@case("readers", "game log: longer than its video")
+def _(tmp):
+    from astra_core.data.video import frames_to_uint8, write_mp4
+
+    write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
+    (tmp / "g.jsonl").write_text('{"keyboard": {"keys": []}}\n' * 7)
+    return lambda: _reader("game_log").read(tmp / "g.mp4"), ReaderError, ["g.jsonl", "7 lines for a video of 4 frames"]
+
+
+@case("readers", "game log: an empty line between frames")
+def _(tmp):
+    from astra_core.data.video import frames_to_uint8, write_mp4
+
+    write_mp4(tmp / "g.mp4", frames_to_uint8(torch.zeros(3, 4, 16, 16)), fps=10)
+    (tmp / "g.jsonl").write_text('{"keyboard": {"keys": []}}\n\n{}\n{}\n\n')  # the trailing one is fine
+    return lambda: _reader("game_log").read(tmp / "g.mp4"), ReaderError, ["g.jsonl", "line 2 is empty"]
 
 
 @case("readers", "game log: missing log")
@@ -1063,12 +1093,28 @@ CLI = [
     ("rollout --seed -1", ROLLOUT + ["--embodiment", "tabletop_arm", "--seed", "-1"], ["--seed -1"]),
     ("play --port 70000", ["play", "--web", "--port", "70000"], ["--port 70000"]),
     ("play --timeout nan", ["play", "--web", "--timeout", "nan"], ["--timeout nan"]),
+    ("play --size without --env", ["play", "--size", "32", "--fit", "crop"], ["--size/--fit: for --env"]),
+    ("play --env-arg without --env", ["play", "--env-arg", "frameskip=2"], ["--env-arg: for --env"]),
+    ("play --web with --out", ["play", "--web", "--out", "{tmp}/p.mp4"], ["--out: for the terminal mode"]),
+    ("play --port in the terminal mode", ["play", "--port", "9000"], ["--port: for --web"]),
+    ("play --env with --embodiment", ["play", "--env", "CartPole-v1", "--embodiment", "car"], ["--embodiment"]),
     (
         "train-tokenizer --width 12",
         ["train-tokenizer", "--out", "{tmp}/v.safetensors", "--width", "12"],
         ["--width 12"],
     ),
     ("encode --patch 0", ["encode", "--world", "car", "--patch", "0", "--out", "{tmp}/c"], ["--patch 0"]),
+    (
+        "encode --reader with --episodes and --seed",
+        ["encode", "--reader", "game_log", "{tmp}/g.mp4", "--episodes", "3", "--seed", "1", "--out", "{tmp}/c"],
+        ["--episodes/--seed", "for --world"],
+    ),
+    ("encode --world with files", ["encode", "--world", "car", "{tmp}/g.mp4", "--out", "{tmp}/c"], ["PATHS", "g.mp4"]),
+    (
+        "encode --patch with a trained tokenizer",
+        ["encode", "--world", "car", "--tokenizer", "{tmp}/v.safetensors", "--patch", "8", "--out", "{tmp}/c"],
+        ["--patch", "v.safetensors"],
+    ),
     ("ablate --eval-episodes 0", ["ablate", "--eval-episodes", "0", "--out", "{tmp}/a"], ["--eval-episodes 0"]),
     ("ablate --horizons 16 0", ["ablate", "--horizons", "16", "0", "--out", "{tmp}/a"], ["--horizons [16, 0]"]),
 ]

@@ -129,3 +129,28 @@ def test_checkpoints_get_ordinary_file_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_world_model_takes_frames_of_the_size_it_was_trained_on(tmp_path):
+    from safetensors import safe_open
+
+    from astra_core.errors import ShapeError
+    from astra_core.world import DEFAULT_CHECKPOINT, WorldModel
+
+    model = WorldModel.from_checkpoint(None, num_steps=1)
+    assert model.frame_size == (64, 64)  # the trainer records it; the shipped model's header holds it
+    with pytest.raises(ShapeError, match=r"frames: 32×48, but this model was trained on 64×64 frames.*resize_crop"):
+        model.reset(torch.zeros(3, 1, 32, 48))
+    model.reset(torch.zeros(3, 1, 64, 64))
+    with safe_open(str(DEFAULT_CHECKPOINT), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    path = tmp_path / "m.safetensors"
+    for bad in ('"64x64"', "[64]", "[0, 64]", "[64, 64.5]", "{"):
+        save_file(tensors, str(path), metadata={**meta, "frame_size": bad})
+        with pytest.raises(CheckpointError, match="m.safetensors: metadata 'frame_size'"):
+            WorldModel.from_checkpoint(path)
+    del meta["frame_size"]  # a checkpoint written before the size was recorded: any size the tokenizer takes
+    save_file(tensors, str(path), metadata=meta)
+    older = WorldModel.from_checkpoint(path, num_steps=1)
+    assert older.frame_size is None
+    older.reset(torch.zeros(3, 1, 32, 48))

@@ -96,6 +96,8 @@ def test_rollout_from_files_in_every_format(tmp_path):
     keys = registry.get("modalities", "discrete_cmd")
     np.savez(tmp_path / "k.npz", keys=np.array(["", "W", "W+LEFT"]), mouse=np.zeros((3, 2)))
     assert load_action_file(tmp_path / "k.npz", keys)["keys"] == [[], ["W"], ["W", "LEFT"]]
+    np.savez(tmp_path / "keys_only.npz", keys=np.array(["", "W", "W+LEFT"]))  # the mouse is optional
+    assert load_action_file(tmp_path / "keys_only.npz", keys)["keys"] == [[], ["W"], ["W", "LEFT"]]
 
     out = tmp_path / "out"
     code = main(["rollout", "--embodiment", "car", "--actions", str(tmp_path / "a.yaml"), "--out", str(out)])
@@ -124,6 +126,7 @@ def test_rollout_with_a_context_image(tmp_path, capsys):
     [
         ("{not json", ".json", "cannot parse"),
         ('{"robot_ee": [[0,0,0,0,0,0,0]]}', ".json", "holds actions for 'robot_ee'"),
+        ('{"translation": [[0,0,0],[1,0,0]]}', ".json", "expected a dict with 'translation' .* and 'rotation'"),
         ('{"translation": [[0,0,0]], "rotation": [[1,0,0,0]]}', ".json", "at least 2 rows"),
         ('{"translation": [[0,0,0],[1,0,0]], "rotation": [[1,0,0,0]]}', ".json", "not a valid vehicle_pose"),
         ('{"translation": [["a","b","c"],[1,0,0]], "rotation": [[1,0,0,0],[1,0,0,0]]}', ".json", "expected numbers"),

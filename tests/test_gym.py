@@ -391,7 +391,7 @@ def test_eval_on_recorded_episodes_scores_against_the_replayed_environment(tiny_
     assert sheet.shape == (2 * (4 * 64 + 4), 128 + 9 * 64, 3)
 
 
-def test_play_beside_the_real_environment(tiny_atari, tmp_path):
+def test_play_beside_the_real_environment(tiny_atari, tmp_path, capsys):
     """`astra play --env`: the keys drive the environment and the model; the environment's half of each
     frame is what the environment itself renders for those actions."""
     from astra_core.apps.play import PlaySession
@@ -422,6 +422,16 @@ def test_play_beside_the_real_environment(tiny_atari, tmp_path):
     args = ["play", "--env", "ALE/Breakout-v5", "--checkpoint", str(checkpoint), "--keys", "space left .", "--steps"]
     assert main([*args, "1", "--no-preview", "--out", str(tmp_path / "play.mp4")]) == 0
     assert (tmp_path / "play.mp4").stat().st_size > 0
+    # The model was trained at 64 x 64 (the checkpoint says so), and plays at that size unless told otherwise.
+    assert WorldModel.from_checkpoint(str(checkpoint)).frame_size == (64, 64)
+    assert main([*args, "1", "--no-preview", "--size", "32"]) == 2
+    assert "frames: 32×32, but this model was trained on 64×64 frames" in capsys.readouterr().err
+    # The environment made as the episodes were recorded: gymnasium.make's keywords and the stream.
+    world = EnvWorld("ALE/Breakout-v5", (64, 64), env_kwargs={"frameskip": 2})
+    assert world.env.spec.kwargs["frameskip"] == 2
+    world.close()
+    assert main([*args, "1", "--no-preview", "--stream", "pose"]) == 2
+    assert "--stream pose: no pose adapter matches 'ALE/Breakout-v5'" in capsys.readouterr().err
 
 
 def test_breakout_s_ball_and_paddle_come_from_the_ram(tmp_path):

@@ -79,6 +79,27 @@ def test_terminal_mode_script_and_parsing(model, tmp_path, capsys):
     assert len(lines) == 2 and lines[0].count("▀") == 4
 
 
+def test_ctrl_c_in_the_terminal_mode_still_writes_the_video(model, tmp_path, monkeypatch, capsys):
+    from astra_core.apps.play import play_terminal
+
+    session = _session(model, "car")
+    step, calls = session.step, []
+
+    def interrupted(keys):
+        calls.append(keys)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return step(keys)
+
+    monkeypatch.setattr(session, "step", interrupted)
+    out = tmp_path / "play.mp4"
+    play_terminal(session, out, preview=False, script="w w w")
+    import imageio.v3 as iio
+
+    assert len(calls) == 2 and iio.imread(out, index=None).shape[0] == 1 + model.frames_per_step
+    assert "interrupted" in capsys.readouterr().err
+
+
 @pytest.fixture
 def server(model):
     srv = PlayServer(_session(model), port=0, scale=2).start()

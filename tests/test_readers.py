@@ -5,6 +5,7 @@ from __future__ import annotations
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from astra_embodiments.readers.common import resample_poses
 from astra_experts.geometry import invert_pose, make_pose, rotvec_to_rotmat
 from hypothesis import HealthCheck, given, settings
@@ -47,6 +48,21 @@ def test_realestate10k_from_a_frame_folder(tmp_path):
     # The stream feeds the camera_se3 modality as is.
     aligned = get_registry().get("modalities", "camera_se3").align(out.actions["camera_se3"], 1)
     assert aligned.actions.shape == (len(poses), 9)
+
+
+def test_16_bit_images_are_scaled_not_wrapped(tmp_path):
+    from astra_embodiments.readers.common import read_frame_folder
+
+    from astra_core.data.video import image_to_uint8
+
+    grey = np.full((64, 64), 65535 // 2, dtype=np.uint16)  # mid grey in 16 bits; a uint8 cast gives 255
+    iio.imwrite(tmp_path / "0.png", grey)
+    iio.imwrite(tmp_path / "1.png", np.zeros((64, 64), dtype=np.uint16))
+    frames, _ = read_frame_folder(tmp_path)
+    assert abs(float(frames[:, 0].mean())) < 0.01 and float(frames[:, 1].max()) == -1.0
+    assert image_to_uint8(np.array([True, False]), "m").tolist() == [255, 0]
+    with pytest.raises(ReaderError, match="depth.exr: pixels of type float32"):
+        image_to_uint8(np.zeros(3, dtype=np.float32), "depth.exr", ReaderError)
 
 
 def test_realestate10k_from_an_mp4_resamples_poses_to_frame_times(tmp_path):
@@ -325,6 +341,36 @@ def test_reader_episodes_encode_into_the_latent_cache(tmp_path):
     assert keys.actions["discrete_cmd"][1:, 0].tolist() == [1.0] * 4  # W held from frame 1 on
 
 
+def test_encode_reads_at_the_size_asked_for_and_names_bad_frames(tmp_path):
+    from dataclasses import replace
+
+    from astra_core.apps.cli import main
+    from astra_core.apps.encode import encode_episode
+    from astra_core.data.cache import read_shard
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.errors import ShapeError
+
+    game = get_registry().get("worlds", "keyboard_game").episode(seed=2, num_frames=5)
+    big = torch.nn.functional.interpolate(game.frames.permute(1, 0, 2, 3), size=(128, 128), mode="nearest")
+    write_mp4(tmp_path / "g.mp4", frames_to_uint8(big.permute(1, 0, 2, 3)), fps=10)
+    (tmp_path / "g.jsonl").write_text('{"keyboard": {"keys": ["key.keyboard.w"]}}\n' * 5)
+    argv = ["encode", "--reader", "game_log", str(tmp_path / "g.mp4"), "--size", "128x128", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    (episode,) = read_shard(next((tmp_path / "c").glob("shard-*.h5")))
+    assert episode.latents.shape[-2:] == (32, 32)
+    # decoded at 128 × 128, not at the reader's 64 × 64 and scaled up: one-pixel detail survives
+    latents = torch.as_tensor(episode.latents)
+    assert float((latents - PixelTokenizer(4).encode(big.permute(1, 0, 2, 3)[None])[0]).abs().mean()) < 0.05
+
+    modalities = get_registry().modalities
+    scaled = replace(game, frames=(game.frames + 1) * 127.5, source="raw.mp4")  # 0 – 255, not [-1, 1]
+    with pytest.raises(ShapeError, match=r"raw.mp4: frames: values in \[54.9, 241\].*/ 127.5 - 1"):
+        encode_episode(scaled, PixelTokenizer(4), modalities)
+    odd = replace(game, frames=game.frames[..., :62, :62], source="odd.mp4")
+    with pytest.raises(ShapeError, match=r"odd.mp4: frames of 62×62.*multiples of 8.*--size 56x56"):
+        encode_episode(odd, PixelTokenizer(8), modalities)
+
+
 def _write_nuscenes(root, frames=6):
     """A one-scene nuScenes v1.0 layout: tables in root/v1.0-mini, CAM_FRONT images in samples/ and sweeps/."""
     import json
@@ -481,6 +527,23 @@ def test_rt1_tfrecord_episodes(tmp_path):
     assert reader.read(shard).source.endswith(":0")
     with pytest.raises(ReaderError, match="no episode 5"):
         reader.read(f"{shard}:5")
+
+
+def test_rt1_tfrecord_images_of_two_sizes_are_named(tmp_path):
+    import io
+
+    from PIL import Image
+    from tfrecord import example_pb2
+
+    data, _, _ = _example(steps=3)
+    ex = example_pb2.Example.FromString(data)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 20, 3), dtype=np.uint8)).save(buf, format="PNG")
+    ex.features.feature["steps/observation/image"].bytes_list.value[2] = buf.getvalue()
+    shard = tmp_path / "s.tfrecord"
+    shard.write_bytes(_frame(ex.SerializeToString()))
+    with pytest.raises(ReaderError, match=r"step 2 image is 16×20 \(H×W\), step 0's 24×32"):
+        get_registry().get("readers", "rt1_tfrecord").read(f"{shard}:0")
 
 
 def test_rt1_tfrecord_crc_and_truncation_are_reported(tmp_path):

@@ -679,7 +679,8 @@ def test_resume_after_a_crash_leaves_one_consistent_run(tmp_path):
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     from astra_core.checkpoint import read_checkpoint
 
-    assert read_checkpoint(run / "model.safetensors")[2]["train_step"] == "3"
+    meta = read_checkpoint(run / "model.safetensors")[2]
+    assert meta["train_step"] == "3" and json.loads(meta["frame_size"]) == [64, 64]
     resumed.train()
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import math
@@ -135,22 +136,35 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     from astra_core.data.tokenizer_train import load_tokenizer
     from astra_core.plugins import get_registry
 
-    if args.patch < 1:
-        raise ConfigError(f"--patch {args.patch}: must be 1 or more")
-    tokenizer = PixelTokenizer(args.patch) if args.tokenizer == "pixel" else load_tokenizer(args.tokenizer)
+    if args.tokenizer != "pixel" and args.patch is not None:
+        raise ConfigError(f"--patch: sets the pixel tokenizer's patch; {args.tokenizer} is a trained tokenizer")
+    patch = 4 if args.patch is None else args.patch
+    if patch < 1:
+        raise ConfigError(f"--patch {patch}: must be 1 or more")
     registry = get_registry()
     if args.world:
+        if args.paths:
+            raise ConfigError(f"PATHS ({args.paths[0]}, …): files are read with --reader; --world makes its episodes")
+        n, frames, seed = (d if v is None else v for v, d in ((args.episodes, 16), (args.frames, 33), (args.seed, 0)))
+        if n < 1 or frames < 2:
+            raise ConfigError(f"--episodes {n} --frames {frames}: need at least 1 episode of 2 frames")
         world = registry.get("worlds", args.world)
-        episodes = (world.episode(args.seed + i, args.frames) for i in range(args.episodes))
-        total = args.episodes
+        episodes = (world.episode(seed + i, frames) for i in range(n))
+        total = n
     else:
+        given = [flag for flag in ("episodes", "frames", "seed") if getattr(args, flag) is not None]
+        if given:
+            flags = "/".join(f"--{flag}" for flag in given)
+            raise ConfigError(f"{flags}: for --world; with --reader the episodes are the files given as PATHS")
+        if not args.paths:
+            raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
         reader = registry.get("readers", args.reader)
+        if args.size is not None and hasattr(reader, "size"):  # decode at the size asked for, not at 64 × 64
+            reader = copy.copy(reader)
+            reader.size = tuple(args.size)
         episodes = (reader.read(p) for p in args.paths)
         total = len(args.paths)
-    if args.world and (args.episodes < 1 or args.frames < 2):
-        raise ConfigError(f"--episodes {args.episodes} --frames {args.frames}: need at least 1 episode of 2 frames")
-    if args.reader and not args.paths:
-        raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
+    tokenizer = PixelTokenizer(patch) if args.tokenizer == "pixel" else load_tokenizer(args.tokenizer)
     shards = encode_to_shards(
         episodes,
         tokenizer,
@@ -411,23 +425,27 @@ def _cmd_play(args: argparse.Namespace) -> int:
     from astra_core.plugins import get_registry
     from astra_core.world import WorldModel
 
+    _check_play_flags(args)
     _set_threads(args)
     model = WorldModel.from_checkpoint(args.checkpoint, **_rollout_options(args))
     if args.env:
         from astra_core.apps.play_env import EnvWorld
 
-        world = EnvWorld(args.env, args.size, args.fit)
+        size = args.size or model.frame_size or (64, 64)  # by default the size the model was trained on
+        world = EnvWorld(args.env, size, args.fit or "letterbox", dict(args.env_arg or []), args.stream or "auto")
     else:
-        world = get_registry().get("worlds", args.embodiment)
+        world = get_registry().get("worlds", args.embodiment or "keyboard_game")
     session = PlaySession(model, world, seed=args.seed)
     if model.compiled:
         print("astra play: compiling the DiT over a full history window (minutes the first time) ...", flush=True)
         session.warm_up()
     if args.web:
-        server = PlayServer(session, args.host, args.port, timeout=args.timeout)
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
+        host = args.host or "127.0.0.1"
+        port = 8000 if args.port is None else args.port
+        server = PlayServer(session, host, port, timeout=10.0 if args.timeout is None else args.timeout)
+        if host not in ("127.0.0.1", "localhost", "::1"):
             print(
-                f"astra play: warning: listening on {args.host}, beyond this machine: anyone who can reach "
+                f"astra play: warning: listening on {host}, beyond this machine: anyone who can reach "
                 "the port can watch and drive the session",
                 file=sys.stderr,
                 flush=True,
@@ -440,6 +458,20 @@ def _cmd_play(args: argparse.Namespace) -> int:
         return 0
     play_terminal(session, Path(args.out) if args.out else None, preview=not args.no_preview, script=args.keys)
     return 0
+
+
+def _check_play_flags(args: argparse.Namespace) -> None:
+    """`astra play`'s flags belong to one mode each; one given to the other mode is refused, not ignored."""
+    misplaced = [
+        (args.env is None, ["size", "fit", "stream", "env_arg"], "--env (a Gymnasium environment beside the model)"),
+        (args.env is not None, ["embodiment"], "a toy world; --env plays beside the environment instead"),
+        (args.web, ["out", "keys", "no_preview"], "the terminal mode, not --web"),
+        (not args.web, ["host", "port", "timeout"], "--web"),
+    ]
+    for wrong_mode, flags, mode in misplaced:
+        given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) not in (None, False)]
+        if wrong_mode and given:
+            raise ConfigError(f"{'/'.join(given)}: for {mode}")
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
@@ -578,10 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("paths", nargs="*", help="input files for --reader")
     enc.add_argument("--out", required=True, help="output folder for shard-*.h5")
     enc.add_argument("--tokenizer", default="pixel", help="'pixel' or a tokenizer checkpoint")
-    enc.add_argument("--patch", type=int, default=4, help="patch of the pixel tokenizer")
-    enc.add_argument("--episodes", type=int, default=16)
-    enc.add_argument("--frames", type=int, default=33)
-    enc.add_argument("--seed", type=int, default=0)
+    enc.add_argument("--patch", type=int, help="patch of the pixel tokenizer (default 4)")
+    enc.add_argument("--episodes", type=int, help="--world: episodes to make (default 16)")
+    enc.add_argument("--frames", type=int, help="--world: frames per episode (default 33)")
+    enc.add_argument("--seed", type=int, help="--world: the first episode's seed (default 0)")
     enc.add_argument("--shard-size", type=int, default=16)
     enc.add_argument(
         "--overwrite", action="store_true", help="replace the shards already in --out (all of them, at the end)"
@@ -589,7 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument(
         "--size",
         type=_frame_size,
-        help="HxW: scale and centre-crop every episode's frames to this size (default: all must match the first)",
+        help="HxW: scale and centre-crop every episode's frames to this size; a reader with a `size` (the "
+        "built-in ones) decodes at it (default: the reader's 64x64; all must match the first)",
     )
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
     enc.set_defaults(func=_cmd_encode)
@@ -638,7 +671,11 @@ def build_parser() -> argparse.ArgumentParser:
     script = ro.add_mutually_exclusive_group(required=True)
     script.add_argument("--actions", help="raw action stream: .json, .yaml or .npz (row 0: the context frame)")
     script.add_argument("--preset", help="one of the toy world's preset scripts instead of a file")
-    ro.add_argument("--context", help="context image or video (default: the toy world's start frame)")
+    ro.add_argument(
+        "--context",
+        help="context image or video, scaled and cropped to the model's frame size (default: the toy world's "
+        "start frame)",
+    )
     ro.add_argument("--frames", type=int, help="frames to predict (default: as many as the actions cover)")
     ro.add_argument("--seed", type=int, default=0, help="toy-world scene seed when no --context is given")
     ro.add_argument("--out", default="astra-rollout", help="output folder")
@@ -647,21 +684,33 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(func=_cmd_rollout)
     play = sub.add_parser("play", help="drive the model with keys: in the terminal, or a local page with --web")
     play.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
-    play.add_argument("--embodiment", default="keyboard_game", help="a toy world (default: keyboard_game)")
+    play.add_argument("--embodiment", help="a toy world (default: keyboard_game)")
     play.add_argument("--seed", type=int, default=0, help="the scene")
     play.add_argument(
         "--env",
         metavar="ENV_ID",
         help="play beside a real Gymnasium environment (extra gym): the model left, the environment right",
     )
-    play.add_argument("--size", type=_square_or_size, default=(64, 64), help="--env: frame size, N or HxW (64)")
-    play.add_argument("--fit", choices=["letterbox", "crop"], default="letterbox", help="--env: as astra record's")
-    play.add_argument("--web", action="store_true", help="serve a page instead of the terminal mode")
-    play.add_argument("--host", default="127.0.0.1", help="address for --web (default: this machine only)")
-    play.add_argument("--port", type=int, default=8000, help="port for --web (0: any free port)")
     play.add_argument(
-        "--timeout", type=float, default=10.0, help="--web: seconds a request may take to arrive (default 10)"
+        "--size",
+        type=_square_or_size,
+        help="--env: frame size, N or HxW (default: the size the model was trained on, else 64)",
     )
+    play.add_argument("--fit", choices=["letterbox", "crop"], help="--env: as astra record's (default: letterbox)")
+    play.add_argument(
+        "--stream", choices=["auto", "pose", "space"], help="--env: as the episodes were recorded (default: auto)"
+    )
+    play.add_argument(
+        "--env-arg",
+        action="append",
+        type=_env_arg,
+        metavar="KEY=VALUE",
+        help="--env: keyword for gymnasium.make, as the episodes were recorded (repeat)",
+    )
+    play.add_argument("--web", action="store_true", help="serve a page instead of the terminal mode")
+    play.add_argument("--host", help="address for --web (default: 127.0.0.1, this machine only)")
+    play.add_argument("--port", type=int, help="port for --web (default 8000; 0: any free port)")
+    play.add_argument("--timeout", type=float, help="--web: seconds a request may take to arrive (default 10)")
     play.add_argument("--out", help="terminal mode: write the run to this mp4 at the end")
     play.add_argument("--keys", help='terminal mode: a script of steps instead of live keys, e.g. "w w+left d ."')
     play.add_argument("--no-preview", action="store_true", help="terminal mode: no ANSI frame preview")

@@ -224,7 +224,7 @@ def run_rollout(
         stream = load_action_file(actions, modality)
     else:
         raise AstraError("give --actions FILE or --preset NAME")
-    size = (world.height, world.width) if world is not None else (64, 64)
+    size = model.frame_size or ((world.height, world.width) if world is not None else (64, 64))
     if context is not None:
         first = read_context(context, size, max_frames=1)
     elif world is not None:

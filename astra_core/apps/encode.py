@@ -17,6 +17,7 @@ from astra_core.data.cache import write_shard
 from astra_core.data.video import resize_crop
 from astra_core.errors import ConfigError, ShapeError
 from astra_core.modality import raw_length, raw_rows
+from astra_core.world import check_frame_range
 
 
 @torch.no_grad()
@@ -32,6 +33,16 @@ def encode_episode(episode: Episode, tokenizer, modalities: dict, time_stride: i
     usable = 1 + (episode.frames.shape[1] - 1) // factor * factor
     if usable == 1 and episode.frames.shape[1] > 1:
         raise ShapeError(f"{episode.source or 'episode'}: too short for time stride {time_stride}")
+    name = episode.source or "episode"
+    check_frame_range(episode.frames, f"{name}: frames")
+    h, w = episode.frames.shape[-2:]
+    s = tokenizer.spatial_factor
+    if h % s or w % s:
+        fit = f"{max(s, h // s * s)}x{max(s, w // s * s)}"
+        raise ShapeError(
+            f"{name}: frames of {h}×{w}; this tokenizer needs a height and width that are multiples of {s} "
+            f"(astra encode --size {fit} scales and crops every episode to one)"
+        )
     frames = episode.frames[:, :usable:time_stride]
     latents = tokenizer.encode(frames[None].float())[0]
     actions, masks, raw = {}, {}, {}

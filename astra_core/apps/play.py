@@ -212,21 +212,24 @@ def play_terminal(session: PlaySession, out: Path | None = None, preview: bool =
         sys.stdout.flush()
 
     render(None)
-    if script is not None:
-        for keys in parse_line(script):
-            render(session.step(keys))
-    elif sys.stdin.isatty():
-        for keys in _raw_keys():
-            render(session.step(keys))
-    else:
-        for line in sys.stdin:
-            if line.strip().lower() in ("q", "quit"):
-                break
-            for keys in parse_line(line):
-                try:
-                    render(session.step(keys))
-                except AstraError as err:
-                    print(f"error: {err}", file=sys.stderr)
+    try:
+        if script is not None:
+            for keys in parse_line(script):
+                render(session.step(keys))
+        elif sys.stdin.isatty():
+            for keys in _raw_keys():
+                render(session.step(keys))
+        else:
+            for line in sys.stdin:
+                if line.strip().lower() in ("q", "quit"):
+                    break
+                for keys in parse_line(line):
+                    try:
+                        render(session.step(keys))
+                    except AstraError as err:
+                        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C ends the run like q: what was played is still written
+        print("\ninterrupted", file=sys.stderr)
     if out is not None:
         from astra_core.data.video import write_mp4
 

@@ -25,10 +25,23 @@ class EnvWorld:
 
     side_by_side = True
 
-    def __init__(self, env_id: str, size: tuple[int, int], fit: str = "letterbox", env_kwargs: dict | None = None):
+    def __init__(
+        self,
+        env_id: str,
+        size: tuple[int, int],
+        fit: str = "letterbox",
+        env_kwargs: dict | None = None,
+        stream: str = "auto",
+    ):
+        """`size`, `fit`, `env_kwargs` (gymnasium.make's keywords) and `stream` ("auto", "pose" or
+        "space") as the model's training data was recorded with (`astra record`)."""
         self.name = env_id
         self.env = make_env(env_id, env_kwargs)
-        self.adapter = choose_adapter(self.env)
+        try:
+            self.adapter = choose_adapter(self.env, stream)
+        except BaseException:
+            self.env.close()
+            raise
         if not self.adapter.keys:
             self.env.close()
             raise AstraError(

@@ -191,7 +191,18 @@ class SetupMixin:
             paths = sorted({p for pattern in data.cache for p in glob.glob(pattern)})
             if not paths:
                 raise ConfigError(f"data.cache: no shard matches {list(data.cache)}")
-            episodes = [e for p in paths for e in read_shard(p, self.tokenizer.describe())]
+            episodes, first_of = [], {}
+            for path in paths:
+                for ep in read_shard(path, self.tokenizer.describe()):
+                    episodes.append(ep)
+                    first_of.setdefault(tuple(ep.latents.shape[-2:]), f"{path} ({ep.source or ep.embodiment})")
+            if len(first_of) > 1:  # one model trains on one frame size; a mixed batch fails to stack
+                s = self.tokenizer.spatial_factor
+                sizes = "; ".join(f"{h * s}×{w * s} frames in {where}" for (h, w), where in first_of.items())
+                raise ConfigError(
+                    f"data.cache: the shards hold frames of {len(first_of)} sizes ({sizes}); encode every "
+                    "episode at one size (astra encode --size HxW)"
+                )
             _check_modalities(self.cfg, {e.embodiment: (sorted(e.actions), e.source) for e in episodes})
             counts: dict[str, int] = {}
             for ep in episodes:
@@ -223,7 +234,24 @@ class SetupMixin:
                     )
             return pools, held
         train = self._world_clips(0, data.episodes_per_world, data.time_strides)
+        first_of = {}
+        for name, clips in train.items():
+            for clip in clips[:1]:
+                first_of.setdefault(tuple(clip.latents.shape[-2:]), name)
+        if len(first_of) > 1:
+            s = self.tokenizer.spatial_factor
+            sizes = "; ".join(f"{h * s}×{w * s} from {name!r}" for (h, w), name in first_of.items())
+            raise ConfigError(
+                f"data.weights: the worlds render frames of {len(first_of)} sizes ({sizes}); "
+                "one model trains on one frame size"
+            )
         return train, self._world_clips(10**6, data.held_out_per_world, (1,))
+
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the frames the run trains on: its clips' latent size times the tokenizer's."""
+        clip = next(c for clips in self.pools.values() for c in clips)
+        h, w = clip.latents.shape[-2:]
+        return h * self.tokenizer.spatial_factor, w * self.tokenizer.spatial_factor
 
     def _world_clips(self, seed0: int, count: int, strides: tuple[int, ...]) -> dict[str, list]:
         from astra_core.apps.encode import encode_episode

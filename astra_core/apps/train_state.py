@@ -148,6 +148,7 @@ class CheckpointMixin:
             "train_config": json.dumps(self.cfg.model_dump(mode="json")),
             "train_seconds": f"{self.elapsed():.0f}",
             "weights": "ema",
+            "frame_size": json.dumps(list(self.frame_size())),  # WorldModel.reset requires it
         }
         cpu = self.cpu_elapsed()
         if cpu is not None:

@@ -38,8 +38,8 @@ def load_action_file(path: str | Path, modality) -> Any:
         raise ActionFileError(f"{path}: cannot parse: {err}") from None
     if isinstance(data, dict) and modality.name in data:
         data = data[modality.name]
-    elif isinstance(data, dict) and len(data) == 1 and next(iter(data)) not in ("keys", "actions"):
-        (other,) = data
+    elif isinstance(data, dict) and len(data) == 1 and _is_modality(next(iter(data))):
+        (other,) = data  # a lone field that is no modality's name is a part of the stream ({"translation": …})
         raise ActionFileError(f"{path}: holds actions for {other!r}, but this embodiment uses {modality.name!r}")
     if isinstance(data, dict) and "actions" in data and len(data) == 1:
         data = data["actions"]
@@ -58,6 +58,12 @@ def load_action_file(path: str | Path, modality) -> Any:
     return stream
 
 
+def _is_modality(name: Any) -> bool:
+    from astra_core.plugins import get_registry
+
+    return name in get_registry().modalities
+
+
 def _read_text(path: Path, suffix: str) -> Any:
     text = path.read_text()
     if suffix == ".json":
@@ -72,7 +78,7 @@ def _read_npz(path: Path) -> Any:
         arrays = {k: npz[k] for k in npz.files}
     if not arrays:
         raise ActionFileError(f"{path}: the npz file holds no arrays")
-    if len(arrays) == 1:
+    if len(arrays) == 1 and "keys" not in arrays:
         (value,) = arrays.values()
         return value
     out: dict[str, Any] = {}

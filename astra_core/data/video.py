@@ -17,6 +17,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv"}
 
 
+def image_to_uint8(image: np.ndarray, where: str, error: type[AstraError] = AstraError) -> np.ndarray:
+    """Decoded pixels as uint8: 8-bit kept, other unsigned integers (16-bit PNGs) scaled from their full
+    range, booleans to 0 / 255; any other dtype raises `error` naming `where` (a cast would wrap 16-bit
+    values around 256)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if image.dtype.kind == "u":
+        top = np.iinfo(image.dtype).max
+        return np.round(image.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+    raise error(f"{where}: pixels of type {image.dtype}; expected unsigned integers (8 or 16 bits)")
+
+
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3]."""
     if frames.ndim != 4 or frames.shape[0] != 3:
@@ -110,7 +124,7 @@ def read_context(path: str | Path, size: tuple[int, int], max_frames: int | None
     data = data[..., :3]
     if max_frames is not None:
         data = data[-max_frames:]
-    frames = uint8_to_frames(data.astype(np.uint8))  # [3, T, h, w]
+    frames = uint8_to_frames(image_to_uint8(data, f"--context {path}"))  # [3, T, h, w]
     return resize_crop(frames, size)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import quaternion  # numpy-quaternion
 import torch
 
-from astra_core.data.video import IMAGE_SUFFIXES, resize_crop, uint8_to_frames
+from astra_core.data.video import IMAGE_SUFFIXES, image_to_uint8, resize_crop, uint8_to_frames
 from astra_core.errors import ReaderError
 
 DEFAULT_SIZE = (64, 64)  # (H, W) of the toy models
@@ -59,7 +59,7 @@ def read_frame_folder(folder: Path, size: tuple[int, int] = DEFAULT_SIZE) -> tup
             raise ReaderError(f"{f}: not an RGB image (shape {img.shape})")
         if frames and img.shape[:2] != frames[0].shape[:2]:
             raise ReaderError(f"{f}: size {img.shape[:2]} differs from the first frame's {frames[0].shape[:2]}")
-        frames.append(img[..., :3].astype(np.uint8))
+        frames.append(image_to_uint8(img[..., :3], str(f), ReaderError))
     return resize_crop(uint8_to_frames(np.stack(frames)), size), files
 
 

@@ -61,8 +61,11 @@ class GameLogReader:
         keys, mouse, dropped = self.read_log(log)
         frames, fps = read_video(video, self.size)
         t = frames.shape[1]
-        if len(keys) < t - 1:
-            raise ReaderError(f"{log}: {len(keys)} lines for a video of {t} frames (need at least {t - 1})")
+        if not t - 1 <= len(keys) <= t:
+            raise ReaderError(
+                f"{log}: {len(keys)} lines for a video of {t} frames ({video.name}); one line per frame, "
+                f"{t - 1} or {t}: is the video cut short, or the log another episode's?"
+            )
         raw_keys = [[]] + keys[: t - 1]
         raw_mouse = np.zeros((t, 2))
         raw_mouse[1:] = mouse[: t - 1]
@@ -79,10 +82,12 @@ class GameLogReader:
             lines = log.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise ReaderError(f"{log}: cannot read: {err}") from None
+        while lines and not lines[-1].strip():  # blank lines at the end are no frames
+            lines.pop()
         keys, mouse, dropped = [], [], {}
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+            if not line.strip():  # skipping it would shift every later frame's input by one
+                raise ReaderError(f"{log}: line {number} is empty; the log holds one JSON object per frame")
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:

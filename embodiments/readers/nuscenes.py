@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from astra_core.data import Episode
-from astra_core.data.video import resize_crop, uint8_to_frames
+from astra_core.data.video import image_to_uint8, resize_crop, uint8_to_frames
 from astra_core.errors import ReaderError
 
 from .common import DEFAULT_SIZE
@@ -132,4 +132,4 @@ class NuScenesReader:
             raise ReaderError(f"{path}: not an RGB image (shape {img.shape})")
         if shape is not None and img.shape != shape:
             raise ReaderError(f"{path}: size {img.shape} differs from the scene's first frame {shape}")
-        return img[..., :3].astype(np.uint8)
+        return image_to_uint8(img[..., :3], str(path), ReaderError)

@@ -130,9 +130,14 @@ class RT1TFRecordReader:
                 f"{where}: {steps} images, {len(world)} world vectors, {len(rotation)} rotations, "
                 f"{len(gripper)} gripper actions: need equal counts, at least 2"
             )
-        frames = np.stack([self._decode(img, f"{where}: step {t} image") for t, img in enumerate(images)])
-        if len({f.shape for f in frames}) != 1:
-            raise ReaderError(f"{where}: images differ in size")
+        decoded = [self._decode(img, f"{where}: step {t} image") for t, img in enumerate(images)]
+        for t, image in enumerate(decoded):
+            if image.shape != decoded[0].shape:
+                raise ReaderError(
+                    f"{where}: step {t} image is {image.shape[0]}×{image.shape[1]} (H×W), step 0's "
+                    f"{decoded[0].shape[0]}×{decoded[0].shape[1]}: an episode's images must share one size"
+                )
+        frames = np.stack(decoded)
         state = np.zeros(steps)
         closed = 0.0
         for t in range(steps):  # the gripper stays where the last non-zero command left it
