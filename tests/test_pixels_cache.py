@@ -424,8 +424,15 @@ def test_the_shipped_default_model_loads_without_a_path():
     assert DEFAULT_CHECKPOINT.stat().st_size <= 25 * 2**20
     wm = WorldModel.from_checkpoint(num_steps=1)
     # its sampling defaults are the recipe's (the benchmark's figures are taken at them)
-    recipe = TrainConfig.from_yaml(Path(__file__).parents[1] / "examples" / "configs" / "toy.yaml").model
+    recipe_run = TrainConfig.from_yaml(Path(__file__).parents[1] / "examples" / "configs" / "toy.yaml")
+    recipe = recipe_run.model
     assert wm.net.config.sampler == recipe.sampler and wm.net.config.guidance == recipe.guidance
+    # the asset is the recipe's run: the config it was trained with is the recipe's, but for the folder
+    from astra_core.checkpoint import read_checkpoint
+
+    trained = json.loads(read_checkpoint(DEFAULT_CHECKPOINT)[2]["train_config"])
+    expected = recipe_run.model_dump(mode="json")
+    assert {k: v for k, v in trained.items() if k != "out_dir"} == {k: v for k, v in expected.items() if k != "out_dir"}
     assert wm.latent.warp_residual == recipe.sampler.warp_residual
     assert set(wm.modalities) == {"camera_se3", "vehicle_pose", "robot_ee", "discrete_cmd"}
     world = get_registry().worlds["keyboard_game"]
