@@ -196,13 +196,7 @@ class SetupMixin:
                 for ep in read_shard(path, self.tokenizer.describe()):
                     episodes.append(ep)
                     first_of.setdefault(tuple(ep.latents.shape[-2:]), f"{path} ({ep.source or ep.embodiment})")
-            if len(first_of) > 1:  # one model trains on one frame size; a mixed batch fails to stack
-                s = self.tokenizer.spatial_factor
-                sizes = "; ".join(f"{h * s}×{w * s} frames in {where}" for (h, w), where in first_of.items())
-                raise ConfigError(
-                    f"data.cache: the shards hold frames of {len(first_of)} sizes ({sizes}); encode every "
-                    "episode at one size (astra encode --size HxW)"
-                )
+            self._check_one_frame_size("data.cache", first_of)
             _check_modalities(self.cfg, {e.embodiment: (sorted(e.actions), e.source) for e in episodes})
             counts: dict[str, int] = {}
             for ep in episodes:
@@ -237,15 +231,20 @@ class SetupMixin:
         first_of = {}
         for name, clips in train.items():
             for clip in clips[:1]:
-                first_of.setdefault(tuple(clip.latents.shape[-2:]), name)
+                first_of.setdefault(tuple(clip.latents.shape[-2:]), f"world {name!r}")
+        self._check_one_frame_size("data.weights", first_of)
+        return train, self._world_clips(10**6, data.held_out_per_world, (1,))
+
+    def _check_one_frame_size(self, field: str, first_of: dict[tuple[int, int], str]) -> None:
+        """One model trains on one frame size (a batch of two would not stack): `first_of` maps each
+        latent size found to where it was first seen."""
         if len(first_of) > 1:
             s = self.tokenizer.spatial_factor
-            sizes = "; ".join(f"{h * s}×{w * s} from {name!r}" for (h, w), name in first_of.items())
+            sizes = "; ".join(f"{h * s}×{w * s} frames in {where}" for (h, w), where in first_of.items())
             raise ConfigError(
-                f"data.weights: the worlds render frames of {len(first_of)} sizes ({sizes}); "
-                "one model trains on one frame size"
+                f"{field}: the data holds frames of {len(first_of)} sizes ({sizes}); one model trains on one "
+                "frame size: encode every episode at one size (astra encode --size HxW)"
             )
-        return train, self._world_clips(10**6, data.held_out_per_world, (1,))
 
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the frames the run trains on: its clips' latent size times the tokenizer's."""
