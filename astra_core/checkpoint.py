@@ -7,6 +7,7 @@ into place, so a crash never leaves a half-written checkpoint under the real nam
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import tempfile
 from collections.abc import Iterator
@@ -99,21 +100,45 @@ def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta
 TOKENIZER_PREFIX = "tokenizer."
 
 
+# header keys save_checkpoint writes itself; `extra_metadata` may not set them
+RESERVED_METADATA = ("format", "format_version", "astra_version", "config", "plugins", "tokenizer", "frame_size")
+
+
 def save_checkpoint(
-    path: str | Path, net: AstraNet, extra_metadata: dict[str, str] | None = None, tokenizer=None
+    path: str | Path,
+    net: AstraNet,
+    extra_metadata: dict[str, str] | None = None,
+    tokenizer=None,
+    frame_size: tuple[int, int] | None = None,
 ) -> Path:
     """Save `net` with its config (and optionally its video tokenizer, whose weights get the prefix
-    `tokenizer.`); `extra_metadata` (strings) joins the header."""
+    `tokenizer.`); `frame_size` (height, width), the frames the model was trained on, which
+    `WorldModel` then requires (a loaded `WorldModel` has it as `.frame_size`); `extra_metadata`
+    (string keys and values, none of `RESERVED_METADATA`) joins the header."""
     from astra_core import __version__
 
+    extra = dict(extra_metadata or {})
+    for key, value in extra.items():
+        if key in RESERVED_METADATA:
+            raise CheckpointError(f"extra_metadata[{key!r}]: a key the checkpoint writes itself; choose another name")
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise CheckpointError(
+                f"extra_metadata[{key!r}] = {value!r}: the header holds strings only (json.dumps other values)"
+            )
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "astra_version": __version__,
         "config": net.config.model_dump_json(),
         "plugins": json.dumps(plugin_provenance(net.config), sort_keys=True),
-        **(extra_metadata or {}),
+        **extra,
     }
+    if frame_size is not None:
+        size = tuple(frame_size)
+        positive = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
+        if len(size) != 2 or not positive:
+            raise CheckpointError(f"frame_size={frame_size!r}: expected (height, width), two positive integers")
+        metadata["frame_size"] = json.dumps([int(v) for v in size])
     tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}  # a run on a GPU writes CPU tensors
     if tokenizer is not None:
         metadata["tokenizer"] = json.dumps(tokenizer.describe())

@@ -121,6 +121,19 @@ def _(tmp):
     )
 
 
+@case("configs", "a fresh run into a folder that holds a run's weights and log but no state")
+def _(tmp):
+    from astra_core.apps.train import Trainer
+
+    cfg = _run(tmp)
+    (tmp / "run" / "state.pt").unlink()  # e.g. deleted to save space: the weights and the log are still a run
+    return (
+        lambda: Trainer(cfg, progress=False),
+        ConfigError,
+        ["already holds a training run (model.safetensors, metrics.jsonl)", "--resume"],
+    )
+
+
 @case("command line", "train --steps below the config's data.phases")
 def _(tmp):
     phases = [{"steps": 4, "weights": {"free_camera": 1.0}, "history_chunks": 0}]
@@ -1117,6 +1130,23 @@ CLI = [
     ),
     ("ablate --eval-episodes 0", ["ablate", "--eval-episodes", "0", "--out", "{tmp}/a"], ["--eval-episodes 0"]),
     ("ablate --horizons 16 0", ["ablate", "--horizons", "16", "0", "--out", "{tmp}/a"], ["--horizons [16, 0]"]),
+    (
+        "ablate --variants full full",
+        ["ablate", "--variants", "full", "no_afg", "full", "--out", "{tmp}/a"],
+        ["--variants: ['full'] named twice"],
+    ),
+    # where a command writes is checked before its work: a file where a folder goes, and the reverse
+    ("eval --out on a file", ["eval", "--out", "{tmp}/empty.yaml"], ["--out", "empty.yaml: a file of that name"]),
+    ("demo --out on a file", ["demo", "--out", "{tmp}/empty.yaml"], ["--out", "a file of that name is there"]),
+    (
+        "rollout --out under a file",
+        ROLLOUT[:-1] + ["{tmp}/empty.yaml/r", "--embodiment", "car"],
+        ["--out", "empty.yaml is a file, not a folder"],
+    ),
+    ("ablate --results on a folder", ["ablate", "--results", "{tmp}"], ["--results", "a folder of that name is there"]),
+    ("train-tokenizer --out on a folder", ["train-tokenizer", "--out", "{tmp}"], ["--out", "a folder of that name"]),
+    ("play --out on a folder", ["play", "--out", "{tmp}"], ["--out", "give a file name"]),
+    ("train --out on a file", ["train", "{tmp}/empty.yaml", "--out", "{tmp}/empty.yaml"], ["--out", "give a folder"]),
 ]
 for label, argv, needles in CLI:
     CASES.append(("command line", label, lambda tmp, a=argv, n=needles: ("cli", a, n)))

@@ -30,6 +30,25 @@ def test_round_trip_keeps_weights_config_and_outputs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 
+def test_frame_size_is_stored_and_the_header_keys_it_owns_are_refused(tmp_path):
+    from astra_core.checkpoint import frame_size
+
+    net = make_net()
+    path = save_checkpoint(tmp_path / "m.safetensors", net, frame_size=(48, 80))
+    assert frame_size(read_checkpoint(path)[2], path) == (48, 80)
+    assert "frame_size" not in read_checkpoint(save_checkpoint(tmp_path / "any.safetensors", net))[2]
+    for bad in ((48,), (48, 0), (48.0, 80), (True, 80)):
+        with pytest.raises(CheckpointError, match=r"frame_size=.*expected \(height, width\)"):
+            save_checkpoint(tmp_path / "bad.safetensors", net, frame_size=bad)
+    # the keys the checkpoint writes itself cannot come in through extra_metadata; values must be strings
+    for key in ("format_version", "config", "frame_size", "tokenizer"):
+        with pytest.raises(CheckpointError, match=rf"extra_metadata\['{key}'\]: a key the checkpoint writes itself"):
+            save_checkpoint(tmp_path / "bad.safetensors", net, {key: "99"})
+    with pytest.raises(CheckpointError, match=r"extra_metadata\['step'\] = 5: the header holds strings only"):
+        save_checkpoint(tmp_path / "bad.safetensors", net, {"step": 5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["any.safetensors", "m.safetensors"]
+
+
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "m.safetensors", make_net(seed=1))
     before = path.read_bytes()

@@ -260,6 +260,24 @@ def test_eval_scores_the_shipped_model_on_each_readers_fixture(reader, tmp_path,
     assert "next step PSNR" in capsys.readouterr().out
 
 
+def test_eval_reads_a_readers_files_at_the_frame_size_the_model_was_trained_on(tmp_path, capsys):
+    from astra_core.world import WorldModel
+
+    shipped = WorldModel.from_checkpoint(SHIPPED)
+    small = save_checkpoint(
+        tmp_path / "small.safetensors", shipped.net, tokenizer=shipped.tokenizer, frame_size=(48, 48)
+    )
+    paths = _reader_fixture("realestate10k", tmp_path)
+    argv = ["eval", "--reader", "realestate10k", *paths, "--all-episodes", "--steps", "1", "--horizons", "4"]
+    assert main([*argv, "--checkpoint", str(small), "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    assert "realestate10k" in json.loads((tmp_path / "eval" / "eval.json").read_text())
+    capsys.readouterr()
+    # two checkpoints of different frame sizes cannot share one reading of the files
+    code = main([*argv, "--checkpoint", str(small), "--no-action", str(SHIPPED), "--out", str(tmp_path / "two")])
+    assert code == 2 and "trained on frames of different sizes" in capsys.readouterr().err
+    assert not (tmp_path / "two").exists()
+
+
 def test_eval_on_a_cache_uses_the_held_out_episodes_of_the_training_split(tmp_path, capsys):
     from astra_core.apps.cli import main
     from astra_core.data.cache import read_shard, split_episodes
@@ -468,6 +486,13 @@ def test_min_frames_leaves_short_episodes_out_instead_of_cutting_every_episode(t
         EvalSettings(min_frames=-1)
 
 
-def test_min_frames_is_refused_on_the_toy_benchmark(capsys):
-    assert main(["eval", "--checkpoint", str(SHIPPED), "--min-frames", "20", "--episodes", "1"]) == 2
-    assert "--min-frames applies to recorded episodes (--cache or --reader)" in capsys.readouterr().err
+def test_the_flags_for_your_own_episodes_are_refused_on_the_toy_benchmark(capsys, tmp_path):
+    out = tmp_path / "eval"
+    for flags, named in (
+        (["--min-frames", "20"], "--min-frames"),
+        (["--all-episodes"], "--all-episodes"),
+        (["--no-replay", "--all-episodes"], "--all-episodes and --no-replay"),
+    ):
+        assert main(["eval", "--checkpoint", str(SHIPPED), *flags, "--episodes", "1", "--out", str(out)]) == 2
+        assert f"{named}: for your own episodes (--cache or --reader)" in capsys.readouterr().err
+    assert not out.exists()

@@ -88,6 +88,15 @@ def test_heun_sampler_rollout_and_bad_inputs():
         wm.step(torch.zeros(1, 2, 3))
     with pytest.raises(ShapeError, match="context"):
         wm.reset(torch.zeros(1, 3, 1, 4, 4))
+    # the context's actions: one row per context frame, one batch row per sample, cached or not
+    for cached in (True, False):
+        ctx_wm = LatentWorldModel(net, num_steps=2, use_kv_cache=cached)
+        with pytest.raises(ShapeError, match=r"actions: expected \[1, 1, A\] .* got \(1, 3\)"):
+            ctx_wm.reset(torch.zeros(1, 8, 1, 4, 4), torch.zeros(1, 3, 3))
+        with pytest.raises(ShapeError, match=r"actions: expected \[1, 1, A\] .* got \(2, 1\)"):
+            ctx_wm.reset(torch.zeros(1, 8, 1, 4, 4), torch.zeros(2, 1, 3))
+        ctx_wm.reset(torch.zeros(1, 8, 1, 4, 4), torch.zeros(1, 1, 3))
+        assert ctx_wm.step(torch.zeros(1, 2, 3)).shape == (1, 8, 2, 4, 4)
     wm.reset(torch.zeros(1, 8, 1, 4, 4))
     assert wm.step(torch.zeros(1, 2, 3)).shape == (1, 8, 2, 4, 4)
     with pytest.raises(ShapeError, match=r"actions: expected \[1, 2, A\]"):

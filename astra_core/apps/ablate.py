@@ -175,13 +175,17 @@ def _train_and_evaluate(cfg_json: str, name: str, settings: dict, progress: bool
     import torch
 
     from astra_core.apps.evaluate import EvalSettings, run_benchmark
-    from astra_core.apps.train import Trainer
+    from astra_core.apps.train import RUN_FILES, Trainer
 
     cfg = TrainConfig.model_validate_json(cfg_json)
     folder = Path(cfg.out_dir)
     done = folder / "done.json"
     if not done.is_file():
-        trainer = Trainer(cfg, resume=(folder / "state.pt").is_file(), progress=progress)
+        resume = (folder / "state.pt").is_file()
+        if not resume:  # stopped before its first checkpoint: what it logged or wrote starts again
+            for stale in RUN_FILES:
+                (folder / stale).unlink(missing_ok=True)
+        trainer = Trainer(cfg, resume=resume, progress=progress)
         trainer.train()
         if trainer.step < cfg.steps:
             raise ConfigError(f"ablation {name}: training stopped at step {trainer.step}; run again to resume")
@@ -347,6 +351,9 @@ def run_ablation(
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ConfigError(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--variants: {twice} named twice; each variant trains once per seed")
     if max(horizons) < 16 or 16 not in horizons:
         raise ConfigError(f"--horizons {list(horizons)}: the table needs the horizon 16 among them")
     if jobs < 1:

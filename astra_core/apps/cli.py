@@ -7,6 +7,7 @@ import copy
 import gc
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -272,9 +273,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     seeds = {} if args.first_seed is None else {"first_seed": args.first_seed}
     if args.sheet is not None and args.sheet < 1:
         raise ConfigError(f"--sheet {args.sheet}: give the number of episodes per embodiment to draw (1 or more)")
-    if args.min_frames and not (args.cache or args.reader):
+    data_only = [
+        flag
+        for flag, given in (
+            ("--min-frames", args.min_frames),
+            ("--all-episodes", args.all_episodes),
+            ("--no-replay", args.no_replay),
+        )
+        if given
+    ]
+    if data_only and not (args.cache or args.reader):
         raise ConfigError(
-            "--min-frames applies to recorded episodes (--cache or --reader); the toy benchmark's are whole"
+            f"{' and '.join(data_only)}: for your own episodes (--cache or --reader); the toy benchmark scores its "
+            "own held-out episodes, whole and without replays"
         )
     toy_only = [
         flag for flag, value in (("--episodes", args.episodes), ("--first-seed", args.first_seed)) if value is not None
@@ -340,6 +351,13 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings, samples: l
         if not args.paths:
             raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
         reader = get_registry().get("readers", args.reader)
+        sizes = {label: m.frame_size for label, m in models.items() if m.frame_size is not None}
+        if len(set(sizes.values())) > 1:
+            named = ", ".join(f"{label} {h}×{w}" for label, (h, w) in sizes.items())
+            raise ConfigError(f"--reader: the checkpoints were trained on frames of different sizes ({named})")
+        if sizes and hasattr(reader, "size"):  # decode at the size the model was trained on, as encode did
+            reader = copy.copy(reader)
+            reader.size = next(iter(sizes.values()))
         episodes = episodes_from_reader(reader, args.paths, held_out=not args.all_episodes)
     return evaluate_data(
         episodes, models, settings, progress=not args.quiet, replay=not args.no_replay, samples=samples
@@ -744,8 +762,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# where each command writes: (flag, the argparse attribute, a folder or a file), checked before the work
+OUTPUTS = {
+    "train": [("--out", "out", "folder")],
+    "train-tokenizer": [("--out", "out", "file")],
+    "encode": [("--out", "out", "folder")],
+    "record": [("--out", "out", "folder")],
+    "eval": [("--out", "out", "folder")],
+    "demo": [("--out", "out", "folder")],
+    "rollout": [("--out", "out", "folder")],
+    "play": [("--out", "out", "file")],
+    "ablate": [("--out", "out", "folder"), ("--results", "results", "file")],
+    "new-plugin": [("--out", "out", "folder")],
+}
+
+
+def _check_output(flag: str, value: str, kind: str) -> None:
+    """A folder or file a command will write can be written there: no file where a folder goes (or the
+    reverse), and the nearest existing folder above it is a writable folder."""
+    path = Path(value)
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {value}: a file of that name is there; give a folder")
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{flag} {value}: a folder of that name is there; give a file name")
+    above = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
+    if not above.is_dir():
+        raise ConfigError(f"{flag} {value}: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {value}: {above} is not writable")
+
+
 def _check_common(args: argparse.Namespace) -> None:
     """Flags several commands share, checked before any command starts its work."""
+    for flag, attr, kind in OUTPUTS.get(args.command, []):
+        value = getattr(args, attr, None)
+        if value:
+            _check_output(flag, value, kind)
     seed = getattr(args, "seed", None)
     if seed is not None and seed < 0:
         raise ConfigError(f"--seed {seed}: must be 0 or more")

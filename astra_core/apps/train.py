@@ -69,6 +69,10 @@ class _LossModule(nn.Module):
         return loss, logs
 
 
+# the files of a training run in its out_dir: a fresh run refuses a folder that holds any of them
+RUN_FILES = ("state.pt", "model.safetensors", "metrics.jsonl")
+
+
 class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
     """Trains one world model as a `TrainConfig` says: `Trainer(cfg).train()`.
 
@@ -97,9 +101,10 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.device = training_device(cfg.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.out = Path(cfg.out_dir)
-        if not resume and (self.out / "state.pt").is_file():  # a fresh start would overwrite that run's state
+        held = [name for name in RUN_FILES if (self.out / name).is_file()]
+        if not resume and held:  # a fresh start would overwrite that run's weights and state, and add to its log
             raise ConfigError(
-                f"out_dir {self.out} already holds a training run (state.pt); continue it with --resume "
+                f"out_dir {self.out} already holds a training run ({', '.join(held)}); continue it with --resume "
                 "(Trainer(..., resume=True)), or train into another out_dir (--out)"
             )
         if self.rank == 0:

@@ -140,7 +140,12 @@ class CheckpointMixin:
             "cpu_s": self.cpu_elapsed(),
         }
         _atomic_torch_save(state, self.out / "state.pt")
-        save_checkpoint(self.out / "model.safetensors", self.ema, self._provenance(), tokenizer=self.tokenizer)
+        self._save_weights(self.out / "model.safetensors")
+
+    def _save_weights(self, path: Path) -> None:
+        """The EMA weights with the tokenizer, the run's provenance and the frame size (which
+        WorldModel.reset requires)."""
+        save_checkpoint(path, self.ema, self._provenance(), tokenizer=self.tokenizer, frame_size=self.frame_size())
 
     def _provenance(self) -> dict[str, str]:
         provenance = {
@@ -148,7 +153,6 @@ class CheckpointMixin:
             "train_config": json.dumps(self.cfg.model_dump(mode="json")),
             "train_seconds": f"{self.elapsed():.0f}",
             "weights": "ema",
-            "frame_size": json.dumps(list(self.frame_size())),  # WorldModel.reset requires it
         }
         cpu = self.cpu_elapsed()
         if cpu is not None:
@@ -238,4 +242,4 @@ class CheckpointMixin:
         except (CheckpointError, ConfigError, ValueError):
             written_at = -1  # unreadable: write it again
         if written_at is not None and written_at != self.step:
-            save_checkpoint(weights, self.ema, self._provenance(), tokenizer=self.tokenizer)
+            self._save_weights(weights)

@@ -129,6 +129,11 @@ class LatentWorldModel:
         if not bool(torch.isfinite(context).all()):
             raise ShapeError("context: contains NaN or Inf")
         b, c, fc, h, w = context.shape
+        if actions is not None and action_shape(actions) != (b, fc):
+            raise ShapeError(
+                f"actions: expected [{b}, {fc}, A] (batch, context frames, action_dim) for a context of {fc} "
+                f"latent frames, got {action_shape(actions)}"
+            )
         self._latent_shape = (b, c, h, w)
         self._generator = torch.Generator().manual_seed(self.seed)
         self._cache = KVCache(dit_cfg.num_layers) if self.use_kv_cache else None
