@@ -63,7 +63,16 @@ def test_the_plugin_tutorial_runs_from_zero_to_an_evaluated_model(tmp_path):
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "astra-hexapod"], capture_output=True)
 
 
-@pytest.mark.parametrize("name, message", [("Bad-Name", "lowercase"), ("x", "lowercase"), ("class", "lowercase")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Bad-Name", "lowercase"),
+        ("x", "lowercase"),
+        ("class", "lowercase"),
+        ("car", "already registers the embodiment 'car'; choose another name"),  # a built-in embodiment
+        ("discrete", "already registers the modality 'discrete_cmd'"),  # the plugin's modality would be taken
+    ],
+)
 def test_new_plugin_refuses_bad_names_and_used_folders(name, message, tmp_path, capsys):
     assert main(["new-plugin", name, "--out", str(tmp_path / "p")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "p").exists()

@@ -31,7 +31,7 @@ def test_mp4_and_gif_are_written_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.mp4"]  # no temporary files left
 
 
-def test_read_context_resizes_and_crops(tmp_path):
+def test_read_context_resizes_and_crops(tmp_path, monkeypatch):
     img = np.zeros((40, 80, 3), dtype=np.uint8)
     img[:, 20:60] = 255  # the centre half is white: after the centre crop the frame is all white
     iio.imwrite(tmp_path / "wide.png", img)
@@ -39,7 +39,16 @@ def test_read_context_resizes_and_crops(tmp_path):
     assert frames.shape == (3, 1, 16, 16) and frames[..., 1:-1].min() > 0.9 and frames.min() > 0.5
     video = np.stack([img // (i + 1) for i in range(5)])  # distinct frames (gif writers merge repeats)
     write_gif(tmp_path / "v.gif", video)
-    assert read_context(tmp_path / "v.gif", (16, 16), max_frames=2).shape == (3, 2, 16, 16)
+    last_two = read_context(tmp_path / "v.gif", (16, 16), max_frames=2)
+    assert last_two.shape == (3, 2, 16, 16)
+    assert torch.equal(last_two, read_context(tmp_path / "v.gif", (16, 16))[:, -2:])  # the last frames, in order
+    write_mp4(tmp_path / "v.mp4", video, fps=10)
+
+    def whole(*args, **kwargs):
+        raise AssertionError("a video is read whole")
+
+    monkeypatch.setattr(iio, "imread", whole)  # read_context imports imageio.v3 when called: the patched module
+    assert read_context(tmp_path / "v.mp4", (16, 16), max_frames=1).shape == (3, 1, 16, 16)
     assert resize_crop(torch.zeros(3, 2, 64, 64), (64, 64)).shape == (3, 2, 64, 64)
 
 

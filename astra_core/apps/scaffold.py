@@ -336,6 +336,16 @@ def new_plugin(name: str, out: str | Path | None = None) -> Path:
         raise ConfigError(
             f"plugin name {name!r}: use 2 – 31 lowercase letters, digits and underscores, starting with a letter"
         )
+    from astra_core.plugins import get_registry, plugins
+    from astra_core.plugins.manager import SINGULAR
+
+    registry = get_registry()
+    for kind, taken in (("embodiments", name), ("modalities", f"{name}_cmd"), ("readers", f"{name}_npz")):
+        if taken in getattr(registry, kind):  # the installed package would collide with it and fail to load
+            owner = plugins().info[registry.owner[(kind, taken)]].label
+            raise ConfigError(
+                f"plugin name {name!r}: {owner} already registers the {SINGULAR[kind]} {taken!r}; choose another name"
+            )
     folder = Path(out) if out is not None else Path(f"astra-{name.replace('_', '-')}")
     if folder.exists():
         raise ConfigError(f"{folder}: already exists; choose another --out or remove it")

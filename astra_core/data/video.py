@@ -4,6 +4,7 @@ resized to the model's resolution."""
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,15 @@ def read_context(path: str | Path, size: tuple[int, int], max_frames: int | None
             f"or a video ({', '.join(sorted(VIDEO_SUFFIXES))})"
         )
     try:
-        data = iio.imread(path) if suffix in IMAGE_SUFFIXES else iio.imread(path, index=None)
+        if suffix in IMAGE_SUFFIXES:
+            data = np.asarray(iio.imread(path))
+        else:  # frame by frame, keeping the last `max_frames`: a long video is never held whole
+            kept = collections.deque((np.asarray(f) for f in iio.imiter(path)), maxlen=max_frames)
+            data = np.stack(kept) if kept else None
     except Exception as err:  # decoders raise many types; name the file
         raise AstraError(f"--context {path}: cannot decode: {err}") from None
-    data = np.asarray(data)
+    if data is None:
+        raise AstraError(f"--context {path}: the video holds no frames")
     if suffix in IMAGE_SUFFIXES or data.ndim == 3 and suffix not in VIDEO_SUFFIXES:
         data = data[None]
     if data.ndim == 3:  # grey video [T, H, W]
