@@ -1135,6 +1135,7 @@ CLI = [
         ["ablate", "--variants", "full", "no_afg", "full", "--out", "{tmp}/a"],
         ["--variants: ['full'] named twice"],
     ),
+    ("demo --frames 0", ["demo", "--frames", "0", "--out", "{tmp}/d"], ["--frames 0", "1 or more"]),
     # where a command writes is checked before its work: a file where a folder goes, and the reverse
     ("eval --out on a file", ["eval", "--out", "{tmp}/empty.yaml"], ["--out", "empty.yaml: a file of that name"]),
     ("demo --out on a file", ["demo", "--out", "{tmp}/empty.yaml"], ["--out", "a file of that name is there"]),

@@ -106,6 +106,12 @@ def test_rollout_from_files_in_every_format(tmp_path):
     assert trace["frames"] == 8 and len(trace["raw"]) == 9 and len(trace["latent_actions"]) == 9
     assert trace["latent_mask"][0] == 0 and trace["latent_mask"][1] == 1
     assert iio.imread(out / "rollout.mp4", index=None).shape[0] == 9  # context frame + 8
+    # 3 frames in steps of 2: the model was given the rows of 2 whole steps, and the trace holds those
+    argv = ["rollout", "--embodiment", "car", "--actions", str(tmp_path / "a.yaml"), "--frames", "3", "--steps", "1"]
+    assert main([*argv, "--out", str(tmp_path / "three")]) == 0
+    trace = json.loads((tmp_path / "three" / "actions.json").read_text())
+    assert trace["frames"] == 3 and len(trace["raw"]) == 5 and len(trace["latent_actions"]) == 5
+    assert iio.imread(tmp_path / "three" / "rollout.mp4", index=None).shape[0] == 4
 
 
 def test_rollout_with_a_context_image(tmp_path, capsys):

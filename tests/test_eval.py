@@ -31,6 +31,18 @@ def test_psnr_and_ssim_basics():
     assert psnr(worse, x, mask) < psnr(worse, x)  # the damage sits inside the mask
 
 
+def test_eval_reports_every_horizon_asked_for(tmp_path, capsys):
+    cfg = make_config(channels=48, chunk_size=2, window=4).model_copy(
+        update={"action": ActionConfig(encoder="moae", modalities=("camera_se3",), token_dim=16, expert_hidden=16)}
+    )
+    path = save_checkpoint(tmp_path / "m.safetensors", AstraNet(cfg), tokenizer=PixelTokenizer(4))
+    argv = ["eval", "--checkpoint", str(path), "--episodes", "1", "--steps", "1", "--out", str(tmp_path / "e")]
+    assert main([*argv, "--horizons", "2", "4", "6", "8", "--quiet"]) == 0
+    report = (tmp_path / "e" / "eval.md").read_text()
+    assert all(f"PSNR@{h} |" in report for h in (2, 4, 6, 8)), report
+    assert "PSNR@8 |" in capsys.readouterr().out
+
+
 def test_eval_cli_on_a_tiny_model(tmp_path, capsys):
     cfg = make_config(channels=48, chunk_size=2, window=4).model_copy(
         update={"action": ActionConfig(encoder="moae", modalities=("camera_se3",), token_dim=16, expert_hidden=16)}

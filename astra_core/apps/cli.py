@@ -308,7 +308,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.cache or args.reader:
         results = _eval_data(args, checkpoints, settings, samples)
         used = sorted({int(k.split("@")[1]) for r in results.values() for k in r if re.fullmatch(r"astra/psnr@\d+", k)})
-        shown = tuple(used)[:3]
+        shown = tuple(used)  # the horizons the episodes were long enough for
     else:
         results = run_benchmark(
             checkpoints,
@@ -320,7 +320,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             samples=samples,
             warp_residual=args.warp_residual,
         )
-        shown = tuple(args.horizons)[:3]
+        shown = tuple(args.horizons)
     write_report(results, Path(args.out), shown)
     print(markdown_table(results, shown))
     print(f"written: {Path(args.out) / 'eval.json'}, {Path(args.out) / 'eval.md'}")
@@ -331,7 +331,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plots:
         from astra_core.apps.evaluate import write_plots
 
-        for path in write_plots(results, Path(args.out), tuple(args.horizons)):
+        for path in write_plots(results, Path(args.out), shown):
             print(f"written: {path}")
     return 0
 

@@ -77,9 +77,10 @@ def run_demo(
     """Roll out every preset of every embodiment for `num_frames` frames and write the videos and the
     contact sheet into `out_dir`."""
     start = time.perf_counter()
+    if num_frames < 1:
+        raise AstraError(f"--frames {num_frames}: give the number of frames to roll out, 1 or more")
     model = WorldModel.from_checkpoint(checkpoint, **rollout_options)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rollouts = []
     worlds = demo_worlds(model, embodiments)
     steps = sum(len(w.presets()) for w in worlds) * num_frames
@@ -108,6 +109,7 @@ def run_demo(
         rollouts.append(DemoRollout(world.name, name, torch.cat([first, truth], 1), torch.cat([first, p.float()], 1)))
     bar.close()
     write_start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails leaves no folder behind
     for r in rollouts:
         folder = out / r.world
         folder.mkdir(exist_ok=True)
@@ -251,7 +253,8 @@ def run_rollout(
     video = video.repeat(2, axis=1).repeat(2, axis=2)
     fps = float(getattr(world, "fps", 10.0))
     files = [write_mp4(out / "rollout.mp4", video, fps=fps), write_gif(out / "rollout.gif", video, fps=fps)]
-    aligned = modality.align(raw_rows(stream, 0, num_frames + 1), model.tokenizer.temporal_factor)
+    fed = 1 + -(-num_frames // step) * step  # the rows the model was given: whole steps, the last one cut
+    aligned = modality.align(raw_rows(stream, 0, fed), model.tokenizer.temporal_factor)
     trace = {
         "embodiment": embodiment,
         "modality": modality.name,
@@ -260,7 +263,7 @@ def run_rollout(
         "actions": str(actions) if actions else f"preset {preset}",
         "frames": num_frames,
         "fps": fps,
-        "raw": stream_rows_to_json(stream, 0, num_frames + 1),
+        "raw": stream_rows_to_json(stream, 0, fed),
         "latent_actions": aligned.actions.tolist(),
         "latent_mask": aligned.mask.tolist(),
     }
