@@ -109,6 +109,31 @@ for field, value in [
     )
 
 
+@case("configs", "a model whose latent channels are not the tokenizer's")
+def _(tmp):
+    from astra_core.apps.train import Trainer
+
+    cfg = TrainConfig.from_dict(_tiny(**{"data.pixel_patch": 8, "out_dir": str(tmp / "run")}))  # 192 channels
+    return (
+        lambda: Trainer(cfg, progress=False),
+        ConfigError,
+        ["data.pixel_patch 8", "makes 3 × 8² = 192 latent channels", "generates 48", "model.dit.out_dim 192"],
+    )
+
+
+@case("configs", "a plain action MLP narrower than the world's actions")
+def _(tmp):
+    from astra_core.apps.train import Trainer
+
+    mlp = {"encoder": "mlp", "action_dim": 7, "token_dim": 16}
+    cfg = TrainConfig.from_dict(_tiny(**{"model.action": mlp, "out_dir": str(tmp / "run")}))
+    return (
+        lambda: Trainer(cfg, progress=False),
+        ConfigError,
+        ["data.weights.free_camera", "'camera_se3', 9 values a frame", "action_dim 7", "action_dim: 9"],
+    )
+
+
 @case("configs", "a fresh run into a folder that holds one")
 def _(tmp):
     from astra_core.apps.train import Trainer
@@ -1095,6 +1120,11 @@ CLI = [
     ("eval --threads -1", ["eval", "--checkpoint", "{tmp}/m", "--threads", "-1", "--out", "{tmp}/e"], ["--threads -1"]),
     ("encode --reader without files", ["encode", "--reader", "game_log", "--out", "{tmp}/c"], ["PATHS"]),
     ("train an empty config", ["train", "{tmp}/empty.yaml"], ["empty.yaml", "empty"]),
+    (
+        "train a config giving a key twice",
+        ["train", "{tmp}/twice.yaml"],
+        ["twice.yaml: cannot read config: the key 'steps' is given twice in one mapping (line 3, column 1)"],
+    ),
     ("info on a missing checkpoint", ["info", "{tmp}/none.safetensors"], ["none.safetensors"]),
     ("eval --episodes 0", ["eval", "--checkpoint", "{tmp}/m", "--episodes", "0", "--out", "{tmp}/e"], ["episodes"]),
     (
@@ -1173,6 +1203,7 @@ def test_a_bad_input_is_one_clear_error(surface, name, build, tmp_path, capsys):
         from astra_core.apps.cli import main
 
         (tmp_path / "empty.yaml").write_text("")
+        (tmp_path / "twice.yaml").write_text("steps: 50\nbatch_size: 2\nsteps: 20000\n")
         argv = [a.replace("{tmp}", str(tmp_path)) for a in built[1]]
         before = _files(tmp_path)
         assert main(argv) == 2

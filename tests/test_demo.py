@@ -138,6 +138,7 @@ def test_rollout_with_a_context_image(tmp_path, capsys):
         ('{"translation": [["a","b","c"],[1,0,0]], "rotation": [[1,0,0,0],[1,0,0,0]]}', ".json", "expected numbers"),
         ("translation: [[0, 0, .nan], [0, 0, 1]]\nrotation: [[1, 0, 0, 0], [1, 0, 0, 0]]", ".yaml", "NaN"),
         ("[1, 2]", ".txt", "unknown action file type"),
+        ("translation: [[0, 0, 0]]\ntranslation: [[1, 0, 0]]\n", ".yaml", "'translation' is given twice"),
     ],
 )
 def test_bad_action_files_name_the_file(tmp_path, content, suffix, message):

@@ -696,6 +696,9 @@ def test_resume_refuses_an_edited_config_but_accepts_new_lengths_and_intervals(t
         Trainer(TrainConfig.from_yaml(path), resume=True, progress=False)
     accepted = Trainer(TrainConfig.from_yaml(path), resume=True, progress=False, accept_config_changes=True)
     assert accepted.step == 2 and "optim.lr 0.0003 -> 0.5" in capsys.readouterr().err
+    # the run goes on with the new value: the schedule's base and the rate of the next step
+    (group,) = accepted.opt.param_groups
+    assert accepted.sched.base_lrs == [0.5] and group["lr"] == 0.5 * accepted._lr_factor(2)
     edited["optim"]["lr"] = 3e-4
     edited.update(steps=4, log_every=2)  # a longer run, logged less often: no flag needed
     path.write_text(yaml.safe_dump(edited))

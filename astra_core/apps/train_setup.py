@@ -37,9 +37,20 @@ def pad_to_one_vector(batch: Batch, width: int) -> tuple[torch.Tensor, torch.Ten
 
 def _check_modalities(cfg: TrainConfig, streams: dict[str, tuple[list[str], str]]) -> None:
     """Every embodiment's action modalities must be ones the model encodes (MoAE and the shared encoder
-    name theirs; the plain MLP takes any one stream of `action.action_dim`)."""
+    name theirs; the plain MLP takes any one stream no wider than `action.action_dim`)."""
     action = cfg.model.action
     if action.encoder not in ("moae", "shared"):
+        from astra_core.plugins import get_registry
+
+        modalities = get_registry().modalities
+        for embodiment, (names, where) in streams.items():
+            for name in names:
+                width = modalities[name].action_dim if name in modalities else 0
+                if width > action.action_dim:
+                    raise ConfigError(
+                        f"{where}: embodiment {embodiment!r} acts through {name!r}, {width} values a frame, wider "
+                        f"than model.action.action_dim {action.action_dim}; set action_dim: {width} or more"
+                    )
         return
     for embodiment, (modalities, where) in streams.items():
         missing = [m for m in modalities if m not in action.modalities]
@@ -78,12 +89,26 @@ def check_data_against_model(cfg: TrainConfig) -> None:
 
 
 def build_run_tokenizer(cfg: TrainConfig):
+    """The run's video tokenizer, checked against the model: the latents it makes are the ones the
+    model generates (`model.latent_channels`)."""
     from astra_core.data.tokenizer import PixelTokenizer
     from astra_core.data.tokenizer_train import load_tokenizer
 
     if cfg.data.tokenizer == "pixel":
-        return PixelTokenizer(cfg.data.pixel_patch)
-    return load_tokenizer(cfg.data.tokenizer)
+        tokenizer = PixelTokenizer(cfg.data.pixel_patch)
+        made_by = f"data.pixel_patch {cfg.data.pixel_patch}: the pixel tokenizer makes 3 × {cfg.data.pixel_patch}²"
+    else:
+        tokenizer = load_tokenizer(cfg.data.tokenizer)
+        made_by = f"data.tokenizer {cfg.data.tokenizer} makes"
+    model = cfg.model
+    if tokenizer.channels != model.latent_channels:
+        flow = model.flow.head_channels
+        needed = f"dit.out_dim {tokenizer.channels + flow}" + (f" ({flow} of them the flow's)" if flow else "")
+        raise ConfigError(
+            f"{made_by} = {tokenizer.channels} latent channels, but the model generates {model.latent_channels} "
+            f"(model.dit.out_dim {model.dit.out_dim}); set model.{needed} and the matching in_dim"
+        )
+    return tokenizer
 
 
 def _load_backbone(net: AstraNet, path: str) -> None:

@@ -199,6 +199,7 @@ class CheckpointMixin:
             self.opt.load_state_dict(state["optimizer"])
         self.ema.load_state_dict(state["ema"])
         self.sched.load_state_dict(state["scheduler"])
+        self._apply_optim_config()
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.sampler.load_state_dict(state["sampler"])
@@ -207,6 +208,16 @@ class CheckpointMixin:
         self._cpu_before = state.get("cpu_s")  # absent from the states of versions before 0.5
         if self.rank == 0:
             self._agree_with_state()
+
+    def _apply_optim_config(self) -> None:
+        """The optimiser's settings come from the config, not the stored state: loading the state
+        restores the run's learning rate, betas and weight decay, which an accepted config change may
+        have set otherwise. Unchanged, each value is what the state held, bit for bit."""
+        o = self.cfg.optim
+        factor = self._lr_factor(self.sched.last_epoch)
+        for group in self.opt.param_groups:
+            group.update(initial_lr=o.lr, lr=o.lr * factor, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.sched.base_lrs = [o.lr] * len(self.opt.param_groups)
 
     def _check_resumed_config(self, path: Path, stored: dict | None) -> None:
         """A resumed run continues the stored one: the total steps and the logging, evaluation and

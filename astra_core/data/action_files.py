@@ -68,9 +68,9 @@ def _read_text(path: Path, suffix: str) -> Any:
     text = path.read_text()
     if suffix == ".json":
         return json.loads(text)
-    import yaml
+    from astra_core.config import load_yaml
 
-    return yaml.safe_load(text)
+    return load_yaml(text)
 
 
 def _read_npz(path: Path) -> Any:
