@@ -28,7 +28,7 @@ class DiTConfig(_Config):
     num_layers: int = 30
     in_dim: int = 16
     out_dim: int = 16
-    text_dim: int | None = 4096
+    text_dim: int | None = Field(4096, gt=0)  # None: no text cross-attention
     freq_dim: int = 256
     patch_size: tuple[int, int, int] = (1, 2, 2)
     eps: float = Field(1e-6, gt=0)
@@ -329,7 +329,7 @@ class GuidanceConfig(_Config):
     """Action-free guidance, Astra §3: drop actions in training, extrapolate away from v(∅) at inference."""
 
     action_dropout: float = 0.1
-    scale: float = 2.0
+    scale: float = Field(2.0, ge=0.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> GuidanceConfig:
@@ -606,6 +606,18 @@ class TrainConfig(_Config):
             )
         if self.data.source == "worlds" and self.data.cache:
             raise ValueError("data.cache is read only with data.source: cache; set it, or remove data.cache")
+        unshuffle = self.model.flow.warp_unshuffle
+        if self.model.flow.prediction == "warp" and unshuffle != 1:
+            if self.data.tokenizer != "pixel":
+                raise ValueError(
+                    f"model.flow.warp_unshuffle={unshuffle} unstacks pixel patches, but data.tokenizer is "
+                    f"{self.data.tokenizer!r}: a trained tokenizer's latents are warped as they are, set 1"
+                )
+            if unshuffle != self.data.pixel_patch:
+                raise ValueError(
+                    f"model.flow.warp_unshuffle={unshuffle} must be data.pixel_patch={self.data.pixel_patch} (the "
+                    "patches are unstacked into the pixels they came from), or 1"
+                )
         guidance = self.model.guidance
         if guidance.action_dropout == 0.0 and guidance.scale != 1.0:
             raise ValueError(

@@ -88,6 +88,8 @@ for field, value in [
     ("data.episode_frames", 1),
     ("model.history.noise_prob", 1.5),
     ("model.guidance.scale", float("nan")),
+    ("model.guidance.scale", -1.0),
+    ("model.dit.text_dim", -4),
     ("model.flow.sigma_floor", 0.0),
     ("model.dit.in_dim", 50),
     ("model.sampler.num_steps", 0),
@@ -118,6 +120,37 @@ def _(tmp):
         lambda: Trainer(cfg, progress=False),
         ConfigError,
         ["data.pixel_patch 8", "makes 3 × 8² = 192 latent channels", "generates 48", "model.dit.out_dim 192"],
+    )
+
+
+@case("configs", "a warp that unstacks patches of another size than the tokenizer's")
+def _(tmp):
+    warp = {"prediction": "warp", "warp_unshuffle": 2}
+    data = _tiny(**{"model.flow": warp, "model.dit.out_dim": 50})  # pixel patches of 4
+    return _from_dict(data), ConfigError, ["model.flow.warp_unshuffle=2 must be data.pixel_patch=4"]
+
+
+@case("configs", "episodes too short for a clip")
+def _(tmp):
+    from astra_core.apps.train import Trainer
+
+    cfg = TrainConfig.from_dict(_tiny(**{"data.episode_frames": 5, "out_dir": str(tmp / "run")}))
+    return (
+        lambda: Trainer(cfg, progress=False),
+        ConfigError,
+        ["data.episode_frames=5 gives 5 latent frames and a clip needs 7", "data.history_chunks 2 + 1 chunks"],
+    )
+
+
+@case("configs", "a time stride too long for the episodes")
+def _(tmp):
+    from astra_core.apps.train import Trainer
+
+    cfg = TrainConfig.from_dict(_tiny(**{"data.time_strides": [1, 2], "out_dir": str(tmp / "run")}))
+    return (
+        lambda: Trainer(cfg, progress=False),
+        ConfigError,
+        ["data.time_strides: stride 2 leaves 5 latent frames", "data.episode_frames=9", "a clip needs 7"],
     )
 
 

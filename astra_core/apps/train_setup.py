@@ -284,6 +284,24 @@ class SetupMixin:
         registry = get_registry()
         pools = {}
         needed = self.clip_frames()
+        data, history = self.cfg.data, self.cfg.model.history
+        for k in sorted(set(strides)):  # before any episode is rendered
+            latent = 1 + (data.episode_frames - 1) // (k * self.tokenizer.temporal_factor)
+            if latent >= needed:
+                continue
+            clip = (
+                f"a clip needs {needed} (model.history.context_frames {history.context_frames}, then data."
+                f"history_chunks {data.history_chunks} + 1 chunks of model.history.chunk_size {history.chunk_size})"
+            )
+            if k == 1:
+                raise ConfigError(
+                    f"data.episode_frames={data.episode_frames} gives {latent} latent frames and {clip}; raise "
+                    "episode_frames or lower history_chunks"
+                )
+            raise ConfigError(
+                f"data.time_strides: stride {k} leaves {latent} latent frames of an episode of "
+                f"data.episode_frames={data.episode_frames} and {clip}"
+            )
         for name in self.cfg.data.weights:
             embodiment = registry.embodiments.get(name)  # a plugin may register a world with no embodiment
             world = registry.get("worlds", embodiment.world if embodiment is not None and embodiment.world else name)
@@ -291,11 +309,6 @@ class SetupMixin:
             for i in range(count):
                 episode = world.episode(seed0 + i, self.cfg.data.episode_frames)
                 for k in sorted(set(strides)):
-                    if 1 + (self.cfg.data.episode_frames - 1) // (k * self.tokenizer.temporal_factor) < needed:
-                        raise ConfigError(
-                            f"data.time_strides: stride {k} leaves fewer than {needed} frames of an "
-                            f"episode of data.episode_frames={self.cfg.data.episode_frames}"
-                        )
                     encoded = encode_episode(episode, self.tokenizer, registry.modalities, time_stride=k)
                     clips.extend(CachedEpisode.from_encoded(encoded).clips(needed, self.cfg.data.clip_stride))
             pools[name] = clips
