@@ -111,18 +111,6 @@ for field, value in [
     )
 
 
-@case("configs", "a model whose latent channels are not the tokenizer's")
-def _(tmp):
-    from astra_core.apps.train import Trainer
-
-    cfg = TrainConfig.from_dict(_tiny(**{"data.pixel_patch": 8, "out_dir": str(tmp / "run")}))  # 192 channels
-    return (
-        lambda: Trainer(cfg, progress=False),
-        ConfigError,
-        ["data.pixel_patch 8", "makes 3 × 8² = 192 latent channels", "generates 48", "model.dit.out_dim 192"],
-    )
-
-
 @case("configs", "a warp that unstacks patches of another size than the tokenizer's")
 def _(tmp):
     warp = {"prediction": "warp", "warp_unshuffle": 2}
@@ -130,63 +118,18 @@ def _(tmp):
     return _from_dict(data), ConfigError, ["model.flow.warp_unshuffle=2 must be data.pixel_patch=4"]
 
 
-@case("configs", "episodes too short for a clip")
-def _(tmp):
-    from astra_core.apps.train import Trainer
-
-    cfg = TrainConfig.from_dict(_tiny(**{"data.episode_frames": 5, "out_dir": str(tmp / "run")}))
-    return (
-        lambda: Trainer(cfg, progress=False),
-        ConfigError,
-        ["data.episode_frames=5 gives 5 latent frames and a clip needs 7", "data.history_chunks 2 + 1 chunks"],
-    )
-
-
-@case("configs", "a time stride too long for the episodes")
-def _(tmp):
-    from astra_core.apps.train import Trainer
-
-    cfg = TrainConfig.from_dict(_tiny(**{"data.time_strides": [1, 2], "out_dir": str(tmp / "run")}))
-    return (
-        lambda: Trainer(cfg, progress=False),
-        ConfigError,
-        ["data.time_strides: stride 2 leaves 5 latent frames", "data.episode_frames=9", "a clip needs 7"],
-    )
-
-
-@case("configs", "a plain action MLP narrower than the world's actions")
-def _(tmp):
-    from astra_core.apps.train import Trainer
-
-    mlp = {"encoder": "mlp", "action_dim": 7, "token_dim": 16}
-    cfg = TrainConfig.from_dict(_tiny(**{"model.action": mlp, "out_dir": str(tmp / "run")}))
-    return (
-        lambda: Trainer(cfg, progress=False),
-        ConfigError,
-        ["data.weights.free_camera", "'camera_se3', 9 values a frame", "action_dim 7", "action_dim: 9"],
-    )
-
-
 @case("configs", "a fresh run into a folder that holds one")
 def _(tmp):
-    from astra_core.apps.train import Trainer
-
     cfg = _run(tmp)  # the catalogue checks that no file of it changes
-    return (
-        lambda: Trainer(cfg, progress=False),
-        ConfigError,
-        [str(tmp / "run"), "already holds a training run", "--resume"],
-    )
+    return lambda: _trainer_of(cfg), ConfigError, [str(tmp / "run"), "already holds a training run", "--resume"]
 
 
 @case("configs", "a fresh run into a folder that holds a run's weights and log but no state")
 def _(tmp):
-    from astra_core.apps.train import Trainer
-
     cfg = _run(tmp)
     (tmp / "run" / "state.pt").unlink()  # e.g. deleted to save space: the weights and the log are still a run
     return (
-        lambda: Trainer(cfg, progress=False),
+        lambda: _trainer_of(cfg),
         ConfigError,
         ["already holds a training run (model.safetensors, metrics.jsonl)", "--resume"],
     )
@@ -241,6 +184,42 @@ def _trainer(data, tmp):
 
     data = {**data, "out_dir": str(tmp / "run")}
     return lambda: Trainer(TrainConfig.from_dict(data), progress=False)
+
+
+# configs that validate but cannot train: refused by the trainer before any episode is rendered
+for name, changes, needles in [
+    (
+        "a model whose latent channels are not the tokenizer's",
+        {"data.pixel_patch": 8},  # 192 channels
+        ["data.pixel_patch 8", "makes 3 × 8² = 192 latent channels", "generates 48", "model.dit.out_dim 192"],
+    ),
+    (
+        "episodes too short for a clip",
+        {"data.episode_frames": 5},
+        ["data.episode_frames=5 gives 5 latent frames and a clip needs 7", "data.history_chunks 2 + 1 chunks"],
+    ),
+    (
+        "a time stride too long for the episodes",
+        {"data.time_strides": [1, 2]},
+        ["data.time_strides: stride 2 leaves 5 latent frames", "data.episode_frames=9", "a clip needs 7"],
+    ),
+    (
+        "a plain action MLP narrower than the world's actions",
+        {"model.action": {"encoder": "mlp", "action_dim": 7, "token_dim": 16}},
+        ["data.weights.free_camera", "'camera_se3', 9 values a frame", "action_dim 7", "action_dim: 9"],
+    ),
+]:
+    CASES.append(
+        (
+            "configs",
+            name,
+            lambda tmp, c=changes, n=needles: (
+                _trainer(_tiny(**c), tmp),
+                ConfigError,
+                n,
+            ),
+        )
+    )
 
 
 @case("configs", "a world that is not registered")
