@@ -42,6 +42,20 @@ def test_import_is_light_and_loads_no_plugin():
     assert out.strip() == "False"
 
 
+def test_yaml_configs_keep_anchors_and_merge_keys_and_refuse_a_key_given_twice(tmp_path):
+    from astra_core.config import read_yaml_mapping
+
+    shared = "opt: &opt {lr: 0.001, warmup_steps: 5}\noptim:\n  <<: *opt\n  lr: 0.002\nsteps: 9\n"
+    (tmp_path / "merged.yaml").write_text(shared)
+    assert read_yaml_mapping(tmp_path / "merged.yaml")["optim"] == {"lr": 0.002, "warmup_steps": 5}
+    (tmp_path / "twice.yaml").write_text("optim:\n  lr: 0.001\n  lr: 0.002\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: .*the key 'lr' is given twice in one mapping \(line 3"):
+        read_yaml_mapping(tmp_path / "twice.yaml")
+    (tmp_path / "odd.yaml").write_text("? [1, 2]\n: 3\n")
+    with pytest.raises(ConfigError, match=r"odd.yaml: cannot read config: found unhashable key"):
+        read_yaml_mapping(tmp_path / "odd.yaml")
+
+
 def test_train_config_from_dict_accepts_what_the_yaml_accepts():
     path = ROOT / "examples" / "configs" / "toy.yaml"
     from_dict = TrainConfig.from_dict(yaml.safe_load(path.read_text()), source="toy")

@@ -131,7 +131,7 @@ def _(tmp):
     return (
         lambda: _trainer_of(cfg),
         ConfigError,
-        ["already holds a training run (model.safetensors, metrics.jsonl)", "--resume"],
+        ["already holds a training run (model.safetensors, metrics.jsonl); it has no state.pt", "delete those files"],
     )
 
 
@@ -1193,6 +1193,22 @@ CLI = [
 ]
 for label, argv, needles in CLI:
     CASES.append(("command line", label, lambda tmp, a=argv, n=needles: ("cli", a, n)))
+
+
+def test_outputs_may_be_existing_folders_or_new_paths(tmp_path, monkeypatch):
+    from astra_core.apps import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for flag, value, kind in [("--out", ".", "folder"), ("--out", "runs", "folder"), ("--out", "new/deeper", "folder")]:
+        cli._check_output(flag, value, kind)
+    cli._check_output("--results", "runs/results.md", "file")
+    # a folder written into is checked itself, not the folder above it
+    writable = {tmp_path / "runs"}
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) in writable)
+    cli._check_output("--out", "runs", "folder")
+    with pytest.raises(ConfigError, match=r"--out new: .* is not writable"):
+        cli._check_output("--out", "new", "folder")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -128,10 +128,11 @@ def test_bad_files_and_configs_fail_clearly(tmp_path):
 
 
 def test_cli_info_and_presets(tmp_path, capsys):
-    path = save_checkpoint(tmp_path / "m.safetensors", make_net())
+    path = save_checkpoint(tmp_path / "m.safetensors", make_net(), {"note": "hi"}, frame_size=(48, 80))
     assert main(["info", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["config"]["dit"]["dim"] == 64 and info["parameters"] > info["backbone_parameters"]
+    assert info["frame_size"] == [48, 80] and info["extra_metadata"] == {"note": "hi"}
     assert main(["info", str(tmp_path / "nope.safetensors")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
     assert main(["presets"]) == 0

@@ -244,6 +244,7 @@ def test_last_frame_channels_need_twice_the_latent_channels():
     [
         ({"guidance_scale": float("nan")}, "guidance_scale=nan: must be a finite number"),
         ({"guidance_scale": float("inf")}, "guidance_scale=inf"),
+        ({"guidance_scale": -1.0}, "guidance_scale=-1.0: must be a finite number, 0 or more"),
         ({"num_steps": -2}, "num_steps=-2: sampling steps must be a whole number of at least 1"),
         ({"num_steps": 0}, "num_steps=0"),
         ({"num_steps": 2.5}, "num_steps=2.5"),

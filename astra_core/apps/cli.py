@@ -42,7 +42,7 @@ def _json_or_text(text: str):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from astra_core.checkpoint import load_checkpoint, read_checkpoint
+    from astra_core.checkpoint import RESERVED_METADATA, frame_size, load_checkpoint, read_checkpoint
 
     config, tensors, metadata = read_checkpoint(args.checkpoint)
     net = load_checkpoint(args.checkpoint)
@@ -55,11 +55,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "backbone_parameters": net.dit.count_parameters(backbone_only=True),
         "config": config.model_dump(mode="json"),
         "tokenizer": json.loads(metadata["tokenizer"]) if "tokenizer" in metadata else None,
-        "extra_metadata": {
-            k: v
-            for k, v in metadata.items()
-            if k not in ("format", "format_version", "astra_version", "config", "tokenizer", "plugins")
-        },
+        "frame_size": frame_size(metadata, args.checkpoint),  # None: the checkpoint does not say
+        "extra_metadata": {k: v for k, v in metadata.items() if k not in RESERVED_METADATA},
     }
     print(json.dumps(info, indent=2))
     return 0
@@ -131,6 +128,16 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_at(reader, size: tuple[int, int]):
+    """A copy of a registered reader that decodes at `size` (H, W), where the reader has a `size`
+    attribute (the built-in ones do; docs/plugins.md); otherwise the reader as it is."""
+    if not hasattr(reader, "size"):
+        return reader
+    reader = copy.copy(reader)  # the registry's instance stays as it was
+    reader.size = size
+    return reader
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     from astra_core.apps.encode import encode_to_shards
     from astra_core.data.tokenizer import PixelTokenizer
@@ -160,9 +167,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         if not args.paths:
             raise ConfigError(f"--reader {args.reader}: give the files to read as PATHS")
         reader = registry.get("readers", args.reader)
-        if args.size is not None and hasattr(reader, "size"):  # decode at the size asked for, not at 64 × 64
-            reader = copy.copy(reader)
-            reader.size = tuple(args.size)
+        if args.size is not None:  # decode at the size asked for, not at 64 × 64
+            reader = _reader_at(reader, tuple(args.size))
         episodes = (reader.read(p) for p in args.paths)
         total = len(args.paths)
     tokenizer = PixelTokenizer(patch) if args.tokenizer == "pixel" else load_tokenizer(args.tokenizer)
@@ -355,9 +361,8 @@ def _eval_data(args: argparse.Namespace, checkpoints: dict, settings, samples: l
         if len(set(sizes.values())) > 1:
             named = ", ".join(f"{label} {h}×{w}" for label, (h, w) in sizes.items())
             raise ConfigError(f"--reader: the checkpoints were trained on frames of different sizes ({named})")
-        if sizes and hasattr(reader, "size"):  # decode at the size the model was trained on, as encode did
-            reader = copy.copy(reader)
-            reader.size = next(iter(sizes.values()))
+        if sizes:  # decode at the size the model was trained on, as encode did
+            reader = _reader_at(reader, next(iter(sizes.values())))
         episodes = episodes_from_reader(reader, args.paths, held_out=not args.all_episodes)
     return evaluate_data(
         episodes, models, settings, progress=not args.quiet, replay=not args.no_replay, samples=samples
@@ -779,13 +784,15 @@ OUTPUTS = {
 
 def _check_output(flag: str, value: str, kind: str) -> None:
     """A folder or file a command will write can be written there: no file where a folder goes (or the
-    reverse), and the nearest existing folder above it is a writable folder."""
+    reverse), and the nearest existing folder (the folder itself, or the one it will be made in) is a
+    writable folder."""
     path = Path(value)
     if kind == "folder" and path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {value}: a file of that name is there; give a folder")
     if kind == "file" and path.is_dir():
         raise ConfigError(f"{flag} {value}: a folder of that name is there; give a file name")
-    above = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
+    start = path.absolute() if kind == "folder" else path.absolute().parent  # a folder is written into
+    above = next(p for p in (start, *start.parents) if p.exists())
     if not above.is_dir():
         raise ConfigError(f"{flag} {value}: {above} is a file, not a folder")
     if not os.access(above, os.W_OK | os.X_OK):

@@ -103,9 +103,14 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.out = Path(cfg.out_dir)
         held = [name for name in RUN_FILES if (self.out / name).is_file()]
         if not resume and held:  # a fresh start would overwrite that run's weights and state, and add to its log
+            then = (
+                "continue it with --resume (Trainer(..., resume=True))"
+                if "state.pt" in held
+                else "it has no state.pt to resume from (stopped before its first checkpoint?): delete those files"
+            )
             raise ConfigError(
-                f"out_dir {self.out} already holds a training run ({', '.join(held)}); continue it with --resume "
-                "(Trainer(..., resume=True)), or train into another out_dir (--out)"
+                f"out_dir {self.out} already holds a training run ({', '.join(held)}); {then}, or train into "
+                "another out_dir (--out)"
             )
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -94,19 +94,19 @@ def build_run_tokenizer(cfg: TrainConfig):
     from astra_core.data.tokenizer import PixelTokenizer
     from astra_core.data.tokenizer_train import load_tokenizer
 
-    if cfg.data.tokenizer == "pixel":
-        tokenizer = PixelTokenizer(cfg.data.pixel_patch)
-        made_by = f"data.pixel_patch {cfg.data.pixel_patch}: the pixel tokenizer makes 3 × {cfg.data.pixel_patch}²"
-    else:
-        tokenizer = load_tokenizer(cfg.data.tokenizer)
-        made_by = f"data.tokenizer {cfg.data.tokenizer} makes"
+    patch = cfg.data.pixel_patch
+    tokenizer = PixelTokenizer(patch) if cfg.data.tokenizer == "pixel" else load_tokenizer(cfg.data.tokenizer)
     model = cfg.model
     if tokenizer.channels != model.latent_channels:
+        if cfg.data.tokenizer == "pixel":
+            made = f"data.pixel_patch {patch}: the pixel tokenizer makes 3 × {patch}² = {tokenizer.channels}"
+        else:
+            made = f"data.tokenizer {cfg.data.tokenizer} makes {tokenizer.channels}"
         flow = model.flow.head_channels
         needed = f"dit.out_dim {tokenizer.channels + flow}" + (f" ({flow} of them the flow's)" if flow else "")
         raise ConfigError(
-            f"{made_by} = {tokenizer.channels} latent channels, but the model generates {model.latent_channels} "
-            f"(model.dit.out_dim {model.dit.out_dim}); set model.{needed} and the matching in_dim"
+            f"{made} latent channels, but the model generates {model.latent_channels} (model.dit.out_dim "
+            f"{model.dit.out_dim}); set model.{needed} and the matching in_dim"
         )
     return tokenizer
 

@@ -52,8 +52,8 @@ class LatentWorldModel:
         self.flow = RectifiedFlow(cfg.flow)
         self.history_cfg = cfg.history
         self.guidance_scale = cfg.guidance.scale if guidance_scale is None else float(guidance_scale)
-        if not math.isfinite(self.guidance_scale):
-            raise ConfigError(f"guidance_scale={guidance_scale}: must be a finite number (1.0: no guidance)")
+        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise ConfigError(f"guidance_scale={guidance_scale}: must be a finite number, 0 or more (1.0: no guidance)")
         if self.guidance_scale != 1.0 and cfg.guidance.action_dropout == 0.0:
             raise ConfigError(
                 f"guidance_scale={self.guidance_scale}: this model was trained without action dropout "
