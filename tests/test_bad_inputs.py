@@ -1142,7 +1142,7 @@ CLI = [
     (
         "ablate --steps within the config's data.phases",
         ["ablate", "--steps", "100", "--out", "{tmp}/a"],
-        ["ablation full", "data.phases cover 100 steps"],
+        ["ablation full", "data.phases cover 167 steps"],
     ),
     ("eval --cache with --episodes", ["eval", "--cache", "{tmp}/*.h5", "--episodes", "3"], ["--episodes choose"]),
     ("rollout --seed -1", ROLLOUT + ["--embodiment", "tabletop_arm", "--seed", "-1"], ["--seed -1"]),
