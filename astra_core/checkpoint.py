@@ -10,7 +10,7 @@ import json
 import numbers
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,9 +134,8 @@ def save_checkpoint(
         **extra,
     }
     if frame_size is not None:
-        size = tuple(frame_size)
-        positive = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
-        if len(size) != 2 or not positive:
+        size = tuple(frame_size) if isinstance(frame_size, Iterable) else None  # a tuple, list or array
+        if not _is_frame_size(size):
             raise CheckpointError(f"frame_size={frame_size!r}: expected (height, width), two positive integers")
         metadata["frame_size"] = json.dumps([int(v) for v in size])
     tensors = {k: v.detach().cpu() for k, v in net.state_dict().items()}  # a run on a GPU writes CPU tensors
@@ -271,15 +270,24 @@ def load_world_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     return net, tokenizer
 
 
+def _is_frame_size(size) -> bool:
+    """(height, width): two positive integers (not bools), as written and as read back."""
+    return (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
+    )
+
+
 def frame_size(metadata: dict[str, str], path: str | Path = "checkpoint") -> tuple[int, int] | None:
     """The (height, width) of the frames a checkpoint's model was trained on (metadata `frame_size`,
-    written by the trainer), or None for a checkpoint that does not say."""
+    written by `save_checkpoint(..., frame_size=)`), or None for a checkpoint that does not say."""
     text = metadata.get("frame_size")
     if text is None:
         return None
     try:
         size = json.loads(text)
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        if _is_frame_size(size):
             return int(size[0]), int(size[1])
     except json.JSONDecodeError:
         pass
