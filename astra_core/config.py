@@ -290,7 +290,7 @@ class HistoryConfig(_Config):
 
     chunk_size: int = 4  # latent frames generated per step
     context_frames: int = 1  # latent frames of the first (sink) chunk
-    window: int = 16  # recent history latent frames kept besides the sink
+    window: int = 8  # recent history latent frames kept besides the sink (training: data.history_chunks × chunk_size)
     noise_prob: float = 0.5  # probability that a training sample's history is noised
     noise_sigma_min: float = 0.1
     noise_sigma_max: float = 0.7
@@ -558,6 +558,21 @@ class DataConfig(_Config):
             raise ValueError("time_strides applies to source 'worlds' only (cached shards hold encoded frames)")
         return self
 
+    @model_validator(mode="after")
+    def _check_world_fields(self) -> DataConfig:
+        """The toy worlds' episode counts and length mean nothing to a cache (its shards hold the episodes;
+        whole episodes are held out by `split_episodes`): a value other than the default is a mistake.
+        (Compared with the default, not by whether it was set: a dumped config sets every field.)"""
+        if self.source == "worlds":
+            return self
+        for name in ("episodes_per_world", "held_out_per_world", "episode_frames"):
+            if getattr(self, name) != DataConfig.model_fields[name].default:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} applies to source 'worlds' only (a cache's episodes are the "
+                    "shards' own, and its held-out episodes the first tenth of each embodiment's); remove it"
+                )
+        return self
+
 
 class OptimConfig(_Config):
     lr: float = Field(3e-4, gt=0.0)
@@ -629,6 +644,15 @@ class TrainConfig(_Config):
             raise ValueError(
                 f"model.guidance.scale={guidance.scale} samples with action-free guidance, which extrapolates from "
                 "the action-free prediction that action_dropout > 0 trains; with action_dropout 0 set scale: 1.0"
+            )
+        h = self.model.history
+        trained = self.data.history_chunks * h.chunk_size
+        if trained and trained != h.window:  # 0: trained without history, an explicit choice
+            raise ValueError(
+                f"data.history_chunks={self.data.history_chunks} trains on at most {trained} history frames "
+                f"(chunks of model.history.chunk_size={h.chunk_size}), but model.history.window={h.window} keeps "
+                f"{h.window} in a rollout; set data.history_chunks: {h.window // h.chunk_size} or "
+                f"model.history.window: {trained}"
             )
         phased = sum(p.steps for p in self.data.phases)
         if phased >= self.steps:

@@ -66,6 +66,14 @@ def _tiny(**changes) -> dict:
     return data
 
 
+def _tiny_cache(pattern: str) -> dict:
+    """TINY trained on the shards `pattern` matches: without the toy worlds' episode fields."""
+    data = _tiny(**{"data.source": "cache", "data.cache": [pattern]})
+    for field in ("episodes_per_world", "held_out_per_world", "episode_frames"):
+        data["data"].pop(field)
+    return data
+
+
 def _from_dict(data):
     return lambda: TrainConfig.from_dict(data)
 
@@ -116,6 +124,22 @@ def _(tmp):
     warp = {"prediction": "warp", "warp_unshuffle": 2}
     data = _tiny(**{"model.flow": warp, "model.dit.out_dim": 50})  # pixel patches of 4
     return _from_dict(data), ConfigError, ["model.flow.warp_unshuffle=2 must be data.pixel_patch=4"]
+
+
+@case("configs", "training clips with less history than the rollout's window keeps")
+def _(tmp):
+    data = _tiny(**{"model.history.window": 8})  # chunks of 2, data.history_chunks 2: 4 frames in training
+    return (
+        _from_dict(data),
+        ConfigError,
+        ["data.history_chunks=2 trains on at most 4 history frames", "model.history.window=8", "history_chunks: 4"],
+    )
+
+
+@case("configs", "a toy world's episode count in a config that trains on a cache")
+def _(tmp):
+    data = _tiny(**{"data.source": "cache", "data.cache": ["shards/*.h5"], "data.episodes_per_world": 96})
+    return _from_dict(data), ConfigError, ["episodes_per_world=96 applies to source 'worlds' only"]
 
 
 @case("configs", "a fresh run into a folder that holds one")
@@ -239,7 +263,7 @@ def _(tmp):
 
 @case("configs", "no shard matches data.cache")
 def _(tmp):
-    data = _tiny(**{"data.source": "cache", "data.cache": [str(tmp / "none" / "*.h5")]})
+    data = _tiny_cache(str(tmp / "none" / "*.h5"))
     return _trainer(data, tmp), ConfigError, ["data.cache"]
 
 
@@ -250,7 +274,7 @@ def _(tmp):
     for name, size in (("small", "32x32"), ("large", "64x64")):
         args = ["encode", "--world", "free_camera", "--episodes", "2", "--frames", "9", "--size", size, "--quiet"]
         assert main([*args, "--out", str(tmp / name)]) == 0
-    data = _tiny(**{"data.source": "cache", "data.cache": [str(tmp / "*" / "*.h5")]})
+    data = _tiny_cache(str(tmp / "*" / "*.h5"))
     needles = ["data.cache", "2 sizes", "64×64 frames in", "large/shard-00000.h5", "32×32 frames in", "--size"]
     return _trainer(data, tmp), ConfigError, needles
 
@@ -490,7 +514,8 @@ def _(tmp):
     world = get_registry().worlds["free_camera"]
     encoded = [encode_episode(world.episode(i, 9), PixelTokenizer(4), get_registry().modalities) for i in range(2)]
     path = write_shard(tmp / "cam.h5", encoded, PixelTokenizer(4).describe(), 1)
-    data = _tiny(**{"data.source": "cache", "data.cache": [str(path)], "data.weights": {"free_camra": 1.0}})
+    data = _tiny_cache(str(path))
+    data["data"]["weights"] = {"free_camra": 1.0}
     cfg = TrainConfig.from_dict({**data, "out_dir": str(tmp / "typo")})
     return lambda: Trainer(cfg, progress=False), ConfigError, ["data.weights", "'free_camra'", "['free_camera']"]
 

@@ -354,7 +354,7 @@ def test_split_holds_out_whole_episodes_and_training_never_sees_them(tmp_path):
             "model": {
                 "dit": TINY_DIT,
                 "action": {"encoder": "moae", "modalities": ["camera_se3"], "token_dim": 8, "expert_hidden": 8},
-                "history": {"chunk_size": 2, "window": 4},
+                "history": {"chunk_size": 2, "window": 2},
             },
             "data": {
                 "source": "cache",

@@ -295,7 +295,7 @@ def test_three_domains_recorded_encoded_and_trained_as_one_model(tmp_path, capsy
         "  dit: {preset: tiny, dim: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, in_dim: 48, out_dim: 48}\n"
         "  action: {encoder: moae, modalities: [atari_action, vehicle_pose, robot_ee], num_experts: 2,\n"
         "           token_dim: 16, expert_hidden: 16}\n"
-        "  history: {chunk_size: 2, context_frames: 1, window: 4}\n"
+        "  history: {chunk_size: 2, context_frames: 1, window: 2}\n"
         f"data:\n  source: cache\n  cache: {json.dumps(caches)}\n"
         "  weights: {atari: 1.0, highway: 1.0, bullet_arm: 1.0}\n  history_chunks: 1\n"
         f"steps: 2\nbatch_size: 3\neval_every: 0\nlog_every: 1\nout_dir: {tmp_path / 'run'}\n"
@@ -363,7 +363,7 @@ def tiny_atari(breakout, tmp_path_factory):
         "model:\n"
         "  dit: {preset: tiny, dim: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, in_dim: 48, out_dim: 48}\n"
         "  action: {encoder: moae, modalities: [atari_action], num_experts: 2, token_dim: 16, expert_hidden: 16}\n"
-        "  history: {chunk_size: 2, context_frames: 1, window: 4}\n"
+        "  history: {chunk_size: 2, context_frames: 1, window: 2}\n"
         f"data:\n  source: cache\n  cache: ['{cache}/shard-*.h5']\n  weights: {{atari: 1.0}}\n  history_chunks: 1\n"
         f"steps: 1\nbatch_size: 2\neval_every: 0\nout_dir: {tmp / 'run'}\n"
     )

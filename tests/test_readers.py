@@ -619,6 +619,7 @@ def test_example_real_data_config_trains_from_reader_shards(tmp_path):
     cfg["data"]["cache"] = [str(tmp_path / "cache" / "*" / "shard-*.h5")]
     cfg["data"]["weights"] = {"realestate10k": 1.0, "robot_arm": 1.0}
     cfg["data"]["history_chunks"] = 1
+    cfg["model"]["history"]["window"] = 2
     cfg |= {"steps": 2, "batch_size": 2, "precision": "fp32", "eval_every": 0, "out_dir": str(tmp_path / "run")}
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(tmp_path / "real.yaml")]) == 0

@@ -230,7 +230,9 @@ def test_resume_refuses_a_training_state_that_would_run_code(tmp_path):
 
 def test_sigint_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     cfg = _config(tmp_path, "interrupted", steps=100, checkpoint_every=0, eval_every=0)
-    env = dict(os.environ)
+    # the subprocess computes with as many threads as this process (tests/_helpers sets them), whatever
+    # OMP_NUM_THREADS says: a different thread count sums in another order, and the weights then differ
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(
         [sys.executable, "-m", "astra_core.apps.cli", "train", str(cfg)],
         env=env,
@@ -515,7 +517,7 @@ def test_data_phases_draw_their_own_mix_and_history_then_data_weights(tmp_path):
 
 def test_data_phases_resume_exactly_across_the_phase_boundary(tmp_path):
     phases = [{"steps": 2, "weights": {"tabletop_arm": 1.0}, "history_chunks": 0}]
-    data = {**BASE["data"], "history_chunks": 1, "phases": phases}
+    data = {**BASE["data"], "history_chunks": 2, "phases": phases}
     Trainer(TrainConfig.from_yaml(_config(tmp_path, "straight", data=data)), progress=False).train()
     split = TrainConfig.from_yaml(_config(tmp_path, "split", data=data))
     first = Trainer(split, progress=False)
@@ -550,7 +552,7 @@ def test_phase_at_walks_the_phases_then_the_data_weights(tmp_path):
     ],
 )
 def test_bad_data_phases_fail_before_any_work_naming_the_field(tmp_path, phases, steps, match):
-    data = {**BASE["data"], "history_chunks": 1, "phases": phases}
+    data = {**BASE["data"], "history_chunks": 2, "phases": phases}
     with pytest.raises(ConfigError, match=match):
         TrainConfig.from_yaml(_config(tmp_path, "bad", data=data, steps=steps))
 
@@ -743,3 +745,12 @@ def test_quiet_train_and_encode_draw_no_progress_bar(tmp_path, capsys):
         assert list(out.glob("shard-*.h5"))
         for bar in ("train:", "encode:"):
             assert (bar in printed.err) != quiet, (quiet, bar, printed.err[-300:])
+
+
+def test_clip_history_must_fill_the_rollout_window_unless_training_without_history(tmp_path):
+    # BASE: chunks of 2, window 4
+    assert TrainConfig.from_yaml(_config(tmp_path, "two", data={**BASE["data"], "history_chunks": 2})).steps >= 1
+    TrainConfig.from_yaml(_config(tmp_path, "none", data={**BASE["data"], "history_chunks": 0}))  # an explicit choice
+    for chunks in (1, 3):
+        with pytest.raises(ConfigError, match=rf"data.history_chunks={chunks} trains on at most {2 * chunks} history"):
+            TrainConfig.from_yaml(_config(tmp_path, "bad", data={**BASE["data"], "history_chunks": chunks}))

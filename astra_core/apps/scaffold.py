@@ -224,7 +224,7 @@ model:
     router_options: {k: 1}
     token_dim: 32
     expert_hidden: 64
-  history: {chunk_size: 2, context_frames: 1, window: 4, last_frame_channels: true}
+  history: {chunk_size: 2, context_frames: 1, window: 2, last_frame_channels: true}  # data.history_chunks x chunk_size
   guidance: {action_dropout: 0.1, scale: 1.0}
   sampler: {name: euler, num_steps: 4}
   flow: {prediction: warp, warp_unshuffle: 4, warp_mode: bicubic, sigma_floor: 0.9}
