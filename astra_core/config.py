@@ -645,15 +645,6 @@ class TrainConfig(_Config):
                 f"model.guidance.scale={guidance.scale} samples with action-free guidance, which extrapolates from "
                 "the action-free prediction that action_dropout > 0 trains; with action_dropout 0 set scale: 1.0"
             )
-        h = self.model.history
-        trained = self.data.history_chunks * h.chunk_size
-        if trained and trained != h.window:  # 0: trained without history, an explicit choice
-            raise ValueError(
-                f"data.history_chunks={self.data.history_chunks} trains on at most {trained} history frames "
-                f"(chunks of model.history.chunk_size={h.chunk_size}), but model.history.window={h.window} keeps "
-                f"{h.window} in a rollout; set data.history_chunks: {h.window // h.chunk_size} or "
-                f"model.history.window: {trained}"
-            )
         phased = sum(p.steps for p in self.data.phases)
         if phased >= self.steps:
             raise ValueError(

@@ -126,16 +126,6 @@ def _(tmp):
     return _from_dict(data), ConfigError, ["model.flow.warp_unshuffle=2 must be data.pixel_patch=4"]
 
 
-@case("configs", "training clips with less history than the rollout's window keeps")
-def _(tmp):
-    data = _tiny(**{"model.history.window": 8})  # chunks of 2, data.history_chunks 2: 4 frames in training
-    return (
-        _from_dict(data),
-        ConfigError,
-        ["data.history_chunks=2 trains on at most 4 history frames", "model.history.window=8", "history_chunks: 4"],
-    )
-
-
 @case("configs", "a toy world's episode count in a config that trains on a cache")
 def _(tmp):
     data = _tiny(**{"data.source": "cache", "data.cache": ["shards/*.h5"], "data.episodes_per_world": 96})

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -747,10 +748,17 @@ def test_quiet_train_and_encode_draw_no_progress_bar(tmp_path, capsys):
             assert (bar in printed.err) != quiet, (quiet, bar, printed.err[-300:])
 
 
-def test_clip_history_must_fill_the_rollout_window_unless_training_without_history(tmp_path):
-    # BASE: chunks of 2, window 4
-    assert TrainConfig.from_yaml(_config(tmp_path, "two", data={**BASE["data"], "history_chunks": 2})).steps >= 1
-    TrainConfig.from_yaml(_config(tmp_path, "none", data={**BASE["data"], "history_chunks": 0}))  # an explicit choice
-    for chunks in (1, 3):
-        with pytest.raises(ConfigError, match=rf"data.history_chunks={chunks} trains on at most {2 * chunks} history"):
-            TrainConfig.from_yaml(_config(tmp_path, "bad", data={**BASE["data"], "history_chunks": chunks}))
+def test_a_history_other_than_the_rollout_window_warns_naming_both_fields(tmp_path):
+    from astra_core.apps.train_setup import warn_history_window
+
+    def config(chunks: int) -> TrainConfig:  # BASE: chunks of 2, window 4
+        return TrainConfig.from_yaml(_config(tmp_path, f"h{chunks}", data={**BASE["data"], "history_chunks": chunks}))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_history_window(config(2)) is None  # 2 x 2 = the window
+        assert warn_history_window(config(0)) is None  # trained without history: an explicit choice
+    with pytest.warns(UserWarning, match=r"window=4 keeps 4 .*data\.history_chunks=1 .* at most 2: .* longer history"):
+        Trainer(config(1), progress=False)
+    with pytest.warns(UserWarning, match=r"at most 6: .* shorter history .* model\.history\.window: 6"):
+        assert "history_chunks: 2" in warn_history_window(config(3))

@@ -36,6 +36,7 @@ from astra_core.apps.train_setup import (  # noqa: F401
     open_tensorboard,
     pad_to_one_vector,
     training_device,
+    warn_history_window,
 )
 from astra_core.apps.train_state import RESUMABLE_CHANGES, CheckpointMixin, read_training_state  # noqa: F401
 from astra_core.checkpoint import (
@@ -98,6 +99,7 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         self.cfg = cfg
         self.accept_config_changes = accept_config_changes
         check_data_against_model(cfg)  # before any folder is made or any episode rendered or read
+        warn_history_window(cfg)
         self.device = training_device(cfg.device)
         self.rank, self.world_size = init_distributed(self.device)
         self.out = Path(cfg.out_dir)

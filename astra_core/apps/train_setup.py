@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -86,6 +87,29 @@ def check_data_against_model(cfg: TrainConfig) -> None:
             known = sorted(registry.worlds)
             raise ConfigError(f"data.weights: {name!r} is no registered toy world; known: {known}")
     _check_modalities(cfg, streams)
+
+
+def warn_history_window(cfg: TrainConfig) -> str | None:
+    """A warning (returned, and issued) when the training clips' history differs from what a rollout
+    keeps: `data.history_chunks` × `model.history.chunk_size` frames against `model.history.window`.
+    Legitimate as an experiment (`data.history_chunks: 0`, training without history, never warns), but
+    a model then meets histories in every rollout that it never trained on, or trained on ones it never
+    meets."""
+    h = cfg.model.history
+    chunks = cfg.data.history_chunks
+    trained = chunks * h.chunk_size
+    if not trained or trained == h.window:
+        return None
+    side = "longer" if h.window > trained else "shorter"
+    message = (
+        f"model.history.window={h.window} keeps {h.window} history frames in a rollout, but "
+        f"data.history_chunks={chunks} chunks of model.history.chunk_size={h.chunk_size} train on at most "
+        f"{trained}: every rollout past the first chunks shows the model a {side} history than it trained on; "
+        f"to train what it keeps, set model.history.window: {trained} (or data.history_chunks: "
+        f"{h.window // h.chunk_size}, if the clips are long enough)"
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return message
 
 
 def build_run_tokenizer(cfg: TrainConfig):
