@@ -7,7 +7,7 @@ checkpoint so that a checkpoint alone rebuilds its model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -528,6 +528,13 @@ class DataConfig(_Config):
     # weights (and at most its history_chunks); data.weights holds for the steps after the last phase.
     # Every embodiment a phase names must be in data.weights: pools and normalisers come from there.
     phases: tuple[DataPhase, ...] = ()
+    # the fields that only rendering toy worlds reads; a cache config leaves them at their defaults
+    WORLD_FIELDS: ClassVar[tuple[str, ...]] = (
+        "episodes_per_world",
+        "held_out_per_world",
+        "episode_frames",
+        "time_strides",
+    )
 
     @model_validator(mode="after")
     def _check_weights(self) -> DataConfig:
@@ -554,22 +561,23 @@ class DataConfig(_Config):
     def _check_strides(self) -> DataConfig:
         if not self.time_strides or any(k < 1 for k in self.time_strides):
             raise ValueError(f"time_strides={list(self.time_strides)} must list positive frame strides")
-        if self.source != "worlds" and set(self.time_strides) != {1}:
-            raise ValueError("time_strides applies to source 'worlds' only (cached shards hold encoded frames)")
         return self
 
     @model_validator(mode="after")
     def _check_world_fields(self) -> DataConfig:
-        """The toy worlds' episode counts and length mean nothing to a cache (its shards hold the episodes;
-        whole episodes are held out by `split_episodes`): a value other than the default is a mistake.
-        (Compared with the default, not by whether it was set: a dumped config sets every field.)"""
+        """The toy worlds' fields (`WORLD_FIELDS`) mean nothing to a cache, whose shards hold encoded
+        episodes and whose held-out episodes `split_episodes` picks: a value other than the default is a
+        mistake. (Compared with the default, not by whether it was set: a dumped config sets every field.)"""
         if self.source == "worlds":
             return self
-        for name in ("episodes_per_world", "held_out_per_world", "episode_frames"):
-            if getattr(self, name) != DataConfig.model_fields[name].default:
+        for name in self.WORLD_FIELDS:
+            value = getattr(self, name)
+            if value != DataConfig.model_fields[name].default:
+                shown = list(value) if isinstance(value, tuple) else value
                 raise ValueError(
-                    f"{name}={getattr(self, name)} applies to source 'worlds' only (a cache's episodes are the "
-                    "shards' own, and its held-out episodes the first tenth of each embodiment's); remove it"
+                    f"{name}={shown} applies to source 'worlds' only (a cache's episodes are the shards' own, "
+                    "encoded at their frame rate, and its held-out episodes the first tenth of each embodiment's); "
+                    "remove it"
                 )
         return self
 

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from astra_core.checkpoint import load_world_checkpoint
-from astra_core.config import TrainConfig
+from astra_core.config import DataConfig, TrainConfig
 from astra_core.data.action_files import ActionFileError, load_action_file
 from astra_core.data.cache import CacheError, read_shard, write_shard
 from astra_core.errors import AstraError, CheckpointError, ConfigError, ReaderError, ShapeError
@@ -69,8 +69,8 @@ def _tiny(**changes) -> dict:
 def _tiny_cache(pattern: str) -> dict:
     """TINY trained on the shards `pattern` matches: without the toy worlds' episode fields."""
     data = _tiny(**{"data.source": "cache", "data.cache": [pattern]})
-    for field in ("episodes_per_world", "held_out_per_world", "episode_frames"):
-        data["data"].pop(field)
+    for field in DataConfig.WORLD_FIELDS:
+        data["data"].pop(field, None)
     return data
 
 
@@ -130,6 +130,13 @@ def _(tmp):
 def _(tmp):
     data = _tiny(**{"data.source": "cache", "data.cache": ["shards/*.h5"], "data.episodes_per_world": 96})
     return _from_dict(data), ConfigError, ["episodes_per_world=96 applies to source 'worlds' only"]
+
+
+@case("configs", "toy-world time strides in a config that trains on a cache")
+def _(tmp):
+    data = _tiny_cache("shards/*.h5")
+    data["data"]["time_strides"] = [1, 2]
+    return _from_dict(data), ConfigError, ["time_strides=[1, 2] applies to source 'worlds' only"]
 
 
 @case("configs", "a fresh run into a folder that holds one")

@@ -90,11 +90,10 @@ def check_data_against_model(cfg: TrainConfig) -> None:
 
 
 def warn_history_window(cfg: TrainConfig) -> str | None:
-    """A warning (returned, and issued) when the training clips' history differs from what a rollout
-    keeps: `data.history_chunks` × `model.history.chunk_size` frames against `model.history.window`.
-    Legitimate as an experiment (`data.history_chunks: 0`, training without history, never warns), but
-    a model then meets histories in every rollout that it never trained on, or trained on ones it never
-    meets."""
+    """Warn (and return the message) when the training clips' history, `data.history_chunks` ×
+    `model.history.chunk_size` frames, differs from the `model.history.window` a rollout keeps: the
+    model then meets longer (or shorter) histories in every rollout than it trained on. A warning, not an
+    error: an experiment may mean it. `data.history_chunks: 0` (training without history) never warns."""
     h = cfg.model.history
     chunks = cfg.data.history_chunks
     trained = chunks * h.chunk_size
