@@ -132,3 +132,17 @@ def test_resampling_detail_sees_bicubic_ring_and_catmull_rom_not(monkeypatch, ca
     resampling_detail.main()
     table = capsys.readouterr().out
     assert "| tabletop_arm | catmull_rom | 0.5 |" in table and table.count("\n") == 2 + 4 * 3
+
+
+def test_bench_train_times_the_toy_recipe_past_its_opening_phase(monkeypatch, capsys):
+    """`bench/bench_train.py` on the shipped recipe: its warm-up waits for every history layout, which the
+    recipe's 2,000-step opening (one world, no history) would withhold; the bench times the main mix."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_train
+
+    args = ["bench_train.py", "--steps", "1", "--episodes", "2", "--variants", "fp32"]
+    monkeypatch.setattr(sys, "argv", args)
+    bench_train.main()
+    out = capsys.readouterr().out
+    warmup = re.search(r"^fp32 .*1\.00x\s+(\d+) steps in", out, re.M)
+    assert warmup and int(warmup.group(1)) < 100, out
