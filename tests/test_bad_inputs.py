@@ -276,6 +276,17 @@ def _(tmp):
     return _trainer(data, tmp), ConfigError, needles
 
 
+@case("configs", "a cache whose latents the DiT's patch does not divide")
+def _(tmp):
+    from astra_core.apps.cli import main
+
+    args = ["encode", "--world", "free_camera", "--episodes", "2", "--frames", "9", "--size", "36x36", "--quiet"]
+    assert main([*args, "--out", str(tmp / "odd")]) == 0  # 9 × 9 latents at the pixel tokenizer's patch 4
+    data = _tiny_cache(str(tmp / "odd" / "*.h5"))
+    needles = ["data.cache", "36×36 frames in", "odd/shard-00000.h5", "9×9 latents", "model.dit.patch_size", "of 8"]
+    return _trainer(data, tmp), ConfigError, needles
+
+
 @case("configs", "adapter init_checkpoint missing")
 def _(tmp):
     data = _tiny(mode="adapter", init_checkpoint=str(tmp / "base.safetensors"))

@@ -284,14 +284,23 @@ class SetupMixin:
         return train, self._world_clips(10**6, data.held_out_per_world, (1,))
 
     def _check_one_frame_size(self, field: str, first_of: dict[tuple[int, int], str]) -> None:
-        """One model trains on one frame size (a batch of two would not stack): `first_of` maps each
-        latent size found to where it was first seen."""
+        """One model trains on one frame size (a batch of two would not stack), one its DiT's patch
+        divides: `first_of` maps each latent size found to where it was first seen."""
         if len(first_of) > 1:
             s = self.tokenizer.spatial_factor
             sizes = "; ".join(f"{h * s}×{w * s} frames in {where}" for (h, w), where in first_of.items())
             raise ConfigError(
                 f"{field}: the data holds frames of {len(first_of)} sizes ({sizes}); one model trains on one "
                 "frame size: encode every episode at one size (astra encode --size HxW)"
+            )
+        (h, w), where = next(iter(first_of.items()), ((0, 0), ""))
+        _, ph, pw = self.cfg.model.dit.patch_size
+        if h % ph or w % pw:  # the DiT cuts latents into ph × pw patches: say so here, not at the first step
+            s = self.tokenizer.spatial_factor
+            raise ConfigError(
+                f"{field}: {h * s}×{w * s} frames in {where} make {h}×{w} latents (the tokenizer's factor {s}), "
+                f"which the DiT's patch ({ph}, {pw}) (model.dit.patch_size) does not divide: use frames whose "
+                f"height is a multiple of {ph * s} and width a multiple of {pw * s} (astra encode --size HxW)"
             )
 
     def frame_size(self) -> tuple[int, int]:
