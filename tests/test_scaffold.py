@@ -71,6 +71,9 @@ def test_the_plugin_tutorial_runs_from_zero_to_an_evaluated_model(tmp_path):
         ("class", "lowercase"),
         ("car", "already registers the embodiment 'car'; choose another name"),  # a built-in embodiment
         ("discrete", "already registers the modality 'discrete_cmd'"),  # the plugin's modality would be taken
+        ("world", "clash with the installed distribution 'astra-world'"),  # the framework's own distribution
+        ("core", "clash with the importable package 'astra_core'"),
+        ("experts", "clash with the "),  # astra_experts: the package and the entry point both taken
     ],
 )
 def test_new_plugin_refuses_bad_names_and_used_folders(name, message, tmp_path, capsys):

@@ -327,6 +327,28 @@ FILES = {
 }
 
 
+def _check_package_names(name: str) -> None:
+    """The package would be the distribution `astra-NAME`, import `astra_NAME` and register the entry point
+    NAME in the `astra` group: refuse a name any of which an installed package already uses (`world` would
+    write a second `astra-world` depending on itself; `core` would shadow `astra_core`)."""
+    import importlib.metadata
+    import importlib.util
+
+    dist, package = f"astra-{name.replace('_', '-')}", f"astra_{name}"
+    try:
+        importlib.metadata.distribution(dist)
+        taken = f"the installed distribution {dist!r}"
+    except importlib.metadata.PackageNotFoundError:
+        taken = None
+    if taken is None and importlib.util.find_spec(package) is not None:
+        taken = f"the importable package {package!r}"
+    if taken is None:
+        owners = [ep.value for ep in importlib.metadata.entry_points(group="astra") if ep.name == name]
+        taken = f"the plugin entry point {name!r} ({owners[0]})" if owners else None
+    if taken:
+        raise ConfigError(f"plugin name {name!r}: its package would clash with {taken}; choose another name")
+
+
 def new_plugin(name: str, out: str | Path | None = None) -> Path:
     """Write the plugin package for embodiment `name` into `out` (default: ./astra-NAME); returns its
     folder. Refuses a name that is not a lowercase identifier and a folder that exists."""
@@ -346,6 +368,7 @@ def new_plugin(name: str, out: str | Path | None = None) -> Path:
             raise ConfigError(
                 f"plugin name {name!r}: {owner} already registers the {SINGULAR[kind]} {taken!r}; choose another name"
             )
+    _check_package_names(name)
     folder = Path(out) if out is not None else Path(f"astra-{name.replace('_', '-')}")
     if folder.exists():
         raise ConfigError(f"{folder}: already exists; choose another --out or remove it")
