@@ -363,3 +363,22 @@ def test_busy_port_is_one_clear_error(model):
             PlayServer(_session(model), port=port)
     finally:
         srv.httpd.server_close()
+
+
+def test_play_without_embodiment_picks_a_world_the_model_drives(tmp_path, capsys):
+    """The keyboard game is the default only for a model that drives it: a camera-only model plays the
+    free camera (it was refused, naming the keyboard game's modality)."""
+    from astra_core.checkpoint import save_checkpoint
+    from astra_core.config import ActionConfig, AstraConfig, dit_preset
+    from astra_core.data.tokenizer import PixelTokenizer
+    from astra_core.model.actions import AstraNet
+
+    cfg = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=48, out_dim=48),
+        action=ActionConfig(encoder="moae", modalities=("camera_se3",), token_dim=8, expert_hidden=8),
+    )
+    path = save_checkpoint(tmp_path / "cam.safetensors", AstraNet(cfg), tokenizer=PixelTokenizer(4))
+    out = tmp_path / "play.mp4"
+    assert main(["play", "--checkpoint", str(path), "--keys", "w .", "--out", str(out), "--steps", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "free_camera" in text and "step 1: W" in text and out.stat().st_size > 0

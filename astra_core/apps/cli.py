@@ -456,8 +456,13 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
         size = args.size or model.frame_size or (64, 64)  # by default the size the model was trained on
         world = EnvWorld(args.env, size, args.fit or "letterbox", dict(args.env_arg or []), args.stream or "auto")
-    else:
-        world = get_registry().get("worlds", args.embodiment or "keyboard_game")
+    elif args.embodiment:
+        world = get_registry().get("worlds", args.embodiment)
+    else:  # the keyboard game where the model drives it (the shipped model), else the first world it drives
+        from astra_core.apps.demo import demo_worlds
+
+        drivable = demo_worlds(model)
+        world = next((w for w in drivable if w.name == "keyboard_game"), drivable[0])
     session = PlaySession(model, world, seed=args.seed)
     if model.compiled:
         print("astra play: compiling the DiT over a full history window (minutes the first time) ...", flush=True)
@@ -707,7 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     ro.set_defaults(func=_cmd_rollout)
     play = sub.add_parser("play", help="drive the model with keys: in the terminal, or a local page with --web")
     play.add_argument("--checkpoint", help="a world-model checkpoint (default: the shipped toy model)")
-    play.add_argument("--embodiment", help="a toy world (default: keyboard_game)")
+    play.add_argument(
+        "--embodiment", help="a toy world (default: keyboard_game if the model drives it, else the first it drives)"
+    )
     play.add_argument("--seed", type=int, default=0, help="the scene")
     play.add_argument(
         "--env",
