@@ -101,3 +101,35 @@ def test_a_model_with_the_plugin_modality_trains(installed, tmp_path):
 def test_the_core_does_not_know_the_plugin():
     core = ROOT / "astra_core"
     assert not [p for p in core.rglob("*.py") if "quadrotor" in p.read_text()]
+
+
+CHECKS = r"""
+import json, numpy as np
+from astra_core.errors import ReaderError, ShapeError
+from astra_core.plugins import get_registry
+
+reg = get_registry()
+said = {}
+try:
+    reg.readers["quadrotor_csv"].read(BAD)
+except ReaderError as err:
+    said["reader"] = str(err)
+rates = np.tile([0.1, 0.2, -0.1, 0.5], (9, 1))
+rates[5, 3] = 3.0  # thrust in newtons, not normalised
+try:
+    reg.modalities["quadrotor_rates"].align(rates, 4)
+except ShapeError as err:
+    said["bounds"] = str(err)
+print(json.dumps(said))
+"""
+
+
+def test_the_plugin_refuses_a_bad_log_and_values_past_its_bounds(installed, tmp_path):
+    bad = tmp_path / "flight.csv"
+    bad.write_text("time,p,q,r,thrust\n0,0,0,0,0.5\n")
+    code = f"BAD = {str(bad)!r}\n" + CHECKS
+    out = subprocess.run([sys.executable, "-c", code], env=installed, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    said = json.loads(out.stdout.strip().splitlines()[-1])
+    assert str(bad) in said["reader"] and "t,p,q,r,thrust" in said["reader"]
+    assert "quadrotor_rates" in said["bounds"] and "thrust" in said["bounds"] and "frame 5" in said["bounds"]
