@@ -268,7 +268,7 @@ def _(tmp):
 def _(tmp):
     from astra_core.apps.cli import main
 
-    for name, size in (("small", "32x32"), ("large", "64x64")):
+    for name, size in (("small", "32"), ("large", "64x64")):  # N or HxW
         args = ["encode", "--world", "free_camera", "--episodes", "2", "--frames", "9", "--size", size, "--quiet"]
         assert main([*args, "--out", str(tmp / name)]) == 0
     data = _tiny_cache(str(tmp / "*" / "*.h5"))

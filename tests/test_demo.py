@@ -160,3 +160,25 @@ def test_rollout_errors(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(AstraError, match="no such action file"):
         load_action_file(tmp_path / "none.json", get_registry().get("modalities", "camera_se3"))
+
+
+def test_rollout_without_the_kv_cache_makes_the_same_frames(tmp_path, monkeypatch):
+    """`--no-cache` reaches the sampler (the history recomputed every chunk) and changes nothing but the
+    time: the frames match the cached rollout's up to rounding."""
+    from astra_core.model import rollout
+
+    made = []
+    original = rollout.LatentWorldModel.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self.use_kv_cache)
+
+    monkeypatch.setattr(rollout.LatentWorldModel, "__init__", spy)
+    argv = ["rollout", "--embodiment", "car", "--preset", "turn", "--frames", "6", "--steps", "1", "--quiet"]
+    videos = []
+    for name, extra in (("cached", []), ("recomputed", ["--no-cache"])):
+        assert main([*argv, *extra, "--out", str(tmp_path / name)]) == 0
+        videos.append(iio.imread(tmp_path / name / "rollout.mp4", index=None).astype(np.float32))
+    assert made == [True, False]
+    assert videos[0].shape == videos[1].shape and np.abs(videos[0] - videos[1]).mean() < 0.5

@@ -543,6 +543,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the DiT: minutes of compiling first (less on later runs), faster steps after",
     )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute the history's keys and values every chunk instead of keeping them (slower; for checks)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 
 
@@ -648,8 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enc.add_argument(
         "--size",
-        type=_frame_size,
-        help="HxW: scale and centre-crop every episode's frames to this size; a reader with a `size` (the "
+        type=_square_or_size,
+        help="N or HxW: scale and centre-crop every episode's frames to this size; a reader with a `size` (the "
         "built-in ones) decodes at it (default: the reader's 64x64; all must match the first)",
     )
     enc.add_argument("--quiet", action="store_true", help="no progress bar")
