@@ -324,3 +324,11 @@ def test_ablation_records_match_the_config_they_keep():
         name, seed = record.parent.parent.name, int(record.parent.name.removeprefix("seed-"))
         cfg = variant_config(base, VARIANTS[name], record.parent, None, seed)
         assert changed_fields(json.loads(record.read_text())["config"], cfg) == [], record
+
+
+def test_ablate_without_a_config_outside_a_checkout_says_where_the_default_lives(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # an installed copy run elsewhere: the repository's examples/ is not here
+    assert main(["ablate", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "examples/configs/ablate.yaml is not here" in err and "checkout" in err
+    assert not (tmp_path / "a").exists()

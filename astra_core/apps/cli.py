@@ -502,12 +502,20 @@ def _check_play_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"{'/'.join(given)}: for {mode}")
 
 
+ABLATE_CONFIG = "examples/configs/ablate.yaml"
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from astra_core.apps.ablate import run_ablation, write_results_section
 
     _set_threads(args)
+    if args.config is None and not Path(ABLATE_CONFIG).is_file():
+        raise ConfigError(
+            f"no config given, and the default {ABLATE_CONFIG} is not here: run from the root of a checkout of "
+            "the repository, or give a base training config"
+        )
     results = run_ablation(
-        args.config,
+        args.config or ABLATE_CONFIG,
         args.out,
         variants=args.variants,
         steps=args.steps,
@@ -752,7 +760,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(play)
     play.set_defaults(func=_cmd_play)
     ab = sub.add_parser("ablate", help="the paper's ablations at toy scale: train and evaluate each variant")
-    ab.add_argument("config", nargs="?", default="examples/configs/ablate.yaml", help="base training config")
+    ab.add_argument(
+        "config",
+        nargs="?",
+        help=f"base training config (default: {ABLATE_CONFIG}, in a checkout of the repository, run from its root)",
+    )
     ab.add_argument(
         "--out",
         default="runs/ablate",
