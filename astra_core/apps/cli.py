@@ -610,7 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-action", help="checkpoint of the same architecture trained without actions (baseline)")
     ev.add_argument("--episodes", type=int, help="the toy benchmark's held-out episodes per world (default: 20)")
-    ev.add_argument("--horizons", type=int, nargs="+", default=[16, 48, 96])
+    ev.add_argument(
+        "--horizons",
+        type=int,
+        nargs="+",
+        default=[16, 48, 96],
+        help="rollout lengths in frames to score (default 16 48 96; with --cache or --reader, those past the "
+        "episodes' length are left out)",
+    )
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
     ev.add_argument("--warp-residual", type=float, help=WARP_RESIDUAL_HELP)
@@ -620,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="seed of the first episode (default: the benchmark's held-out episodes; tune on other seeds)",
     )
-    ev.add_argument("--out", default="eval")
+    ev.add_argument("--out", default="eval", help="folder for eval.json and eval.md (default: eval)")
     ev.add_argument("--plots", action="store_true", help="also write PNG figures (needs the plots extra)")
     ev.add_argument(
         "--sheet",
@@ -633,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
     ev.set_defaults(func=_cmd_eval)
     tok = sub.add_parser("train-tokenizer", help="train the causal video VAE on toy-world frames")
-    tok.add_argument("--out", default="tokenizer.safetensors")
+    tok.add_argument("--out", default="tokenizer.safetensors", help="the tokenizer checkpoint to write")
     tok.add_argument("--channels", type=int, default=16)
     tok.add_argument("--width", type=int, default=32)
     tok.add_argument("--steps", type=int, default=3000)
