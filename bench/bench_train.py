@@ -39,7 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "examples" / "configs" / "toy.yaml"))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
-    parser.add_argument("--episodes", type=int, default=4, help="episodes per world to build clips from")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=4,
+        help="episodes per toy world to build clips from (a cache config keeps its shards)",
+    )
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["fp32", "bf16", "bf16+compile"])
     args = parser.parse_args()
     base = TrainConfig.from_yaml(args.config)
@@ -49,12 +54,9 @@ def main() -> None:
         for name in args.variants:
             # through the validators, as a config file would be; without the config's `data.phases` (the
             # toy recipe opens with 2,000 steps of one world without history): the bench times the main mix
-            data = {
-                **base.data.model_dump(),
-                "episodes_per_world": args.episodes,
-                "held_out_per_world": 1,
-                "phases": [],
-            }
+            data = {**base.data.model_dump(), "phases": []}
+            if base.data.source == "worlds":  # a cache config trains on its shards as they are
+                data.update(episodes_per_world=args.episodes, held_out_per_world=1)
             cfg = TrainConfig.model_validate(
                 {
                     **base.model_dump(),

@@ -250,7 +250,7 @@ def test_frames_of_another_size_are_refused_naming_the_episode_or_resized(tmp_pa
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--size", "64"], "expected HxW"),
+        (["--size", "64x"], "expected N or HxW"),
         (["--size", "0x64"], "must be positive"),
     ],
 )

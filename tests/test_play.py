@@ -382,3 +382,9 @@ def test_play_without_embodiment_picks_a_world_the_model_drives(tmp_path, capsys
     assert main(["play", "--checkpoint", str(path), "--keys", "w .", "--out", str(out), "--steps", "1"]) == 0
     text = capsys.readouterr().out
     assert "free_camera" in text and "step 1: W" in text and out.stat().st_size > 0
+    # a model no toy world speaks to (an Atari model) is pointed at --env
+    cfg = cfg.model_copy(update={"action": cfg.action.model_copy(update={"modalities": ("atari_action",)})})
+    path = save_checkpoint(tmp_path / "atari.safetensors", AstraNet(cfg), tokenizer=PixelTokenizer(4))
+    assert main(["play", "--checkpoint", str(path), "--keys", "."]) == 2
+    err = capsys.readouterr().err
+    assert "['atari_action']" in err and "--env" in err

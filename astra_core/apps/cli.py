@@ -21,7 +21,7 @@ def _frame_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 64x64") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or HxW, e.g. 64 or 104x80") from None
     if h < 1 or w < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive")
     return h, w
@@ -458,11 +458,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
         world = EnvWorld(args.env, size, args.fit or "letterbox", dict(args.env_arg or []), args.stream or "auto")
     elif args.embodiment:
         world = get_registry().get("worlds", args.embodiment)
-    else:  # the keyboard game where the model drives it (the shipped model), else the first world it drives
-        from astra_core.apps.demo import demo_worlds
-
-        drivable = demo_worlds(model)
-        world = next((w for w in drivable if w.name == "keyboard_game"), drivable[0])
+    else:  # the keyboard game where the model drives it (the shipped model), else the first playable one
+        world = _default_play_world(model)
     session = PlaySession(model, world, seed=args.seed)
     if model.compiled:
         print("astra play: compiling the DiT over a full history window (minutes the first time) ...", flush=True)
@@ -486,6 +483,24 @@ def _cmd_play(args: argparse.Namespace) -> int:
         return 0
     play_terminal(session, Path(args.out) if args.out else None, preview=not args.no_preview, script=args.keys)
     return 0
+
+
+def _default_play_world(model):
+    """The toy world `astra play` drives without --embodiment: the keyboard game when the model drives it,
+    else the first registered world that has key controls and whose modality the model has."""
+    from astra_core.plugins import get_registry
+
+    playable = [
+        w
+        for w in get_registry().worlds.values()
+        if w.modality in model.modalities and getattr(w, "keys", ()) and hasattr(w, "stream_for_keys")
+    ]
+    if not playable:
+        raise ConfigError(
+            f"no registered toy world with key controls uses this model's modalities {sorted(model.modalities)}; "
+            "play beside a real environment with --env"
+        )
+    return next((w for w in playable if w.name == "keyboard_game"), playable[0])
 
 
 def _check_play_flags(args: argparse.Namespace) -> None:
@@ -616,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[16, 48, 96],
         help="rollout lengths in frames to score (default 16 48 96; with --cache or --reader, those past the "
-        "episodes' length are left out)",
+        "episodes' length are left out, or the length itself scored when all are)",
     )
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")

@@ -297,10 +297,11 @@ class SetupMixin:
         _, ph, pw = self.cfg.model.dit.patch_size
         if h % ph or w % pw:  # the DiT cuts latents into ph × pw patches: say so here, not at the first step
             s = self.tokenizer.spatial_factor
+            how = " (astra encode --size HxW)" if field == "data.cache" else ""
             raise ConfigError(
                 f"{field}: {h * s}×{w * s} frames in {where} make {h}×{w} latents (the tokenizer's factor {s}), "
                 f"which the DiT's patch ({ph}, {pw}) (model.dit.patch_size) does not divide: use frames whose "
-                f"height is a multiple of {ph * s} and width a multiple of {pw * s} (astra encode --size HxW)"
+                f"height is a multiple of {ph * s} and width a multiple of {pw * s}{how}"
             )
 
     def frame_size(self) -> tuple[int, int]:
