@@ -444,7 +444,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
-    from astra_core.apps.play import PlayServer, PlaySession, play_terminal
+    from astra_core.apps.play import PlayServer, PlaySession, default_world, play_terminal
     from astra_core.plugins import get_registry
     from astra_core.world import WorldModel
 
@@ -459,7 +459,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     elif args.embodiment:
         world = get_registry().get("worlds", args.embodiment)
     else:  # the keyboard game where the model drives it (the shipped model), else the first playable one
-        world = _default_play_world(model)
+        world = default_world(model)
     session = PlaySession(model, world, seed=args.seed)
     if model.compiled:
         print("astra play: compiling the DiT over a full history window (minutes the first time) ...", flush=True)
@@ -483,24 +483,6 @@ def _cmd_play(args: argparse.Namespace) -> int:
         return 0
     play_terminal(session, Path(args.out) if args.out else None, preview=not args.no_preview, script=args.keys)
     return 0
-
-
-def _default_play_world(model):
-    """The toy world `astra play` drives without --embodiment: the keyboard game when the model drives it,
-    else the first registered world that has key controls and whose modality the model has."""
-    from astra_core.plugins import get_registry
-
-    playable = [
-        w
-        for w in get_registry().worlds.values()
-        if w.modality in model.modalities and getattr(w, "keys", ()) and hasattr(w, "stream_for_keys")
-    ]
-    if not playable:
-        raise ConfigError(
-            f"no registered toy world with key controls uses this model's modalities {sorted(model.modalities)}; "
-            "play beside a real environment with --env"
-        )
-    return next((w for w in playable if w.name == "keyboard_game"), playable[0])
 
 
 def _check_play_flags(args: argparse.Namespace) -> None:

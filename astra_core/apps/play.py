@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from astra_core.data.video import frames_to_uint8
-from astra_core.errors import AstraError
+from astra_core.errors import AstraError, ConfigError
 from astra_core.modality import raw_rows
 from astra_core.world import WorldModel
 
@@ -42,6 +42,25 @@ KEPT_FRAMES = 64  # frame events the web server keeps for late subscribers
 KEPT_STEPS = 256  # steps a web session keeps (memory stays flat however long it runs)
 REQUEST_TIMEOUT_S = 10.0  # a request whose headers or body do not arrive within this is dropped
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def has_key_controls(world: Any) -> bool:
+    """A world `astra play` can drive: it lists its `keys` and turns them into actions (`stream_for_keys`)."""
+    return bool(getattr(world, "keys", ())) and hasattr(world, "stream_for_keys")
+
+
+def default_world(model: WorldModel):
+    """The toy world `astra play` drives without --embodiment: the keyboard game when the model drives it,
+    else the first registered world with key controls whose modality the model has."""
+    from astra_core.plugins import get_registry
+
+    playable = [w for w in get_registry().worlds.values() if w.modality in model.modalities and has_key_controls(w)]
+    if not playable:
+        raise ConfigError(
+            f"no registered toy world with key controls uses this model's modalities {sorted(model.modalities)}; "
+            "play beside a real environment with --env"
+        )
+    return next((w for w in playable if w.name == "keyboard_game"), playable[0])
 
 
 @dataclass
@@ -70,7 +89,7 @@ class PlaySession:
                 f"(it has {sorted(self.model.modalities)})"
             )
         self.keys = tuple(getattr(self.world, "keys", ()))
-        if not self.keys or not hasattr(self.world, "stream_for_keys"):
+        if not has_key_controls(self.world):
             raise AstraError(f"{self.world.name}: this world defines no key controls, so it cannot be played")
         self.reset()
 
