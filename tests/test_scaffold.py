@@ -47,6 +47,10 @@ def test_the_plugin_tutorial_runs_from_zero_to_an_evaluated_model(tmp_path):
             assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
             outputs[line] = result.stdout
         assert "hexapod_cmd" in outputs["astra plugins"] and "hexapod_npz" in outputs["astra plugins"]
+        # the package's own README gives the same commands as the tutorial, from the install on
+        readme = re.search(r"```bash\n(.*?)```", (cwd / "README.md").read_text(), flags=re.S).group(1)
+        readme_lines = [line.split("  #")[0].strip() for line in readme.splitlines() if line.strip()]
+        assert readme_lines == lines[2:]
         for folder in ("eval", "eval-files"):  # from the cache, and straight from the plugin's reader
             figures = json.loads((cwd / folder / "eval.json").read_text())["hexapod"]
             assert "astra/tf_margin" in figures and "astra/action_following@8" in figures

@@ -299,13 +299,14 @@ your own.
 ## From zero to an evaluated model
 
 ```bash
-pip install -e .                                   # registers the plugin with astra
-astra plugins                                      # lists $name with what it registers
-pytest tests                                       # the plugin's tests
-python -m astra_$name.sample data                  # 20 sample episodes
+pip install -e .                             # registers the plugin with astra
+astra plugins                                # lists $name: its modality, reader and embodiment
+python -m pytest -q tests                    # the plugin's own tests
+python -m astra_$name.sample data          # 20 sample episodes in the reader's layout
 astra encode --reader ${name}_npz data/*.npz --out cache
-astra train configs/train.yaml                     # a few minutes on a laptop CPU
-astra eval --checkpoint runs/$name/model.safetensors --cache "cache/*.h5"
+astra train configs/train.yaml               # a few minutes on a laptop CPU
+astra eval --checkpoint runs/$name/model.safetensors --cache "cache/*.h5" --horizons 8
+astra eval --checkpoint runs/$name/model.safetensors --reader ${name}_npz data/*.npz --horizons 8 --out eval-files
 ```
 
 ## Make it yours
