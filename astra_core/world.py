@@ -7,6 +7,7 @@ normalises inside), generates the next chunk and decodes it. One session is one 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,37 @@ from astra_core.model.rollout import LatentWorldModel
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_default.safetensors"
+
+
+def _cpu_bf16_supported() -> bool:
+    """oneDNN's own check for native bf16 on this CPU (avx512_bf16 or AMX)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 runs natively on `device`: a CUDA device that supports it, or a CPU with
+    avx512_bf16 or AMX. Elsewhere bf16 is emulated, far slower than fp32 (`bench/bench_train.py`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_bf16_supported()
+
+
+def warn_emulated_bf16(device: str | torch.device, setting: str, instead: str) -> str | None:
+    """Warn (and return the message) when bf16 is asked for on a device without native bf16: it runs, and
+    slower than fp32. A warning, not an error: the figures are the same, only the time differs."""
+    if native_bf16(device):
+        return None
+    where = f"this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
+    if torch.device(device).type != "cpu":
+        where = f"device {torch.device(device)}"
+    message = (
+        f"{setting}: {where} has no native bf16 (on a CPU: avx512_bf16 or AMX), so bf16 is emulated, "
+        f"far slower than fp32 (training: 0.07x fp32's tokens/s on a 2-core AVX2 CPU); {instead}"
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+    return message
 
 
 def check_frame_range(frames: torch.Tensor, name: str = "frames") -> None:
@@ -69,6 +101,8 @@ class WorldModel:
         self.modalities = {n: get_registry().get("modalities", n) for n in names}
         if precision not in PRECISIONS:
             raise ShapeError(f"precision {precision!r}: choose one of {list(PRECISIONS)}")
+        if precision == "bf16":
+            warn_emulated_bf16(next(net.parameters()).device, 'precision="bf16"', 'precision="fp32" is faster here')
         net.dit.to(PRECISIONS[precision])  # the action path and the sampler's arithmetic stay in float32
         self.precision = precision
         if compile:

@@ -17,11 +17,12 @@ from _helpers import has_compiler
 
 from astra_core.apps.cli import main
 from astra_core.apps.train import Trainer, held_out_partners, held_out_picks, read_training_state
-from astra_core.checkpoint import save_checkpoint
+from astra_core.checkpoint import read_checkpoint, save_checkpoint
 from astra_core.config import TrainConfig
 from astra_core.data import collate
 from astra_core.errors import CheckpointError, ConfigError
 from astra_core.model.actions import AstraNet
+from astra_core.world import WorldModel
 
 BASE = {
     "model": {
@@ -762,3 +763,38 @@ def test_a_history_other_than_the_rollout_window_warns_naming_both_fields(tmp_pa
         Trainer(config(1), progress=False)
     with pytest.warns(UserWarning, match=r"at most 6: .* shorter history .* model\.history\.window: 6"):
         assert "history_chunks: 2" in warn_history_window(config(3))
+
+
+def test_bf16_without_native_bf16_warns_and_the_flag_sets_fp32(tmp_path, monkeypatch, capsys):
+    """bf16 on a CPU without avx512_bf16 or AMX is emulated, slower than fp32: training and a WorldModel
+    say so and name the fix; `astra train --precision fp32` overrides the config's bf16."""
+    import astra_core.world as world
+
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "bf16", steps=1, eval_every=0, precision="bf16"))
+    monkeypatch.setattr(world, "_cpu_bf16_supported", lambda: False)
+    assert not world.native_bf16("cpu")
+    with pytest.warns(UserWarning, match=r"precision: bf16: this CPU .* no native bf16 .* --precision fp32"):
+        Trainer(cfg, progress=False)
+    with pytest.warns(UserWarning, match=r'precision="bf16": .* no native bf16 .* precision="fp32" is faster'):
+        WorldModel.from_checkpoint(None, precision="bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WorldModel.from_checkpoint(None, precision="fp32")
+    monkeypatch.setattr(world, "_cpu_bf16_supported", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert world.warn_emulated_bf16("cpu", "precision: bf16", "") is None
+        assert (
+            main(
+                [
+                    "train",
+                    str(_config(tmp_path, "flag", steps=1, eval_every=0, precision="bf16")),
+                    "--quiet",
+                    "--precision",
+                    "fp32",
+                ]
+            )
+            == 0
+        )
+    stored = json.loads(read_checkpoint(tmp_path / "flag" / "model.safetensors")[2]["train_config"])
+    assert stored["precision"] == "fp32"

@@ -232,7 +232,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from astra_core.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(args.config)
-    updates = {k: v for k, v in {"steps": args.steps, "out_dir": args.out}.items() if v is not None}
+    given = {"steps": args.steps, "out_dir": args.out, "precision": args.precision}
+    updates = {k: v for k, v in given.items() if v is not None}
     if updates:  # validated as the file is: --steps must still fit the config's data.phases
         flags = " ".join(f"--{'out' if k == 'out_dir' else k} {v}" for k, v in updates.items())
         cfg = TrainConfig.from_dict({**cfg.model_dump(mode="json"), **updates}, source=f"{args.config} with {flags}")
@@ -578,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--steps", type=int, help="override the config's steps")
     train.add_argument("--out", help="override the config's out_dir")
+    train.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="override the config's precision (bf16 pays only with native bf16)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
     ev = sub.add_parser(

@@ -48,6 +48,7 @@ from astra_core.errors import ConfigError
 from astra_core.model.actions import AstraNet
 from astra_core.model.dit import compile_dit
 from astra_core.model.objective import WorldModelObjective
+from astra_core.world import warn_emulated_bf16
 
 
 class _LossModule(nn.Module):
@@ -101,6 +102,12 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         check_data_against_model(cfg)  # before any folder is made or any episode rendered or read
         warn_history_window(cfg)
         self.device = training_device(cfg.device)
+        if cfg.precision == "bf16":
+            warn_emulated_bf16(
+                self.device,
+                "precision: bf16",
+                "set precision: fp32 in the config (or: astra train CONFIG --precision fp32)",
+            )
         self.rank, self.world_size = init_distributed(self.device)
         self.out = Path(cfg.out_dir)
         held = [name for name in RUN_FILES if (self.out / name).is_file()]
