@@ -348,6 +348,11 @@ class SamplerConfig(_Config):
     # the trained model as is; below 1 keeps more of the moved last frame, which is sharp where the residual
     # is the network's hedge between places a small moving part could be (docs/results.md measures it).
     warp_residual: float = 1.0
+    # With `flow.prediction: warp`: read every generated frame once from the rollout's first frame through
+    # the flows composed so far, instead of warping the last generated frame again (its detail resampled
+    # once, not once a frame; what leaves the view and comes back is read back). Where the composed flow
+    # tears, the rollout starts again from its last frame. The residuals are carried alongside.
+    warp_anchor: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> SamplerConfig:
@@ -374,6 +379,11 @@ class AstraConfig(_Config):
             raise ValueError(
                 f"sampler.warp_residual={self.sampler.warp_residual}: only flow.prediction 'warp' has a residual "
                 f"to weigh (here {self.flow.prediction!r}); leave it at 1"
+            )
+        if self.sampler.warp_anchor and (self.flow.prediction != "warp" or self.flow.warp_padding != "border"):
+            raise ValueError(
+                f"sampler.warp_anchor: reads frames through a warp prediction's flows with the border repeated "
+                f"(here prediction {self.flow.prediction!r}, warp_padding {self.flow.warp_padding!r}); leave it false"
             )
         return self
 

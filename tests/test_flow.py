@@ -643,3 +643,54 @@ def test_a_backbone_with_text_cross_attention_trains_and_rolls_out_without_a_pro
     session = LatentWorldModel(net, num_steps=2)
     session.reset(torch.randn(1, 8, 1, 4, 4))
     assert session.step(torch.randn(1, 1, 2)).shape == (1, 8, 1, 4, 4)
+
+
+def test_an_anchored_warp_reads_the_first_frame_once_through_the_composed_flow():
+    """`sampler.warp_anchor`: a fresh anchor gives `from_last_frame`'s frames exactly; after two
+    half-pixel shifts the anchored frame is the first frame moved one whole pixel (read once, exact),
+    where warping the warped frame again blurs it; the residual is carried and moved with the frame."""
+    from astra_core.model.flow import WarpAnchor, warp
+
+    flow_model = RectifiedFlow(FlowConfig(prediction="warp", warp_unshuffle=4, warp_mode="bicubic"))
+    g = torch.Generator().manual_seed(5)
+    first = torch.rand(1, 48, 1, 6, 6, generator=g) * 2 - 1
+    output = torch.cat([torch.randn(1, 48, 2, 6, 6, generator=g) * 0.1, torch.randn(1, 2, 2, 6, 6, generator=g)], 1)
+    fresh = WarpAnchor.start(first, 4)
+    plain = flow_model.from_last_frame(output, first, 0.5)
+    assert torch.equal(flow_model.from_last_frame(output, first, 0.5, fresh), plain)
+
+    half = torch.zeros(1, 50, 1, 6, 6)
+    half[:, 48] = 0.5 / 4  # half a pixel to the right, in latent cells
+    once, anchor = flow_model.anchored(half, fresh)
+    twice, _ = flow_model.anchored(half, anchor)
+    whole = torch.zeros(1, 2, 1, 6, 6)
+    whole[:, 0] = 1.0 / 4
+    exact = warp(first, whole, 4, "bicubic")  # one whole pixel: no interpolation
+    again = flow_model.from_last_frame(half, once)  # the plain rollout: the warped frame warped again
+    inner = (..., slice(1, -1), slice(1, -1))  # away from the border
+    assert torch.allclose(twice[inner], exact[inner], atol=1e-5)
+    assert (again[inner] - exact[inner]).abs().max() > 0.05
+
+    residual = torch.zeros(1, 50, 1, 6, 6)
+    residual[:, :48] = 0.2
+    made, anchor = flow_model.anchored(residual, fresh, residual_weight=0.5)
+    assert torch.allclose(made, first + 0.1, atol=1e-5) and torch.allclose(anchor.residual, torch.full_like(first, 0.1))
+    moved, _ = flow_model.anchored(half, anchor)  # the carried residual stays, moved with the frame
+    assert torch.allclose(moved[inner], (once + 0.1)[inner], atol=1e-5)
+
+
+def test_an_anchored_warp_starts_again_where_the_composed_flow_tears():
+    """Left half moved 6 pixels right, right half 6 left: neighbours across the seam read 3 pixels apart,
+    so the next anchor is the frame just made, read from its own place; a smooth shift keeps the anchor."""
+    from astra_core.model.flow import WarpAnchor
+
+    flow_model = RectifiedFlow(FlowConfig(prediction="warp", warp_unshuffle=4, warp_mode="bicubic"))
+    first = torch.rand(1, 48, 1, 6, 6, generator=torch.Generator().manual_seed(6))
+    tear = torch.zeros(1, 50, 1, 6, 6)
+    tear[:, 48, :, :, :3], tear[:, 48, :, :, 3:] = 6 / 4, -6 / 4
+    made, anchor = flow_model.anchored(tear, WarpAnchor.start(first, 4))
+    assert torch.equal(anchor.frame, made[:, :, -1:]) and not anchor.disp.any() and not anchor.residual.any()
+    shift = torch.zeros(1, 50, 1, 6, 6)
+    shift[:, 48] = 1 / 4
+    _, anchor = flow_model.anchored(shift, WarpAnchor.start(first, 4))
+    assert torch.equal(anchor.frame, first) and torch.allclose(anchor.disp[:, 0, 2:-2, 2:-2], torch.ones(1, 20, 20))

@@ -391,3 +391,67 @@ def test_a_forward_motion_model_rolls_out_alike_cached_and_recomputed(guidance):
         net.action_splat.bias.zero_()
     _, still = _rollout(net, 3, True, guidance)  # no forward motion: another rollout
     assert not torch.allclose(cached[0], still[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_an_anchored_rollout_matches_the_plain_one_from_known_frames_and_then_reads_the_first_frame(use_kv_cache):
+    """`sampler.warp_anchor` / `warp_anchor=`: the first chunk after a known frame is the plain rollout's;
+    later chunks read the context frame through the composed flows, so they differ from re-warping; an
+    observed chunk anchors afresh; a fork keeps its own anchor; a model without a warp (or with
+    `warp_padding: zeros`) is refused naming the option."""
+    from astra_core.config import ActionConfig, AstraConfig, HistoryConfig, SamplerConfig, dit_preset
+    from astra_core.errors import ConfigError
+    from astra_core.model.actions import AstraNet
+
+    torch.manual_seed(0)
+    config = AstraConfig(
+        dit=dit_preset("tiny", dim=32, ffn_dim=64, num_heads=2, num_layers=1, in_dim=8, out_dim=10),
+        action=ActionConfig(action_dim=3, hidden_dim=16),
+        history=HistoryConfig(chunk_size=2, window=8),
+        flow=FlowConfig(prediction="warp", warp_unshuffle=2),
+        sampler=SamplerConfig(num_steps=2, warp_anchor=True),
+    )
+    net = AstraNet(config).eval()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # a trained head: a small residual and flow
+    context = torch.randn(1, 8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    actions = _actions(3)
+
+    def rollout(**options):
+        wm = LatentWorldModel(net, seed=3, use_kv_cache=use_kv_cache, **options)
+        wm.reset(context)
+        return wm, [wm.step(a) for a in actions]
+
+    anchored, chunks = rollout()
+    assert anchored.warp_anchor  # the checkpoint's default
+    plain, plain_chunks = rollout(warp_anchor=False)
+    assert torch.allclose(chunks[0], plain_chunks[0], atol=1e-6)
+    assert not torch.allclose(chunks[2], plain_chunks[2], atol=1e-4)
+    assert torch.isfinite(torch.stack(chunks)).all()
+    branch = anchored.fork()
+    assert torch.equal(branch.step(actions[0]), anchored.step(actions[0]))  # the same state, the same anchor
+    known = []  # the same known history for both: an observed chunk anchors afresh
+    for options in ({}, {"warp_anchor": False}):
+        wm = LatentWorldModel(net, seed=3, use_kv_cache=use_kv_cache, **options)
+        wm.reset(context)
+        wm.step(actions[0])
+        wm.observe(plain_chunks[1], actions[1])
+        known.append(wm.step(actions[2]))
+    assert torch.allclose(known[0], known[1], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"warp_anchor=True: this model predicts 'velocity'"):
+        LatentWorldModel(make_net(), warp_anchor=True)
+    with pytest.raises(ConfigError, match=r"sampler.warp_anchor: .* warp_padding 'zeros'"):
+        AstraConfig.from_dict(
+            {"flow": {"prediction": "warp", "warp_padding": "zeros"}, "sampler": {"warp_anchor": True}}
+        )
+    assert LatentWorldModel(make_net()).warp_anchor is False
+
+
+def test_the_warp_anchor_flag_reaches_every_sampling_command():
+    from astra_core.apps.cli import _rollout_options, build_parser
+
+    required = {"demo": [], "rollout": ["--embodiment", "car", "--preset", "turn"], "play": []}
+    for command, rest in required.items():
+        for flag, value in (("--warp-anchor", True), ("--no-warp-anchor", False)):
+            assert _rollout_options(build_parser().parse_args([command, *rest, flag])) == {"warp_anchor": value}
+        assert "warp_anchor" not in _rollout_options(build_parser().parse_args([command, *rest]))
+    assert build_parser().parse_args(["eval", "--no-warp-anchor"]).warp_anchor is False

@@ -326,6 +326,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             precision=args.precision or "fp32",
             samples=samples,
             warp_residual=args.warp_residual,
+            warp_anchor=args.warp_anchor,
         )
         shown = tuple(args.horizons)
     write_report(results, Path(args.out), shown)
@@ -375,6 +376,7 @@ def _rollout_options(args: argparse.Namespace) -> dict:
         "guidance_scale": args.guidance,
         "num_steps": args.steps,
         "warp_residual": getattr(args, "warp_residual", None),
+        "warp_anchor": getattr(args, "warp_anchor", None),
         "precision": getattr(args, "precision", None),
     }
     if getattr(args, "compile", False):
@@ -537,12 +539,17 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 WARP_RESIDUAL_HELP = (
     "a warp model's residual weight when sampling, in [0, 1] (default: the checkpoint's sampler.warp_residual)"
 )
+WARP_ANCHOR_HELP = (
+    "a warp model reads each frame once from the rollout's first frame through the composed flows, or "
+    "re-warps the last frame (--no-warp-anchor; default: the checkpoint's sampler.warp_anchor)"
+)
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="action-free guidance scale (default: the checkpoint's)")
     p.add_argument("--steps", type=int, help="sampling steps per chunk (default: the checkpoint's)")
     p.add_argument("--warp-residual", type=float, help=WARP_RESIDUAL_HELP)
+    p.add_argument("--warp-anchor", action=argparse.BooleanOptionalAction, help=WARP_ANCHOR_HELP)
     p.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32, the reference)")
     p.add_argument(
         "--compile",
@@ -624,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance", type=float, help="action-free guidance scale (default: the config's)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
     ev.add_argument("--warp-residual", type=float, help=WARP_RESIDUAL_HELP)
+    ev.add_argument("--warp-anchor", action=argparse.BooleanOptionalAction, help=WARP_ANCHOR_HELP)
     ev.add_argument("--precision", choices=["fp32", "bf16"], help="the DiT's precision (default: fp32)")
     ev.add_argument(
         "--first-seed",

@@ -405,13 +405,20 @@ def run_benchmark(
     precision: str = "fp32",
     samples: list | None = None,
     warp_residual: float | None = None,
+    warp_anchor: bool | None = None,
 ) -> dict:
     """{embodiment: metrics} for the models in `checkpoints` ({label: path}); embodiments are those the
     first model's modalities cover. `precision`: the DiT's, "fp32" or "bf16". `samples`: see
-    `evaluate_episodes`. `guidance`, `num_steps` and `warp_residual` override the checkpoints' defaults."""
+    `evaluate_episodes`. `guidance`, `num_steps`, `warp_residual` and `warp_anchor` override the
+    checkpoints' defaults."""
     from astra_core.plugins import get_registry
 
-    chosen = {"guidance_scale": guidance, "num_steps": num_steps, "warp_residual": warp_residual}
+    chosen = {
+        "guidance_scale": guidance,
+        "num_steps": num_steps,
+        "warp_residual": warp_residual,
+        "warp_anchor": warp_anchor,
+    }
     options = {k: v for k, v in chosen.items() if v is not None}
     options["precision"] = precision
     models = {label: WorldModel.from_checkpoint(path, **options) for label, path in checkpoints.items()}
@@ -432,6 +439,7 @@ def run_benchmark(
                 results[world.name][f"{label}/sampling_steps"] = wm.latent.num_steps
                 results[world.name][f"{label}/guidance"] = wm.latent.guidance_scale
                 results[world.name][f"{label}/warp_residual"] = wm.latent.warp_residual
+                results[world.name][f"{label}/warp_anchor"] = float(wm.latent.warp_anchor)
                 results[world.name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
     return results
 
@@ -596,6 +604,7 @@ def evaluate_data(
             results[name][f"{label}/sampling_steps"] = wm.latent.num_steps
             results[name][f"{label}/guidance"] = wm.latent.guidance_scale
             results[name][f"{label}/warp_residual"] = wm.latent.warp_residual
+            results[name][f"{label}/warp_anchor"] = float(wm.latent.warp_anchor)
             results[name][f"{label}/bf16"] = float(wm.latent.dtype == torch.bfloat16)
     return results
 
@@ -608,6 +617,7 @@ def _settings_line(results: dict, labels: list[str]) -> str:
             precision = "bf16" if first.get(f"{label}/bf16") else "fp32"
             residual = first.get(f"{label}/warp_residual", 1.0)
             weighed = f", warp residual {residual:g}" if residual != 1.0 else ""
+            weighed += ", anchored warp" if first.get(f"{label}/warp_anchor") else ""
             parts.append(
                 f"{label}: {first[f'{label}/sampling_steps']} sampling steps, guidance "
                 f"{first[f'{label}/guidance']:g}{weighed}, {precision}"

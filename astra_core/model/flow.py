@@ -10,6 +10,7 @@ history frame. `velocity` derives v from any of them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -96,18 +97,57 @@ def warp(
         flow = rearrange(flow, "b (two p q) f h w -> (b f) two (h p) (w q)", p=p, q=p)
     else:
         raise ValueError(f"warp: a flow of {flow.shape[1]} channels; expected 2 or 2·{p}² = {2 * p * p}")
-    hh, ww = h * p, w * p
-    ys = torch.arange(hh, device=latents.device, dtype=flow.dtype)
-    xs = torch.arange(ww, device=latents.device, dtype=flow.dtype)
-    # sample positions in fine pixels, then normalised to [-1, 1] (align_corners=False: pixel centres)
-    x = xs[None, None, :] + flow[:, 0] * p
-    y = ys[None, :, None] + flow[:, 1] * p
-    if mode == "catmull_rom":
-        warped = catmull_rom_sample(images, x, y, padding)
-    else:
-        grid = torch.stack([(2 * x + 1) / ww - 1, (2 * y + 1) / hh - 1], dim=-1)
-        warped = F.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=False)
+    xs, ys = _pixel_grid(h * p, w * p, flow)
+    warped = sample_at(images, xs + flow[:, 0] * p, ys + flow[:, 1] * p, mode, padding)
     return rearrange(warped, "(b f) c (h p) (w q) -> b (c p q) f h w", b=b, p=p, q=p)
+
+
+def _pixel_grid(hh: int, ww: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates x [1, 1, ww] and y [1, hh, 1]."""
+    xs = torch.arange(ww, device=like.device, dtype=like.dtype)[None, None, :]
+    ys = torch.arange(hh, device=like.device, dtype=like.dtype)[None, :, None]
+    return xs, ys
+
+
+def sample_at(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor, mode: str, padding: str = "border"):
+    """images [N, C, H, W] sampled at pixel positions x, y [N, H', W'] (pixel centres at integers)."""
+    if mode == "catmull_rom":
+        return catmull_rom_sample(images, x, y, padding)
+    hh, ww = images.shape[-2:]
+    grid = torch.stack([(2 * x + 1) / ww - 1, (2 * y + 1) / hh - 1], dim=-1)  # align_corners=False
+    return F.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=False)
+
+
+ANCHOR_JUMP = 2.0  # pixels: neighbours whose composed offsets differ by more have torn apart
+ANCHOR_TORN_SHARE = 0.01  # the share of torn pixels above which an anchored rollout starts again
+
+
+@dataclass(frozen=True)
+class WarpAnchor:
+    """Where a rollout's last frame came from (`sampler.warp_anchor`): `frame` [B, C, 1, H, W], a frame
+    of latents the rollout started from or last started again from; `disp` [B, 2, H·p, W·p], for every
+    fine pixel of the last frame, where in `frame` it was read (an offset in fine pixels); `residual`
+    [B, C, 1, H, W], what the residuals added on top, carried along. The last frame is `frame` read at
+    `disp` plus `residual`; the next frame reads `frame` once through the composed flow instead of
+    resampling the last frame, so its detail is resampled once, not once per frame."""
+
+    frame: torch.Tensor
+    disp: torch.Tensor
+    residual: torch.Tensor
+
+    @classmethod
+    def start(cls, frame: torch.Tensor, unshuffle: int) -> WarpAnchor:
+        """A fresh anchor at `frame` [B, C, 1, H, W]: every pixel read from its own place."""
+        b, _, _, h, w = frame.shape
+        frame = frame.float()
+        return cls(frame, frame.new_zeros(b, 2, h * unshuffle, w * unshuffle), torch.zeros_like(frame))
+
+
+def _torn(disp: torch.Tensor, jump: float, share: float) -> torch.Tensor:
+    """[B] bool: whether neighbouring pixels of `disp` [B, 2, H, W] read more than `jump` pixels apart
+    on more than `share` of the frame (there interpolating the offsets would sweep across the frame)."""
+    spread = F.max_pool2d(disp, 2, 1) + F.max_pool2d(-disp, 2, 1)
+    return (spread.amax(dim=1) > jump).float().mean(dim=(1, 2)) > share
 
 
 def reverse_motion(motion: torch.Tensor, depth: float = 4.0) -> torch.Tensor:
@@ -187,16 +227,17 @@ class RectifiedFlow:
         floor: bool = True,
         last_frame: torch.Tensor | None = None,
         residual_weight: float = 1.0,
+        anchor: WarpAnchor | None = None,
     ) -> torch.Tensor:
         """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/σ when the network
         predicts data. `floor` (training) divides by max(σ, sigma_floor) instead, which bounds the loss
         weight at small σ; sampling passes False and the exact σ, which the samplers never evaluate at 0.
         sigma: a 0-d tensor or one level per sample [B]; `last_frame` [B, C, 1, H, W], the base of a
-        `delta` prediction (x̂₀ = last_frame + output); `residual_weight` as in `from_last_frame`."""
+        `delta` prediction (x̂₀ = last_frame + output); `residual_weight` and `anchor` as in `from_last_frame`."""
         if self.config.prediction == "velocity":
             return output
         sigma = sigma.float()
-        x0 = self.denoised(output, x, sigma, last_frame, residual_weight)
+        x0 = self.denoised(output, x, sigma, last_frame, residual_weight, anchor)
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
         return (x.float() - x0) / _per_sample(sigma, x)
@@ -208,22 +249,28 @@ class RectifiedFlow:
         sigma: torch.Tensor,
         last_frame: torch.Tensor | None = None,
         residual_weight: float = 1.0,
+        anchor: WarpAnchor | None = None,
     ) -> torch.Tensor:
         """x̂₀, the clean sample the network's `output` at x_σ stands for (float32), for every `prediction`;
-        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`, `residual_weight` as in `from_last_frame`."""
+        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`, `residual_weight` and `anchor` as in
+        `from_last_frame`."""
         prediction = self.config.prediction
         if prediction == "velocity":  # x_σ = x₀ + σ·(ε − x₀)
             return x.float() - _per_sample(sigma.float(), x) * output.float()
         if prediction in ("delta", "warp"):
             if last_frame is None:
                 raise ValueError(f"prediction {prediction!r} needs the last history frame (last_frame)")
-            return self.from_last_frame(output, last_frame, residual_weight)
+            return self.from_last_frame(output, last_frame, residual_weight, anchor)
         if prediction == "data":
             return output.float()
         return self.preconditioned(output, x, sigma.float())
 
     def from_last_frame(
-        self, output: torch.Tensor, last_frame: torch.Tensor, residual_weight: float = 1.0
+        self,
+        output: torch.Tensor,
+        last_frame: torch.Tensor,
+        residual_weight: float = 1.0,
+        anchor: WarpAnchor | None = None,
     ) -> torch.Tensor:
         """x̂₀ of a `delta` or `warp` prediction. output [B, C (+2 for warp), f, H, W], last_frame [B, C, 1, H, W].
         delta: last_frame + output. warp: the last frame warped by the flow in the output's channels after
@@ -232,10 +279,13 @@ class RectifiedFlow:
         the last two channels are a forward motion, joined to the flow by `with_forward_motion`. With
         `warp_padding: zeros` the warp reads zeros past the frame's edge, and there the residual counts
         fully whatever `residual_weight` (it is all there is of the frame), blended by the share of the
-        sample that falls inside."""
+        sample that falls inside. With an `anchor` (a warp prediction, `sampler.warp_anchor`), the frames
+        read the anchor's frame through the composed flow instead (`anchored`)."""
         last = last_frame.float()
         if self.config.prediction == "delta":
             return last + output.float()
+        if anchor is not None:
+            return self.anchored(output, anchor, residual_weight)[0]
         c = last.shape[1]
         residual, flow = output[:, :c].float(), output[:, c:].float()  # flow: 2 or 2·p² channels
         forward = None
@@ -252,6 +302,47 @@ class RectifiedFlow:
             weight = residual_weight * inside + (1.0 - inside)  # per fine pixel, channels (p q)
             return warped + weight.repeat(1, c // (p * p), 1, 1, 1) * residual
         return warped + residual_weight * residual
+
+    def anchored(
+        self, output: torch.Tensor, anchor: WarpAnchor, residual_weight: float = 1.0
+    ) -> tuple[torch.Tensor, WarpAnchor]:
+        """A warp prediction's frames read once from `anchor.frame`, and the anchor of the last of them.
+        Each fine pixel's flow (as in `from_last_frame`) is composed with where its source pixel was read
+        (`anchor.disp`, interpolated bilinearly), `anchor.frame` is sampled there with the trained
+        `warp_mode`, and the carried residual, warped by the flow like a frame, plus this frame's residual
+        times `residual_weight` is added. A fresh anchor gives exactly `from_last_frame`'s frames. Where
+        the composed offsets tear (neighbouring pixels reading more than `ANCHOR_JUMP` pixels apart on more
+        than `ANCHOR_TORN_SHARE` of the frame), the next anchor starts again from the last frame made."""
+        c = anchor.frame.shape[1]
+        p = self.config.warp_unshuffle
+        residual, flow = output[:, :c].float(), output[:, c:].float()
+        if self.config.splat_rank:
+            flow = self.with_forward_motion(flow[:, :2], flow[:, 2:4])
+        b, _, f, h, w = residual.shape
+        if flow.shape[1] == 2:
+            pixel_flow = cells_to_pixels(flow, p) * p  # [(b f), 2, hh, ww], fine pixels
+        else:
+            pixel_flow = rearrange(flow, "b (two p q) f h w -> (b f) two (h p) (w q)", p=p, q=p) * p
+        xs, ys = _pixel_grid(h * p, w * p, pixel_flow)
+        before = anchor.disp.repeat_interleave(f, dim=0)
+        disp = pixel_flow + sample_at(before, xs + pixel_flow[:, 0], ys + pixel_flow[:, 1], "bilinear", "border")
+        images = rearrange(anchor.frame, "b (c p q) one h w -> (b one) c (h p) (w q)", p=p, q=p)
+        read = sample_at(images.repeat_interleave(f, dim=0), xs + disp[:, 0], ys + disp[:, 1], self.config.warp_mode)
+        read = rearrange(read, "(b f) c (h p) (w q) -> b (c p q) f h w", b=b, p=p, q=p)
+        carried = warp(anchor.residual.expand(-1, -1, f, -1, -1), flow, p, self.config.warp_mode)
+        carried = carried + residual_weight * residual
+        frames = read + carried
+        last_disp = rearrange(disp, "(b f) two hh ww -> b f two hh ww", b=b)[:, -1]
+        keep = ~_torn(last_disp, ANCHOR_JUMP, ANCHOR_TORN_SHARE)
+        k5 = keep.float()[:, None, None, None, None]
+        last = frames[:, :, -1:]
+        following = replace(
+            anchor,
+            frame=anchor.frame * k5 + last * (1 - k5),
+            disp=last_disp * k5[:, :, 0],
+            residual=carried[:, :, -1:] * k5,
+        )
+        return frames, following
 
     def with_forward_motion(self, flow: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
         """A backward flow per cell [B, 2, f, H, W] and a forward motion per cell (`splat_rank`) -> one

@@ -18,7 +18,7 @@ import torch
 
 from astra_core.errors import AstraError, ConfigError, ShapeError
 from astra_core.model.actions import Actions, AstraNet, Masks, action_shape, map_actions
-from astra_core.model.flow import RectifiedFlow
+from astra_core.model.flow import RectifiedFlow, WarpAnchor
 from astra_core.model.kv_cache import KVCache
 from astra_core.model.memory import segments_to_evict, with_last_frame_channels
 from astra_core.model.sampling import SAMPLERS, action_free_guidance
@@ -46,6 +46,7 @@ class LatentWorldModel:
         use_kv_cache: bool = True,
         seed: int = 0,
         warp_residual: float | None = None,
+        warp_anchor: bool | None = None,
     ):
         cfg = net.config
         self.net = net.eval()
@@ -75,6 +76,17 @@ class LatentWorldModel:
                 f"warp_residual={self.warp_residual:g}: this model predicts {cfg.flow.prediction!r}, not 'warp'; "
                 "it has no residual to weigh"
             )
+        anchor = cfg.sampler.warp_anchor if warp_anchor is None else warp_anchor
+        if not isinstance(anchor, bool):
+            raise ConfigError(f"warp_anchor={anchor!r}: must be True or False")
+        if anchor and (cfg.flow.prediction != "warp" or cfg.flow.warp_padding != "border"):
+            raise ConfigError(
+                f"warp_anchor=True: this model predicts {cfg.flow.prediction!r} with warp_padding "
+                f"{cfg.flow.warp_padding!r}; anchoring needs a 'warp' prediction with the border repeated"
+            )
+        self.warp_anchor = anchor
+        self._anchor: WarpAnchor | None = None
+        self._final_output: torch.Tensor | None = None
         self.use_kv_cache = use_kv_cache
         self.seed = seed
         self._cache: KVCache | None = None
@@ -165,7 +177,12 @@ class LatentWorldModel:
             return self._velocity(x, sigma, features, positions)
 
         latents = self.flow.from_target(self.sampler(velocity, noise, sigmas), self._last_frame)
+        following = None
+        if self._anchor is not None:  # where the frames just made were read from, for the next chunk
+            following = self.flow.anchored(self._final_output, self._anchor, self.warp_residual)[1]
         self._commit(latents, features, sink=False)
+        if following is not None:
+            self._anchor = following
         return latents
 
     @torch.no_grad()
@@ -240,8 +257,15 @@ class LatentWorldModel:
         if self.guided:  # mixes the raw outputs: for data and delta that is mixing the x̂₀ (the weights sum to 1);
             # for warp it extrapolates the flow and the residual
             out = action_free_guidance(*out.chunk(2, dim=0), self.guidance_scale)
+        self._final_output = out  # the last call's, at the last sampling step, when the chunk is done
         return self.flow.velocity(
-            out, x.float(), sigma, floor=False, last_frame=self._last_frame, residual_weight=self.warp_residual
+            out,
+            x.float(),
+            sigma,
+            floor=False,
+            last_frame=self._last_frame,
+            residual_weight=self.warp_residual,
+            anchor=self._anchor,
         )
 
     def _velocity_recompute(self, xin, t, features, positions) -> torch.Tensor:
@@ -266,6 +290,8 @@ class LatentWorldModel:
         positions = torch.arange(self._next_position, self._next_position + f, device=self.device)
         self._next_position += f
         self._last_frame = latents[:, :, -1:].float()
+        if self.warp_anchor:  # a known frame (the context, an observed chunk) anchors afresh; `step` overrides
+            self._anchor = WarpAnchor.start(self._last_frame, self.flow.config.warp_unshuffle)
         window = self.history_cfg.window
         if self._cache is not None:
             xin = self._inputs(latents, generated=False)
