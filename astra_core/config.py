@@ -350,8 +350,8 @@ class SamplerConfig(_Config):
     warp_residual: float = 1.0
     # With `flow.prediction: warp`: read every generated frame once from the rollout's first frame through
     # the flows composed so far, instead of warping the last generated frame again (its detail resampled
-    # once, not once a frame; what leaves the view and comes back is read back). Where the composed flow
-    # tears, the rollout starts again from its last frame. The residuals are carried alongside.
+    # once, not once a frame; what leaves the view and comes back is read back while the composed flow holds
+    # together). Where it tears, the rollout starts again from its last frame. The residuals are carried alongside.
     warp_anchor: bool = False
 
     @model_validator(mode="after")
