@@ -25,20 +25,8 @@ def gpu_check(monkeypatch):
 
 def test_gpu_check_times_cache_against_recompute_on_cpu(gpu_check, capsys):
     # fp32: a CPU without native bf16 (AVX2) emulates a bf16 matmul far below the peak of its fp32 ones
-    args = [
-        "--device",
-        "cpu",
-        "--preset",
-        "tiny",
-        "--height",
-        "64",
-        "--width",
-        "64",
-        "--chunk",
-        "2",
-        "--precision",
-        "fp32",
-    ]
+    size = ["--height", "64", "--width", "64", "--chunk", "2"]
+    args = ["--device", "cpu", "--preset", "tiny", *size, "--precision", "fp32"]
     assert gpu_check.main([*args, "--repeats", "1", "--peak-size", "512"]) == 0
     out = capsys.readouterr().out
     assert "16 tokens per latent frame" in out and "history 1 + 4 frames (80 tokens)" in out
