@@ -348,10 +348,11 @@ class SamplerConfig(_Config):
     # the trained model as is; below 1 keeps more of the moved last frame, which is sharp where the residual
     # is the network's hedge between places a small moving part could be (docs/results.md measures it).
     warp_residual: float = 1.0
-    # With `flow.prediction: warp`: read every generated frame once from the rollout's first frame through
-    # the flows composed so far, instead of warping the last generated frame again (its detail resampled
-    # once, not once a frame; what leaves the view and comes back is read back while the composed flow holds
-    # together). Where it tears, the rollout starts again from its last frame. The residuals are carried alongside.
+    # With `flow.prediction: warp`: read every generated frame once from the last known frame (the context,
+    # an observed chunk) through the flows composed since, instead of warping the last generated frame
+    # again (its detail resampled once, not once a frame; what leaves the view and comes back is read back
+    # while the composed flow holds together). Where it tears, the rollout starts again from its last
+    # frame. The residuals are carried alongside.
     warp_anchor: bool = False
 
     @model_validator(mode="after")

@@ -25,30 +25,31 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_default.s
 
 
 def _cpu_bf16_supported() -> bool:
-    """oneDNN's own check for native bf16 on this CPU (avx512_bf16 or AMX)."""
+    """oneDNN's own check for bf16 support on this CPU (AVX-512 and later; not AVX2)."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check()) if check is not None else False
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether bf16 runs natively on `device`: a CUDA device that supports it, or a CPU with
-    avx512_bf16 or AMX. Elsewhere bf16 is emulated, far slower than fp32 (`bench/bench_train.py`)."""
+    """Whether bf16 runs natively on `device`: a CUDA device of compute capability 8 or later, or a CPU
+    whose bf16 oneDNN supports (AVX-512 and later). Elsewhere bf16 is emulated, far slower than fp32
+    (`bench/bench_train.py`)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device)[0] >= 8
     return device.type == "cpu" and _cpu_bf16_supported()
 
 
 def warn_emulated_bf16(device: str | torch.device, setting: str, instead: str) -> str | None:
-    """Warn (and return the message) when bf16 is asked for on a device without native bf16: it runs, and
-    slower than fp32. A warning, not an error: the figures are the same, only the time differs."""
+    """Warn (and return the message) when bf16 is asked for on a device without native bf16: it runs, far
+    slower than fp32. A warning, not an error: it still computes what was asked for."""
     if native_bf16(device):
         return None
     where = f"this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
     if torch.device(device).type != "cpu":
         where = f"device {torch.device(device)}"
     message = (
-        f"{setting}: {where} has no native bf16 (on a CPU: avx512_bf16 or AMX), so bf16 is emulated, "
+        f"{setting}: {where} has no native bf16 (a CPU needs AVX-512 or later), so bf16 is emulated, "
         f"far slower than fp32 (training: 0.07x fp32's tokens/s on a 2-core AVX2 CPU); {instead}"
     )
     warnings.warn(message, UserWarning, stacklevel=3)

@@ -393,8 +393,10 @@ def test_a_forward_motion_model_rolls_out_alike_cached_and_recomputed(guidance):
     assert not torch.allclose(cached[0], still[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("use_kv_cache", [True, False])
-def test_an_anchored_rollout_matches_the_plain_one_from_known_frames_and_then_reads_the_first_frame(use_kv_cache):
+@pytest.mark.parametrize("use_kv_cache,guidance", [(True, 1.0), (False, 1.0), (True, 2.0)])
+def test_an_anchored_rollout_matches_the_plain_one_from_known_frames_and_then_reads_the_first_frame(
+    use_kv_cache, guidance
+):
     """`sampler.warp_anchor` / `warp_anchor=`: the first chunk after a known frame is the plain rollout's;
     later chunks read the context frame through the composed flows, so they differ from re-warping; an
     observed chunk anchors afresh; a fork keeps its own anchor; a model without a warp (or with
@@ -417,7 +419,7 @@ def test_an_anchored_rollout_matches_the_plain_one_from_known_frames_and_then_re
     actions = _actions(3)
 
     def rollout(**options):
-        wm = LatentWorldModel(net, seed=3, use_kv_cache=use_kv_cache, **options)
+        wm = LatentWorldModel(net, seed=3, use_kv_cache=use_kv_cache, guidance_scale=guidance, **options)
         wm.reset(context)
         return wm, [wm.step(a) for a in actions]
 
@@ -431,7 +433,7 @@ def test_an_anchored_rollout_matches_the_plain_one_from_known_frames_and_then_re
     assert torch.equal(branch.step(actions[0]), anchored.step(actions[0]))  # the same state, the same anchor
     known = []  # the same known history for both: an observed chunk anchors afresh
     for options in ({}, {"warp_anchor": False}):
-        wm = LatentWorldModel(net, seed=3, use_kv_cache=use_kv_cache, **options)
+        wm = LatentWorldModel(net, seed=3, use_kv_cache=use_kv_cache, guidance_scale=guidance, **options)
         wm.reset(context)
         wm.step(actions[0])
         wm.observe(plain_chunks[1], actions[1])

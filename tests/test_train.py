@@ -770,7 +770,7 @@ def test_bf16_without_native_bf16_warns_and_the_flag_sets_fp32(tmp_path, monkeyp
     say so and name the fix; `astra train --precision fp32` overrides the config's bf16."""
     import astra_core.world as world
 
-    cfg = TrainConfig.from_yaml(_config(tmp_path, "bf16", steps=1, eval_every=0, precision="bf16"))
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "bf16", steps=1, eval_every=0, precision="bf16", device="cpu"))
     monkeypatch.setattr(world, "_cpu_bf16_supported", lambda: False)
     assert not world.native_bf16("cpu")
     with pytest.warns(UserWarning, match=r"precision: bf16: this CPU .* no native bf16 .* --precision fp32"):
@@ -788,7 +788,7 @@ def test_bf16_without_native_bf16_warns_and_the_flag_sets_fp32(tmp_path, monkeyp
             main(
                 [
                     "train",
-                    str(_config(tmp_path, "flag", steps=1, eval_every=0, precision="bf16")),
+                    str(_config(tmp_path, "flag", steps=1, eval_every=0, precision="bf16", device="cpu")),
                     "--quiet",
                     "--precision",
                     "fp32",

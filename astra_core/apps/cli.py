@@ -540,8 +540,8 @@ WARP_RESIDUAL_HELP = (
     "a warp model's residual weight when sampling, in [0, 1] (default: the checkpoint's sampler.warp_residual)"
 )
 WARP_ANCHOR_HELP = (
-    "a warp model reads each frame once from the rollout's first frame through the composed flows, or "
-    "re-warps the last frame (--no-warp-anchor; default: the checkpoint's sampler.warp_anchor)"
+    "a warp model reads each frame once from the last known (or restart) frame through the composed flows, "
+    "or re-warps the last frame (--no-warp-anchor; default: the checkpoint's sampler.warp_anchor)"
 )
 
 
