@@ -227,17 +227,16 @@ class RectifiedFlow:
         floor: bool = True,
         last_frame: torch.Tensor | None = None,
         residual_weight: float = 1.0,
-        anchor: WarpAnchor | None = None,
     ) -> torch.Tensor:
         """The velocity the network's `output` at x_σ stands for: itself, or (x_σ − x̂₀)/σ when the network
         predicts data. `floor` (training) divides by max(σ, sigma_floor) instead, which bounds the loss
         weight at small σ; sampling passes False and the exact σ, which the samplers never evaluate at 0.
         sigma: a 0-d tensor or one level per sample [B]; `last_frame` [B, C, 1, H, W], the base of a
-        `delta` prediction (x̂₀ = last_frame + output); `residual_weight` and `anchor` as in `from_last_frame`."""
+        `delta` prediction (x̂₀ = last_frame + output); `residual_weight` as in `from_last_frame`."""
         if self.config.prediction == "velocity":
             return output
         sigma = sigma.float()
-        x0 = self.denoised(output, x, sigma, last_frame, residual_weight, anchor)
+        x0 = self.denoised(output, x, sigma, last_frame, residual_weight)
         if floor:
             sigma = sigma.clamp(min=self.config.sigma_floor)
         return (x.float() - x0) / _per_sample(sigma, x)
@@ -249,28 +248,22 @@ class RectifiedFlow:
         sigma: torch.Tensor,
         last_frame: torch.Tensor | None = None,
         residual_weight: float = 1.0,
-        anchor: WarpAnchor | None = None,
     ) -> torch.Tensor:
         """x̂₀, the clean sample the network's `output` at x_σ stands for (float32), for every `prediction`;
-        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`, `residual_weight` and `anchor` as in
-        `from_last_frame`."""
+        sigma a 0-d tensor or [B]; `last_frame` as in `velocity`, `residual_weight` as in `from_last_frame`."""
         prediction = self.config.prediction
         if prediction == "velocity":  # x_σ = x₀ + σ·(ε − x₀)
             return x.float() - _per_sample(sigma.float(), x) * output.float()
         if prediction in ("delta", "warp"):
             if last_frame is None:
                 raise ValueError(f"prediction {prediction!r} needs the last history frame (last_frame)")
-            return self.from_last_frame(output, last_frame, residual_weight, anchor)
+            return self.from_last_frame(output, last_frame, residual_weight)
         if prediction == "data":
             return output.float()
         return self.preconditioned(output, x, sigma.float())
 
     def from_last_frame(
-        self,
-        output: torch.Tensor,
-        last_frame: torch.Tensor,
-        residual_weight: float = 1.0,
-        anchor: WarpAnchor | None = None,
+        self, output: torch.Tensor, last_frame: torch.Tensor, residual_weight: float = 1.0
     ) -> torch.Tensor:
         """x̂₀ of a `delta` or `warp` prediction. output [B, C (+2 for warp), f, H, W], last_frame [B, C, 1, H, W].
         delta: last_frame + output. warp: the last frame warped by the flow in the output's channels after
@@ -279,13 +272,10 @@ class RectifiedFlow:
         the last two channels are a forward motion, joined to the flow by `with_forward_motion`. With
         `warp_padding: zeros` the warp reads zeros past the frame's edge, and there the residual counts
         fully whatever `residual_weight` (it is all there is of the frame), blended by the share of the
-        sample that falls inside. With an `anchor` (a warp prediction, `sampler.warp_anchor`), the frames
-        read the anchor's frame through the composed flow instead (`anchored`)."""
+        sample that falls inside. `anchored` reads the frames from an earlier frame instead."""
         last = last_frame.float()
         if self.config.prediction == "delta":
             return last + output.float()
-        if anchor is not None:
-            return self.anchored(output, anchor, residual_weight)[0]
         c = last.shape[1]
         residual, flow = output[:, :c].float(), output[:, c:].float()  # flow: 2 or 2·p² channels
         forward = None

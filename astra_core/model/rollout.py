@@ -86,7 +86,7 @@ class LatentWorldModel:
             )
         self.warp_anchor = anchor
         self._anchor: WarpAnchor | None = None
-        self._final_output: torch.Tensor | None = None
+        self._following: WarpAnchor | None = None  # the anchor of the last estimate, set by `_velocity`
         self.use_kv_cache = use_kv_cache
         self.seed = seed
         self._cache: KVCache | None = None
@@ -177,9 +177,7 @@ class LatentWorldModel:
             return self._velocity(x, sigma, features, positions)
 
         latents = self.flow.from_target(self.sampler(velocity, noise, sigmas), self._last_frame)
-        following = None
-        if self._anchor is not None:  # where the frames just made were read from, for the next chunk
-            following = self.flow.anchored(self._final_output, self._anchor, self.warp_residual)[1]
+        following = self._following if self._anchor is not None else None  # the last step's: these frames'
         self._commit(latents, features, sink=False)
         if following is not None:
             self._anchor = following
@@ -257,15 +255,11 @@ class LatentWorldModel:
         if self.guided:  # mixes the raw outputs: for data and delta that is mixing the x̂₀ (the weights sum to 1);
             # for warp it extrapolates the flow and the residual
             out = action_free_guidance(*out.chunk(2, dim=0), self.guidance_scale)
-        self._final_output = out  # the last call's, at the last sampling step, when the chunk is done
+        if self._anchor is not None:  # x̂₀ read through the composed flow; (x − x̂₀)/σ as for any warp
+            x0, self._following = self.flow.anchored(out, self._anchor, self.warp_residual)
+            return (x.float() - x0) / sigma.float()
         return self.flow.velocity(
-            out,
-            x.float(),
-            sigma,
-            floor=False,
-            last_frame=self._last_frame,
-            residual_weight=self.warp_residual,
-            anchor=self._anchor,
+            out, x.float(), sigma, floor=False, last_frame=self._last_frame, residual_weight=self.warp_residual
         )
 
     def _velocity_recompute(self, xin, t, features, positions) -> torch.Tensor:
