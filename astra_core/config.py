@@ -616,8 +616,10 @@ class TrainConfig(_Config):
     model: AstraConfig = AstraConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
-    mode: Literal["scratch", "adapter"] = "scratch"
-    init_checkpoint: str | None = None  # adapter mode: an Astra checkpoint or a Wan2.1 state dict (.safetensors)
+    # "scratch": fresh weights; "adapter": a pretrained backbone frozen, the action adapter trained;
+    # "finetune": every weight of an Astra checkpoint of this same architecture, all of them trained
+    mode: Literal["scratch", "adapter", "finetune"] = "scratch"
+    init_checkpoint: str | None = None  # adapter: an Astra checkpoint or a Wan2.1 state dict; finetune: an Astra checkpoint
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
@@ -639,10 +641,13 @@ class TrainConfig(_Config):
     def _check(self) -> TrainConfig:
         if self.mode == "adapter" and not self.init_checkpoint:
             raise ValueError("mode 'adapter' needs init_checkpoint (a pretrained backbone)")
+        if self.mode == "finetune" and not self.init_checkpoint:
+            raise ValueError("mode 'finetune' needs init_checkpoint (the Astra checkpoint whose weights it starts from)")
         if self.mode == "scratch" and self.init_checkpoint:
             raise ValueError(
-                f"init_checkpoint={self.init_checkpoint!r} is read only in mode 'adapter'; set mode: adapter to "
-                "fine-tune from it, or remove it to train from scratch"
+                f"init_checkpoint={self.init_checkpoint!r} is read only in modes 'adapter' and 'finetune'; set "
+                "mode: finetune to train all its weights further, mode: adapter to train an action adapter on "
+                "its frozen backbone, or remove it to train from scratch"
             )
         if self.data.source == "worlds" and self.data.cache:
             raise ValueError("data.cache is read only with data.source: cache; set it, or remove data.cache")

@@ -106,7 +106,7 @@ for field, value in [
     ("model.dit.eps", 0.0),
     ("model.flow.weighting_width", 0.0),
     ("model.flow.num_train_timesteps", -1),
-    ("init_checkpoint", "base.safetensors"),  # read only in mode adapter
+    ("init_checkpoint", "base.safetensors"),  # read only in modes adapter and finetune
     ("data.cache", ["shards/*.h5"]),  # read only with data.source cache
 ]:
     leaf = field.split(".")[-1]
@@ -298,6 +298,17 @@ def _(tmp):
     (tmp / "base.safetensors").write_bytes(b"\x00" * 64)
     data = _tiny(mode="adapter", init_checkpoint=str(tmp / "base.safetensors"))
     return _trainer(data, tmp), CheckpointError, ["base.safetensors"]
+
+
+@case("configs", "finetune init_checkpoint missing")
+def _(tmp):
+    data = _tiny(mode="finetune", init_checkpoint=str(tmp / "base.safetensors"))
+    return _trainer(data, tmp), CheckpointError, ["base.safetensors", "finetune"]
+
+
+@case("configs", "finetune without init_checkpoint")
+def _(tmp):
+    return _trainer(_tiny(mode="finetune"), tmp), ConfigError, ["finetune", "init_checkpoint"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -297,6 +297,42 @@ def test_adapter_fine_tuning_in_bf16_keeps_the_backbone_and_fp32_weights(tmp_pat
     assert not torch.equal(after["dit.blocks.0.self_attn.q.weight"], before["dit.blocks.0.self_attn.q.weight"])
 
 
+def test_finetune_mode_starts_from_every_weight_and_trains_them_all(tmp_path):
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "scratch"))
+    torch.manual_seed(5)
+    pretrained = AstraNet(cfg.model)
+    with torch.no_grad():  # weights a fresh network would not have: the head and the action path
+        for p in pretrained.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    for normalizer in pretrained.moae.normalizers.values():  # statistics the training data would not give
+        normalizer.fit(3.0 + 2.0 * torch.randn(16, normalizer.dim))
+    init = save_checkpoint(tmp_path / "pretrained.safetensors", pretrained)
+    tuned = TrainConfig.from_yaml(_config(tmp_path, "tuned", mode="finetune", init_checkpoint=str(init), steps=3))
+    trainer = Trainer(tuned, progress=False)
+    before = pretrained.state_dict()
+    start = trainer.net.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in before.items())  # every weight, buffers included
+    assert trainer.net.moae.normalizers["camera_se3"].fitted  # kept from the checkpoint, not fitted again
+    trainer.train()
+    after = trainer.net.state_dict()
+    for name in ("dit.blocks.0.ffn.0.weight", "dit.head.head.weight", "dit.blocks.0.self_attn.q.weight"):
+        assert not torch.equal(after[name], before[name]), name
+    # the run's checkpoint keeps the config of the run (here the same architecture)
+    assert WorldModel.from_checkpoint(tmp_path / "tuned" / "model.safetensors").frames_per_step == 2
+
+
+def test_finetune_mode_refuses_a_checkpoint_of_another_architecture(tmp_path):
+    other = json.loads(json.dumps(BASE))
+    other["model"]["dit"]["num_layers"] = 1
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump({**other, "out_dir": str(tmp_path / "other")}))
+    init = save_checkpoint(tmp_path / "small.safetensors", AstraNet(TrainConfig.from_yaml(path).model))
+    tuned = TrainConfig.from_yaml(_config(tmp_path, "tuned", mode="finetune", init_checkpoint=str(init)))
+    with pytest.raises(CheckpointError, match=r"small\.safetensors.*missing: dit\.blocks\.1\."):
+        Trainer(tuned, progress=False)
+    assert not (tmp_path / "tuned" / "state.pt").exists()
+
+
 def test_info_reports_training_provenance(tmp_path, capsys):
     cfg = TrainConfig.from_yaml(_config(tmp_path, "info", steps=2))
     Trainer(cfg, progress=False).train()

@@ -13,6 +13,8 @@ import torch.distributed as dist
 from torch import nn
 
 from astra_core.checkpoint import (
+    TOKENIZER_PREFIX,
+    check_state_dict,
     read_checkpoint,
 )
 from astra_core.config import DataConfig, TrainConfig
@@ -158,6 +160,17 @@ def _load_backbone(net: AstraNet, path: str) -> None:
     load_wan_state_dict(net.dit, backbone)
 
 
+def _load_whole(net: AstraNet, path: str) -> None:
+    """Finetune mode: every weight of an Astra checkpoint (the normalisers' statistics included), which
+    must have `net`'s architecture; errors name the file and what differs."""
+    if not path or not Path(path).is_file():
+        raise CheckpointError(f"init_checkpoint {path!r}: no such file (finetune mode starts from it)")
+    _, tensors, _ = read_checkpoint(path)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}
+    check_state_dict(net, tensors, f"init_checkpoint {path}")
+    net.load_state_dict(tensors)
+
+
 def training_device(choice: str) -> torch.device:
     """The device a run trains on: `TrainConfig.device` resolved. "auto" takes CUDA when there is a
     device, the CPU otherwise; under torchrun each rank takes its own GPU (LOCAL_RANK)."""
@@ -227,6 +240,8 @@ class SetupMixin:
         if cfg.mode == "adapter":
             _load_backbone(net, cfg.init_checkpoint)
             net.select_adapter_parameters()
+        elif cfg.mode == "finetune":
+            _load_whole(net, cfg.init_checkpoint)
         return net
 
     def clip_frames(self) -> int:
