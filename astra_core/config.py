@@ -619,7 +619,8 @@ class TrainConfig(_Config):
     # "scratch": fresh weights; "adapter": a pretrained backbone frozen, the action adapter trained;
     # "finetune": every weight of an Astra checkpoint of this same architecture, all of them trained
     mode: Literal["scratch", "adapter", "finetune"] = "scratch"
-    init_checkpoint: str | None = None  # adapter: an Astra checkpoint or a Wan2.1 state dict; finetune: an Astra checkpoint
+    # adapter: an Astra checkpoint or a Wan2.1 state dict; finetune: an Astra checkpoint
+    init_checkpoint: str | None = None
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
@@ -642,7 +643,7 @@ class TrainConfig(_Config):
         if self.mode == "adapter" and not self.init_checkpoint:
             raise ValueError("mode 'adapter' needs init_checkpoint (a pretrained backbone)")
         if self.mode == "finetune" and not self.init_checkpoint:
-            raise ValueError("mode 'finetune' needs init_checkpoint (the Astra checkpoint whose weights it starts from)")
+            raise ValueError("mode 'finetune' needs init_checkpoint (the Astra checkpoint it starts from)")
         if self.mode == "scratch" and self.init_checkpoint:
             raise ValueError(
                 f"init_checkpoint={self.init_checkpoint!r} is read only in modes 'adapter' and 'finetune'; set "
