@@ -259,6 +259,14 @@ def check_state_dict(net: AstraNet, tensors: dict[str, torch.Tensor], source: st
         raise CheckpointError(f"{source}: weights do not match the config; " + "; ".join(problems))
 
 
+def load_network_weights(net: AstraNet, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load a checkpoint's network tensors (all but the tokenizer's) into `net`, which must match them
+    exactly (`check_state_dict`, naming `source`)."""
+    net_tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}
+    check_state_dict(net, net_tensors, source)
+    net.load_state_dict(net_tensors)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> AstraNet:
     """Rebuild the network from the checkpoint's own config and load its weights."""
     return load_world_checkpoint(path, device)[0]
@@ -300,13 +308,11 @@ def _load_world(path: str | Path, device: str | torch.device = "cpu"):
     from astra_core.plugins import PluginError
 
     config, tensors, metadata = read_checkpoint(path)
-    net_tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}
     try:
         net = AstraNet(config)
     except PluginError as err:
         raise _missing_plugin(path, metadata, err) from None
-    check_state_dict(net, net_tensors, str(path))
-    net.load_state_dict(net_tensors)
+    load_network_weights(net, tensors, str(path))
     tokenizer = None
     if "tokenizer" in metadata:
         try:

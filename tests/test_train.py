@@ -321,6 +321,32 @@ def test_finetune_mode_starts_from_every_weight_and_trains_them_all(tmp_path):
     assert WorldModel.from_checkpoint(tmp_path / "tuned" / "model.safetensors").frames_per_step == 2
 
 
+def test_a_finetune_run_resumes_from_its_state_without_its_init_checkpoint(tmp_path):
+    """Resuming, the weights come from state.pt: the checkpoint the run started from is not read again
+    (it may have been retrained or removed since), and the run ends as the uninterrupted one does."""
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "scratch"))
+    torch.manual_seed(5)
+    pretrained = AstraNet(cfg.model)
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    init = save_checkpoint(tmp_path / "pretrained.safetensors", pretrained)
+    straight = TrainConfig.from_yaml(_config(tmp_path, "straight", mode="finetune", init_checkpoint=str(init)))
+    Trainer(straight, progress=False).train()
+    split = TrainConfig.from_yaml(_config(tmp_path, "split", mode="finetune", init_checkpoint=str(init)))
+    first = Trainer(split, progress=False)
+    for _ in range(3):
+        first.train_step()
+    first.save_state()
+    del first
+    init.unlink()
+    resumed = Trainer(split, resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.train()
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_finetune_mode_refuses_a_checkpoint_of_another_architecture(tmp_path):
     other = json.loads(json.dumps(BASE))
     other["model"]["dit"]["num_layers"] = 1

@@ -127,7 +127,7 @@ class Trainer(SetupMixin, EvaluationMixin, CheckpointMixin):
         torch.manual_seed(cfg.seed)
         self.progress = progress and self.rank == 0
         self.tokenizer = build_run_tokenizer(cfg)
-        self.net = self._build_net()
+        self.net = self._build_net(resume)
         self.pools, self.held_out = self._load_clips()
         self._fit_normalizers()
         self.net.to(self.device)  # after the normalisers are fitted on the CPU, before the EMA copy and the optimiser

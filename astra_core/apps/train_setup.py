@@ -13,8 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from astra_core.checkpoint import (
-    TOKENIZER_PREFIX,
-    check_state_dict,
+    load_network_weights,
     read_checkpoint,
 )
 from astra_core.config import DataConfig, TrainConfig
@@ -165,10 +164,7 @@ def _load_whole(net: AstraNet, path: str) -> None:
     must have `net`'s architecture; errors name the file and what differs."""
     if not path or not Path(path).is_file():
         raise CheckpointError(f"init_checkpoint {path!r}: no such file (finetune mode starts from it)")
-    _, tensors, _ = read_checkpoint(path)
-    tensors = {k: v for k, v in tensors.items() if not k.startswith(TOKENIZER_PREFIX)}
-    check_state_dict(net, tensors, f"init_checkpoint {path}")
-    net.load_state_dict(tensors)
+    load_network_weights(net, read_checkpoint(path)[1], f"init_checkpoint {path}")
 
 
 def training_device(choice: str) -> torch.device:
@@ -234,13 +230,13 @@ class SetupMixin:
         fully_shard(module)
         return module
 
-    def _build_net(self) -> AstraNet:
+    def _build_net(self, resume: bool = False) -> AstraNet:
         cfg = self.cfg
         net = AstraNet(cfg.model)
         if cfg.mode == "adapter":
             _load_backbone(net, cfg.init_checkpoint)
             net.select_adapter_parameters()
-        elif cfg.mode == "finetune":
+        elif cfg.mode == "finetune" and not resume:  # resuming, state.pt holds every weight
             _load_whole(net, cfg.init_checkpoint)
         return net
 
