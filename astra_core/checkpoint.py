@@ -267,6 +267,35 @@ def load_network_weights(net: AstraNet, tensors: dict[str, torch.Tensor], source
     net.load_state_dict(net_tensors)
 
 
+def check_same_tokenizer(tokenizer, metadata: dict[str, str], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """A network continued from a checkpoint (`mode: finetune`, `mode: adapter`) generates the latents of
+    the tokenizer it was trained with: `tokenizer` (the run's) must be that one, its kind, settings and
+    weights. A checkpoint that stores no tokenizer is not checked. Errors name `source` and what differs."""
+    if "tokenizer" not in metadata:
+        return
+    try:
+        stored = json.loads(metadata["tokenizer"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{source}: metadata 'tokenizer' is not JSON ({metadata['tokenizer']!r})") from None
+    ours = tokenizer.describe()
+    if stored != ours:
+        raise CheckpointError(
+            f"{source}: its model was trained on the latents of the tokenizer {stored}, this run's data.tokenizer "
+            f"is {ours}; the network would read latents it never saw. Set data.tokenizer (and data.pixel_patch) "
+            "to the checkpoint's"
+        )
+    weights = {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
+    own = tokenizer.state_dict()
+    differ = sorted(
+        k for k in set(weights) | set(own) if k not in weights or k not in own or not torch.equal(weights[k], own[k])
+    )
+    if differ:
+        raise CheckpointError(
+            f"{source}: its tokenizer has this run's settings ({ours}) but other weights ({len(differ)} tensors "
+            f"differ, e.g. {differ[0]!r}); train with the tokenizer the checkpoint was trained with"
+        )
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> AstraNet:
     """Rebuild the network from the checkpoint's own config and load its weights."""
     return load_world_checkpoint(path, device)[0]

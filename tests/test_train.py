@@ -359,6 +359,34 @@ def test_finetune_mode_refuses_a_checkpoint_of_another_architecture(tmp_path):
     assert not (tmp_path / "tuned" / "state.pt").exists()
 
 
+def test_finetune_and_adapter_refuse_a_checkpoint_trained_on_another_tokenizer(tmp_path):
+    """The network generates its tokenizer's latents: a checkpoint trained on other latents (another kind
+    of tokenizer, or the same kind with other weights) is refused, naming the file, before any state."""
+    from astra_core.data.tokenizer import CausalVideoVAE
+    from astra_core.data.tokenizer_train import save_tokenizer
+
+    cfg = TrainConfig.from_yaml(_config(tmp_path, "scratch"))
+    torch.manual_seed(0)
+    vae_a, vae_b = (CausalVideoVAE(channels=48, width=16, temporal_factor=1) for _ in range(2))
+    net = AstraNet(cfg.model)
+    on_vae = save_checkpoint(tmp_path / "on_vae.safetensors", net, tokenizer=vae_b)
+    for mode in ("finetune", "adapter"):  # the run's tokenizer is the pixel one, the checkpoint's a VAE
+        run = TrainConfig.from_yaml(_config(tmp_path, f"pixel_{mode}", mode=mode, init_checkpoint=str(on_vae)))
+        with pytest.raises(CheckpointError, match=r"on_vae\.safetensors.*causal_vae.*'pixel'"):
+            Trainer(run, progress=False)
+        assert not (tmp_path / f"pixel_{mode}" / "state.pt").exists()
+    vae_file = save_tokenizer(tmp_path / "vae_a.safetensors", vae_a)  # the same settings, other weights
+    data = {**BASE["data"], "tokenizer": str(vae_file)}
+    run = TrainConfig.from_yaml(_config(tmp_path, "vae_a", mode="finetune", init_checkpoint=str(on_vae), data=data))
+    with pytest.raises(CheckpointError, match=r"on_vae\.safetensors.*other weights"):
+        Trainer(run, progress=False)
+    # the checkpoint's own tokenizer passes the check (and the weights load)
+    same = save_checkpoint(tmp_path / "on_vae_a.safetensors", net, tokenizer=vae_a)
+    run = TrainConfig.from_yaml(_config(tmp_path, "vae_ok", mode="finetune", init_checkpoint=str(same), data=data))
+    start = Trainer(run, progress=False).net.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in net.state_dict().items() if k.startswith("dit."))
+
+
 def test_info_reports_training_provenance(tmp_path, capsys):
     cfg = TrainConfig.from_yaml(_config(tmp_path, "info", steps=2))
     Trainer(cfg, progress=False).train()

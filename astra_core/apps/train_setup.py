@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from astra_core.checkpoint import (
+    check_same_tokenizer,
     load_network_weights,
     read_checkpoint,
 )
@@ -135,8 +136,9 @@ def build_run_tokenizer(cfg: TrainConfig):
     return tokenizer
 
 
-def _load_backbone(net: AstraNet, path: str) -> None:
-    """Adapter mode: the backbone of an Astra checkpoint, or a Wan2.1 state dict (either layout)."""
+def _load_backbone(net: AstraNet, path: str, tokenizer) -> None:
+    """Adapter mode: the backbone of an Astra checkpoint (trained with `tokenizer`, the run's), or a Wan2.1
+    state dict (either layout)."""
     from safetensors.torch import load_file
 
     from astra_core.model.dit import is_astra_addition
@@ -145,8 +147,7 @@ def _load_backbone(net: AstraNet, path: str) -> None:
     if not path or not Path(path).is_file():
         raise CheckpointError(f"init_checkpoint {path!r}: no such file (adapter mode starts from it)")
     try:
-        _, tensors, _ = read_checkpoint(path)
-        tensors = {k[len("dit.") :]: v for k, v in tensors.items() if k.startswith("dit.")}
+        _, tensors, metadata = read_checkpoint(path)
     except CheckpointError as astra_error:  # not an Astra checkpoint: a plain Wan state dict?
         try:
             tensors = load_file(path)
@@ -155,16 +156,22 @@ def _load_backbone(net: AstraNet, path: str) -> None:
                 f"init_checkpoint {path}: neither an Astra checkpoint ({astra_error}) nor a safetensors "
                 f"state dict ({type(err).__name__}: {err})"
             ) from None
+    else:
+        check_same_tokenizer(tokenizer, metadata, tensors, f"init_checkpoint {path}")
+        tensors = {k[len("dit.") :]: v for k, v in tensors.items() if k.startswith("dit.")}
     backbone = {k: v for k, v in tensors.items() if not is_astra_addition(k)}
     load_wan_state_dict(net.dit, backbone)
 
 
-def _load_whole(net: AstraNet, path: str) -> None:
+def _load_whole(net: AstraNet, path: str, tokenizer) -> None:
     """Finetune mode: every weight of an Astra checkpoint (the normalisers' statistics included), which
-    must have `net`'s architecture; errors name the file and what differs."""
+    must have `net`'s architecture and have been trained with `tokenizer` (the run's); errors name the file
+    and what differs."""
     if not path or not Path(path).is_file():
         raise CheckpointError(f"init_checkpoint {path!r}: no such file (finetune mode starts from it)")
-    load_network_weights(net, read_checkpoint(path)[1], f"init_checkpoint {path}")
+    _, tensors, metadata = read_checkpoint(path)
+    check_same_tokenizer(tokenizer, metadata, tensors, f"init_checkpoint {path}")
+    load_network_weights(net, tensors, f"init_checkpoint {path}")
 
 
 def training_device(choice: str) -> torch.device:
@@ -234,10 +241,10 @@ class SetupMixin:
         cfg = self.cfg
         net = AstraNet(cfg.model)
         if cfg.mode == "adapter":
-            _load_backbone(net, cfg.init_checkpoint)
+            _load_backbone(net, cfg.init_checkpoint, self.tokenizer)
             net.select_adapter_parameters()
         elif cfg.mode == "finetune" and not resume:  # resuming, state.pt holds every weight
-            _load_whole(net, cfg.init_checkpoint)
+            _load_whole(net, cfg.init_checkpoint, self.tokenizer)
         return net
 
     def clip_frames(self) -> int:
