@@ -321,9 +321,11 @@ def test_finetune_mode_starts_from_every_weight_and_trains_them_all(tmp_path):
     assert WorldModel.from_checkpoint(tmp_path / "tuned" / "model.safetensors").frames_per_step == 2
 
 
-def test_a_finetune_run_resumes_from_its_state_without_its_init_checkpoint(tmp_path):
+@pytest.mark.parametrize("mode", ["finetune", "adapter"])
+def test_a_run_from_a_checkpoint_resumes_from_its_state_without_its_init_checkpoint(tmp_path, mode):
     """Resuming, the weights come from state.pt: the checkpoint the run started from is not read again
-    (it may have been retrained or removed since), and the run ends as the uninterrupted one does."""
+    (it may have been retrained or removed since), and the run ends as the uninterrupted one does (in
+    adapter mode with the backbone still frozen)."""
     cfg = TrainConfig.from_yaml(_config(tmp_path, "scratch"))
     torch.manual_seed(5)
     pretrained = AstraNet(cfg.model)
@@ -331,9 +333,9 @@ def test_a_finetune_run_resumes_from_its_state_without_its_init_checkpoint(tmp_p
         for p in pretrained.parameters():
             p.add_(0.01 * torch.randn_like(p))
     init = save_checkpoint(tmp_path / "pretrained.safetensors", pretrained)
-    straight = TrainConfig.from_yaml(_config(tmp_path, "straight", mode="finetune", init_checkpoint=str(init)))
+    straight = TrainConfig.from_yaml(_config(tmp_path, "straight", mode=mode, init_checkpoint=str(init)))
     Trainer(straight, progress=False).train()
-    split = TrainConfig.from_yaml(_config(tmp_path, "split", mode="finetune", init_checkpoint=str(init)))
+    split = TrainConfig.from_yaml(_config(tmp_path, "split", mode=mode, init_checkpoint=str(init)))
     first = Trainer(split, progress=False)
     for _ in range(3):
         first.train_step()
@@ -345,6 +347,8 @@ def test_a_finetune_run_resumes_from_its_state_without_its_init_checkpoint(tmp_p
     resumed.train()
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    frozen = "dit.blocks.0.ffn.0.weight"
+    assert torch.equal(b[frozen], pretrained.state_dict()[frozen]) == (mode == "adapter")
 
 
 def test_finetune_mode_refuses_a_checkpoint_of_another_architecture(tmp_path):

@@ -241,9 +241,10 @@ class SetupMixin:
         cfg = self.cfg
         net = AstraNet(cfg.model)
         if cfg.mode == "adapter":
-            _load_backbone(net, cfg.init_checkpoint, self.tokenizer)
+            if not resume:  # resuming, state.pt holds every weight, the frozen backbone's too
+                _load_backbone(net, cfg.init_checkpoint, self.tokenizer)
             net.select_adapter_parameters()
-        elif cfg.mode == "finetune" and not resume:  # resuming, state.pt holds every weight
+        elif cfg.mode == "finetune" and not resume:
             _load_whole(net, cfg.init_checkpoint, self.tokenizer)
         return net
 
