@@ -259,6 +259,11 @@ def check_state_dict(net: AstraNet, tensors: dict[str, torch.Tensor], source: st
         raise CheckpointError(f"{source}: weights do not match the config; " + "; ".join(problems))
 
 
+def tokenizer_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tokenizer's tensors of a world-model checkpoint, named as in the tokenizer's own state dict."""
+    return {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
+
+
 def load_network_weights(net: AstraNet, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load a checkpoint's network tensors (all but the tokenizer's) into `net`, which must match them
     exactly (`check_state_dict`, naming `source`)."""
@@ -284,7 +289,7 @@ def check_same_tokenizer(tokenizer, metadata: dict[str, str], tensors: dict[str,
             f"is {ours}; the network would read latents it never saw. Set data.tokenizer (and data.pixel_patch) "
             "to the checkpoint's"
         )
-    weights = {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
+    weights = tokenizer_weights(tensors)
     own = tokenizer.state_dict()
     differ = sorted(
         k for k in set(weights) | set(own) if k not in weights or k not in own or not torch.equal(weights[k], own[k])
@@ -346,9 +351,7 @@ def _load_world(path: str | Path, device: str | torch.device = "cpu"):
     if "tokenizer" in metadata:
         try:
             tokenizer = build_tokenizer(json.loads(metadata["tokenizer"]))
-            tokenizer.load_state_dict(
-                {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
-            )
+            tokenizer.load_state_dict(tokenizer_weights(tensors))
         except (ValueError, RuntimeError, KeyError) as err:
             raise CheckpointError(f"{path}: the stored tokenizer does not load ({err})") from None
         tokenizer = tokenizer.to(device).eval()

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from astra_core.checkpoint import TOKENIZER_PREFIX, atomic_save_tensors
+from astra_core.checkpoint import atomic_save_tensors, tokenizer_weights
 from astra_core.data.tokenizer import CausalVideoVAE, build_tokenizer, psnr_from_mse
 from astra_core.errors import CheckpointError
 
@@ -103,7 +103,7 @@ def load_tokenizer(path: str | Path) -> torch.nn.Module:
     except Exception as err:  # noqa: BLE001 - any failure here means an unreadable file
         raise CheckpointError(f"{path}: not a readable tokenizer checkpoint ({err})") from None
     if meta.get("format") != "astra-tokenizer":  # a world model's checkpoint: its tokenizer's tensors only
-        tensors = {k[len(TOKENIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(TOKENIZER_PREFIX)}
+        tensors = tokenizer_weights(tensors)
     tokenizer = build_tokenizer(spec)
     try:
         tokenizer.load_state_dict(tensors)
